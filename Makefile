@@ -1,0 +1,44 @@
+# Everyday targets. The two that matter on a fresh machine:
+#   make demo   - bring up a local Kafka + kube-apiserver, run the operator against it
+#   make test   - run the whole test suite against a real Kafka and kube-apiserver
+# Tools are fetched/built once into $(CGO_CACHE) (default ~/.cache/consumer-group-operator).
+
+SHELL := /bin/bash
+export CGO_CACHE ?= $(HOME)/.cache/consumer-group-operator
+CARGO ?= cargo
+
+.PHONY: all build test unit-test lint fmt crds check-crds deps demo bench clean-cache
+
+all: build
+
+build:
+	$(CARGO) build --all-targets
+
+# Fetches Kafka jars and builds kube-apiserver/etcd/kubectl if they are not cached yet.
+deps:
+	@scripts/deps.sh >/dev/null
+
+# Everything CI runs: lint, CRD drift check, unit + integration tests (real Kafka + apiserver).
+test:
+	@scripts/test.sh
+
+unit-test:
+	$(CARGO) test --lib
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+# Regenerates crds/ and the chart's copy from the Rust types.
+crds:
+	$(CARGO) run --quiet -- crd > crds/consumer-group-operator.yaml
+	cp crds/consumer-group-operator.yaml charts/consumer-group-operator/crds/consumer-group-operator.yaml
+
+demo:
+	@scripts/demo.sh
+
+clean-cache:
+	rm -rf $(CGO_CACHE)

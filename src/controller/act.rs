@@ -1,0 +1,95 @@
+//! Act: the only writes of a reconcile. Server-side apply of the owned Deployment with one field
+//! manager, replica patches of a referenced workload's scale subresource, the status patch (only
+//! when it changed) and Events (only on transitions).
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use super::conditions::{self, Transition};
+use super::workload::MANAGER;
+use crate::crd::{ConsumerGroup, ConsumerGroupStatus, ScaleTargetKind};
+
+pub async fn apply_deployment(client: &Client, deployment: &Deployment) -> Result<(), kube::Error> {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), &deployment.namespace().unwrap_or_default());
+    api.patch(&deployment.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(deployment)).await?;
+    Ok(())
+}
+
+/// Sets only `spec.replicas` of a workload the operator does not own.
+pub async fn scale_target(
+    client: &Client,
+    namespace: &str,
+    kind: ScaleTargetKind,
+    name: &str,
+    replicas: i32,
+) -> Result<(), kube::Error> {
+    let patch = Patch::Merge(json!({ "spec": { "replicas": replicas } }));
+    let params = PatchParams { field_manager: Some(MANAGER.to_string()), ..PatchParams::default() };
+    match kind {
+        ScaleTargetKind::Deployment => {
+            Api::<Deployment>::namespaced(client.clone(), namespace).patch_scale(name, &params, &patch).await?;
+        }
+        ScaleTargetKind::StatefulSet => {
+            Api::<StatefulSet>::namespaced(client.clone(), namespace).patch_scale(name, &params, &patch).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies the status when it differs from what the object carries. Returns whether it wrote.
+pub async fn status(client: &Client, group: &ConsumerGroup, status: &ConsumerGroupStatus) -> Result<bool, kube::Error> {
+    if group.status.as_ref() == Some(status) {
+        return Ok(false);
+    }
+    let api: Api<ConsumerGroup> = Api::namespaced(client.clone(), &group.namespace().unwrap_or_default());
+    let body = json!({
+        "apiVersion": ConsumerGroup::api_version(&()),
+        "kind": ConsumerGroup::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&group.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(body)).await?;
+    Ok(true)
+}
+
+/// What happened in this reconcile that deserves an Event.
+pub enum Happening {
+    Transition(Transition),
+    Scaled { from: Option<i32>, to: i32, reason: String },
+}
+
+pub async fn publish(recorder: &Recorder, group: &ConsumerGroup, happenings: Vec<Happening>) {
+    let reference = group.object_ref(&());
+    for happening in happenings {
+        let event = match happening {
+            Happening::Scaled { from, to, reason } => Event {
+                type_: EventType::Normal,
+                reason: "Scaled".into(),
+                note: Some(match from {
+                    Some(from) => format!("Scaled workload from {from} to {to} replicas: {reason}"),
+                    None => format!("Created workload with {to} replicas: {reason}"),
+                }),
+                action: "Scale".into(),
+                secondary: None,
+            },
+            Happening::Transition(t) => {
+                let healthy = match t.type_.as_str() {
+                    conditions::REPLICAS_CAPPED => true,
+                    _ => t.status,
+                };
+                Event {
+                    type_: if healthy { EventType::Normal } else { EventType::Warning },
+                    reason: t.reason,
+                    note: Some(format!("{} is now {}: {}", t.type_, if t.status { "True" } else { "False" }, t.message)),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                }
+            }
+        };
+        if let Err(error) = recorder.publish(&event, &reference).await {
+            tracing::warn!(%error, "could not publish Event");
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! Decide: from what was observed, the replicas to set (or none: leave the workload alone) and the
+//! conditions to report. Pure; the fault rules ("never scale on missing data") live here.
+
+use std::collections::BTreeMap;
+
+use super::conditions::{Desired, KAFKA_REACHABLE, READY, REPLICAS_CAPPED, reason};
+use super::decide::{self, Limit, Recommendation};
+use super::observe::ConnectionProblem;
+use crate::crd::ConsumerGroup;
+
+/// What Kafka told us this time.
+#[derive(Debug, Clone)]
+pub enum KafkaObservation {
+    /// Kafka was not asked (an earlier step failed).
+    NotQueried,
+    Unreachable(String),
+    TopicsMissing(Vec<String>),
+    Seen { partitions: BTreeMap<String, i32> },
+}
+
+/// Inputs of a decision.
+#[derive(Debug, Clone)]
+pub struct Observed<'a> {
+    pub group: &'a ConsumerGroup,
+    /// `namespace/name` of an earlier ConsumerGroup claiming the same groupId in the same cluster.
+    pub conflict_with: Option<String>,
+    pub connection: Option<ConnectionProblem>,
+    /// The workload's replicas; `Err` names a missing scale target.
+    pub workload_replicas: Result<Option<i32>, String>,
+    pub kafka: KafkaObservation,
+    /// Total lag that counts for scaling, when measured this time (lag mode only).
+    pub scaling_lag: Option<i64>,
+    pub now_seconds: i64,
+    pub history: &'a [Recommendation],
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Replicas to set; None leaves the workload as it is.
+    pub replicas: Option<i32>,
+    /// Why, for the Scaled event.
+    pub scale_reason: String,
+    pub desired_replicas: Option<i32>,
+    pub partitions: Option<i32>,
+    pub conditions: Vec<Desired>,
+    pub history: Vec<Recommendation>,
+    /// Whether the error is one only a spec change (or new Kafka state) fixes.
+    pub permanent: bool,
+}
+
+pub fn plan(o: &Observed) -> Plan {
+    let mut plan = Plan {
+        replicas: None,
+        scale_reason: String::new(),
+        desired_replicas: None,
+        partitions: None,
+        conditions: Vec::new(),
+        history: o.history.to_vec(),
+        permanent: false,
+    };
+    let spec = &o.group.spec;
+
+    if let Some(owner) = &o.conflict_with {
+        plan.permanent = true;
+        plan.conditions.push(Desired::new(
+            READY,
+            false,
+            reason::GROUP_ID_CONFLICT,
+            format!(
+                "groupId {:?} in this Kafka cluster is already managed by ConsumerGroup {owner}; this one is not acted on. Use another groupId or delete one of them",
+                spec.group_id
+            ),
+        ));
+        return plan;
+    }
+
+    if let Some(problem) = &o.connection {
+        let (reason, message) = match problem {
+            ConnectionProblem::NoBootstrapServers => (
+                reason::KAFKA_NOT_CONFIGURED,
+                "no Kafka bootstrap servers: set spec.kafka.bootstrapServers or start the operator with --default-bootstrap-servers".to_string(),
+            ),
+            ConnectionProblem::SecretNotFound(name) => (
+                reason::SECRET_NOT_FOUND,
+                format!("Secret {name:?} named in spec.kafka.clientPropertiesSecretRef does not exist in this namespace; create it or fix the reference"),
+            ),
+            ConnectionProblem::SecretInvalid { name, key } => (
+                reason::SECRET_INVALID,
+                format!("key {key:?} of Secret {name:?} is not UTF-8 text; librdkafka properties must be text (PEM for certificates)"),
+            ),
+        };
+        plan.permanent = matches!(problem, ConnectionProblem::NoBootstrapServers);
+        plan.conditions.push(Desired::new(READY, false, reason, message));
+        return plan;
+    }
+
+    let current = match &o.workload_replicas {
+        Ok(current) => *current,
+        Err(missing) => {
+            plan.conditions.push(Desired::new(
+                READY,
+                false,
+                reason::SCALE_TARGET_NOT_FOUND,
+                format!("spec.scaleTargetRef {missing} does not exist in this namespace; create it or fix the reference"),
+            ));
+            return plan;
+        }
+    };
+
+    let partitions = match &o.kafka {
+        KafkaObservation::NotQueried => return plan,
+        KafkaObservation::Unreachable(error) => {
+            let message = format!("{error}; keeping the current replicas until Kafka answers");
+            plan.conditions.push(Desired::new(KAFKA_REACHABLE, false, reason::KAFKA_UNREACHABLE, message.clone()));
+            plan.conditions.push(Desired::new(READY, false, reason::KAFKA_UNREACHABLE, message));
+            return plan;
+        }
+        KafkaObservation::TopicsMissing(topics) => {
+            plan.conditions.push(Desired::new(KAFKA_REACHABLE, true, reason::CONNECTED, "metadata read"));
+            plan.conditions.push(Desired::new(
+                READY,
+                false,
+                reason::TOPICS_NOT_FOUND,
+                format!("topics {} do not exist in Kafka; create them or fix spec.topics (replicas left unchanged)", topics.join(", ")),
+            ));
+            return plan;
+        }
+        KafkaObservation::Seen { partitions } => partitions,
+    };
+    plan.conditions.push(Desired::new(KAFKA_REACHABLE, true, reason::CONNECTED, "metadata and group state read"));
+    let cap: i32 = partitions.values().sum();
+    plan.partitions = Some(cap);
+    let per_topic = partitions.iter().map(|(t, p)| format!("{t}: {p}")).collect::<Vec<_>>().join(", ");
+
+    let decision = match &spec.scaling {
+        None => {
+            plan.scale_reason = format!("spec.replicas is {}", spec.replicas);
+            Some(decide::manual(spec.replicas, cap))
+        }
+        Some(scaling) => match o.scaling_lag {
+            Some(lag) => {
+                let (decision, history) = decide::autoscale(&decide::LagInput {
+                    scaling,
+                    total_lag: lag,
+                    current_replicas: current.unwrap_or(0),
+                    partitions: cap,
+                    now_seconds: o.now_seconds,
+                    history: o.history,
+                });
+                plan.history = history;
+                plan.scale_reason = format!("total lag {lag} with lagThreshold {}", scaling.lag_threshold);
+                Some(decision)
+            }
+            None => None,
+        },
+    };
+
+    let Some(decision) = decision else {
+        plan.conditions.push(Desired::new(
+            READY,
+            false,
+            reason::LAG_UNAVAILABLE,
+            "lag could not be measured; keeping the current replicas",
+        ));
+        return plan;
+    };
+    plan.desired_replicas = Some(decision.desired);
+    plan.conditions.push(match decision.limited_by {
+        Some(Limit::Partitions) => Desired::new(
+            REPLICAS_CAPPED,
+            true,
+            reason::PARTITION_CAP,
+            format!(
+                "requested {} replicas, allowed {}: the subscribed topics have {cap} partitions ({per_topic}) and a consumer beyond that would sit idle",
+                decision.requested, decision.desired
+            ),
+        ),
+        Some(Limit::MaxReplicas) => Desired::new(
+            REPLICAS_CAPPED,
+            true,
+            reason::MAX_REPLICAS,
+            format!("requested {} replicas, allowed {} by spec.scaling.maxReplicas", decision.requested, decision.desired),
+        ),
+        None => Desired::new(
+            REPLICAS_CAPPED,
+            false,
+            reason::WITHIN_LIMITS,
+            format!("requested {} replicas, within the {cap} partitions", decision.requested),
+        ),
+    });
+
+    if spec.paused {
+        plan.conditions.push(Desired::new(
+            READY,
+            true,
+            reason::PAUSED,
+            format!("spec.paused is true: replicas frozen (the operator would set {})", decision.desired),
+        ));
+        return plan;
+    }
+    plan.replicas = Some(decision.desired);
+    plan.conditions.push(Desired::new(READY, true, reason::RECONCILED, format!("workload runs {} of {cap} possible replicas", decision.desired)));
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ConsumerGroupSpec;
+
+    fn group(extra: serde_json::Value) -> ConsumerGroup {
+        let mut spec = serde_json::json!({"groupId": "g", "topics": ["t"], "scaleTargetRef": {"kind": "Deployment", "name": "d"}});
+        spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        ConsumerGroup::new("cg", serde_json::from_value::<ConsumerGroupSpec>(spec).unwrap())
+    }
+
+    fn observed(group: &ConsumerGroup, kafka: KafkaObservation) -> Observed<'_> {
+        Observed {
+            group,
+            conflict_with: None,
+            connection: None,
+            workload_replicas: Ok(Some(2)),
+            kafka,
+            scaling_lag: None,
+            now_seconds: 0,
+            history: &[],
+        }
+    }
+
+    fn seen(n: i32) -> KafkaObservation {
+        KafkaObservation::Seen { partitions: BTreeMap::from([("t".to_string(), n)]) }
+    }
+
+    fn condition<'a>(plan: &'a Plan, type_: &str) -> &'a Desired {
+        plan.conditions.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("no {type_} in {plan:?}"))
+    }
+
+    #[test]
+    fn capped_request_sets_the_cap_and_says_so() {
+        let g = group(serde_json::json!({"replicas": 10}));
+        let p = plan(&observed(&g, seen(6)));
+        assert_eq!(p.replicas, Some(6));
+        let capped = condition(&p, REPLICAS_CAPPED);
+        assert!(capped.status);
+        assert!(capped.message.contains("requested 10") && capped.message.contains("allowed 6"), "{}", capped.message);
+        assert!(condition(&p, READY).status);
+    }
+
+    #[test]
+    fn unreachable_kafka_never_touches_replicas() {
+        let g = group(serde_json::json!({"replicas": 3}));
+        let p = plan(&observed(&g, KafkaObservation::Unreachable("timed out".into())));
+        assert_eq!(p.replicas, None);
+        assert!(!condition(&p, KAFKA_REACHABLE).status);
+        assert!(!condition(&p, READY).status);
+    }
+
+    #[test]
+    fn missing_topics_are_named_and_nothing_scales() {
+        let g = group(serde_json::json!({}));
+        let p = plan(&observed(&g, KafkaObservation::TopicsMissing(vec!["a".into(), "b".into()])));
+        assert_eq!(p.replicas, None);
+        let ready = condition(&p, READY);
+        assert_eq!(ready.reason, reason::TOPICS_NOT_FOUND);
+        assert!(ready.message.contains("a, b"));
+    }
+
+    #[test]
+    fn lag_mode_without_lag_data_holds_replicas() {
+        let g = group(serde_json::json!({"scaling": {"lagThreshold": 10}}));
+        let p = plan(&observed(&g, seen(6)));
+        assert_eq!(p.replicas, None);
+        assert_eq!(condition(&p, READY).reason, reason::LAG_UNAVAILABLE);
+    }
+
+    #[test]
+    fn lag_mode_scales_up_to_the_cap() {
+        let g = group(serde_json::json!({"scaling": {"lagThreshold": 10}}));
+        let mut o = observed(&g, seen(6));
+        o.scaling_lag = Some(500);
+        let p = plan(&o);
+        assert_eq!(p.replicas, Some(6));
+        assert_eq!(condition(&p, REPLICAS_CAPPED).reason, reason::PARTITION_CAP);
+    }
+
+    #[test]
+    fn paused_reports_but_does_not_scale() {
+        let g = group(serde_json::json!({"replicas": 1, "paused": true}));
+        let p = plan(&observed(&g, seen(6)));
+        assert_eq!(p.replicas, None);
+        assert_eq!(p.desired_replicas, Some(1));
+        assert_eq!(condition(&p, READY).reason, reason::PAUSED);
+    }
+
+    #[test]
+    fn conflict_and_missing_references_block_everything() {
+        let g = group(serde_json::json!({}));
+        let mut o = observed(&g, seen(6));
+        o.conflict_with = Some("ns/first".into());
+        let p = plan(&o);
+        assert_eq!((p.replicas, p.permanent), (None, true));
+        assert!(condition(&p, READY).message.contains("ns/first"));
+
+        let mut o = observed(&g, seen(6));
+        o.connection = Some(ConnectionProblem::SecretNotFound("kafka-auth".into()));
+        let p = plan(&o);
+        assert_eq!(p.replicas, None);
+        assert!(condition(&p, READY).message.contains("kafka-auth"));
+
+        let mut o = observed(&g, seen(6));
+        o.workload_replicas = Err("Deployment/d".into());
+        let p = plan(&o);
+        assert_eq!(p.replicas, None);
+        assert_eq!(condition(&p, READY).reason, reason::SCALE_TARGET_NOT_FOUND);
+    }
+
+    #[test]
+    fn partitions_of_several_topics_add_up() {
+        let g = group(serde_json::json!({"topics": ["a", "b"], "replicas": 100}));
+        let p = plan(&observed(
+            &g,
+            KafkaObservation::Seen { partitions: BTreeMap::from([("a".to_string(), 4), ("b".to_string(), 2)]) },
+        ));
+        assert_eq!((p.partitions, p.replicas), (Some(6), Some(6)));
+        assert!(condition(&p, REPLICAS_CAPPED).message.contains("a: 4, b: 2"));
+    }
+}

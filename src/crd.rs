@@ -1,0 +1,433 @@
+//! The `kafka.operators.dev/v1alpha1` API: the `ConsumerGroup` custom resource.
+//!
+//! Types only: doc comments become `kubectl explain` text, and validation that the API server can
+//! do (schema ranges, CEL rules) is declared here so bad objects are refused at `kubectl apply`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every resource of this operator.
+pub const GROUP: &str = "kafka.operators.dev";
+
+/// A Kafka consumer group run as a Kubernetes workload: the operator keeps the workload between
+/// zero and the subscribed topics' partition count, scales it on lag, and reports the group.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "kafka.operators.dev",
+    version = "v1alpha1",
+    kind = "ConsumerGroup",
+    namespaced,
+    status = "ConsumerGroupStatus",
+    shortname = "kcg",
+    shortname = "cg",
+    category = "kafka",
+    derive = "PartialEq",
+    doc = "A Kafka consumer group run as a Kubernetes workload and scaled up to its topics' partition count.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Group", type_ = "string", json_path = ".spec.groupId"),
+    printcolumn(name = "Topics", type_ = "string", json_path = ".spec.topics"),
+    printcolumn(name = "Partitions", type_ = "integer", json_path = ".status.partitions"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredReplicas", priority = "1"),
+    printcolumn(name = "Lag", type_ = "integer", json_path = ".status.lag.total"),
+    printcolumn(name = "State", type_ = "string", json_path = ".status.groupState"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", priority = "1"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(
+    validation = Rule::new("has(self.template) != has(self.scaleTargetRef)")
+        .message("exactly one of spec.template (the operator runs a Deployment) or spec.scaleTargetRef (the operator scales an existing workload) must be set")
+        .reason(Reason::FieldValueRequired)
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerGroupSpec {
+    /// The Kafka consumer group id (`group.id`) the workload's consumers use. Immutable: to move a
+    /// workload to another group, create a new ConsumerGroup (committed offsets belong to the id).
+    #[x_kube(validation = Rule::new("self == oldSelf").message("groupId is immutable; delete and recreate the ConsumerGroup to use another group id"))]
+    #[schemars(length(min = 1, max = 255))]
+    pub group_id: String,
+
+    /// Topics the group subscribes to (one or more). Replicas are capped at their total partition
+    /// count: a consumer beyond that would get no partition and sit idle.
+    #[schemars(length(min = 1, max = 100), extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(inner(regex(pattern = r"^[a-zA-Z0-9._-]{1,249}$")))]
+    pub topics: Vec<String>,
+
+    /// How to reach Kafka. Unset fields fall back to the operator's default connection
+    /// (`--default-bootstrap-servers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaConnection>,
+
+    /// Pod template of the consumer workload: the operator creates and owns a Deployment from it and
+    /// injects KAFKA_BOOTSTRAP_SERVERS, KAFKA_GROUP_ID and KAFKA_TOPICS into every container.
+    /// Exactly one of template and scaleTargetRef.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "pod_template_schema")]
+    pub template: Option<PodTemplateSpec>,
+
+    /// An existing Deployment or StatefulSet (same namespace) whose replicas the operator drives
+    /// through its scale subresource, touching nothing else. Exactly one of template and
+    /// scaleTargetRef.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_target_ref: Option<ScaleTargetRef>,
+
+    /// Requested number of consumers when lag autoscaling (spec.scaling) is off: set by hand,
+    /// by GitOps, by `kubectl scale` or by a HorizontalPodAutoscaler through the scale subresource.
+    /// Never applied above the partition count. Ignored while spec.scaling is set.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+
+    /// Lag-based autoscaling. When set, the operator computes replicas from consumer lag and
+    /// spec.replicas is ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<ScalingSpec>,
+
+    /// How a partition without a committed offset counts for lag, matching the consumers'
+    /// `auto.offset.reset`: `latest` (nothing to read yet: lag 0) or `earliest` (everything retained
+    /// is unread). Also injected into the workload as KAFKA_AUTO_OFFSET_RESET.
+    #[serde(default)]
+    pub auto_offset_reset: AutoOffsetReset,
+
+    /// Freeze the workload's replicas: the operator keeps observing and reporting but changes no
+    /// replica count while true.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// Connection to the Kafka cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaConnection {
+    /// Comma-separated `host:port` list of bootstrap brokers. Defaults to the operator's
+    /// `--default-bootstrap-servers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub bootstrap_servers: Option<String>,
+
+    /// A Secret in the ConsumerGroup's namespace whose keys are librdkafka client properties
+    /// (for example `security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password`,
+    /// `ssl.ca.pem`) used by the operator's own Kafka client for this group. Its content is
+    /// never logged or copied into status or Events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_properties_secret_ref: Option<SecretReference>,
+}
+
+/// A reference to a Secret in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct SecretReference {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// A workload the operator scales but does not own.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleTargetRef {
+    /// Kind of the workload.
+    pub kind: ScaleTargetKind,
+    /// Name of the workload in the ConsumerGroup's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Workload kinds with a scale subresource that the operator can drive.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ScaleTargetKind {
+    Deployment,
+    StatefulSet,
+}
+
+/// What a never-committed partition counts as, like the consumer's `auto.offset.reset`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoOffsetReset {
+    /// The consumer would start at the log end: lag 0 until something is produced after it joins.
+    #[default]
+    Latest,
+    /// The consumer would start at the log start: every retained message counts as lag.
+    Earliest,
+}
+
+impl AutoOffsetReset {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AutoOffsetReset::Latest => "latest",
+            AutoOffsetReset::Earliest => "earliest",
+        }
+    }
+}
+
+/// Lag-based autoscaling settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("!has(self.maxReplicas) || self.minReplicas <= self.maxReplicas")
+        .message("spec.scaling.minReplicas must be less than or equal to spec.scaling.maxReplicas")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingSpec {
+    /// Fewest consumers to run. 0 allows scaling to zero when there is no lag.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 0))]
+    pub min_replicas: i32,
+
+    /// Most consumers to run. Defaults to, and is always capped at, the partition count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_replicas: Option<i32>,
+
+    /// Target lag (messages) per consumer: desired replicas = ceil(total lag / lagThreshold).
+    #[serde(default = "default_lag_threshold")]
+    #[schemars(range(min = 1))]
+    pub lag_threshold: i64,
+
+    /// Total lag that must be exceeded to scale from zero to one consumer.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub activation_lag_threshold: i64,
+
+    /// How long a lower replica count must be wanted before scaling down (no flapping).
+    #[serde(default = "default_stabilization_seconds")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub scale_down_stabilization_seconds: i32,
+
+    /// Most consumers added in one step when scaling up. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub scale_up_max_step: Option<i32>,
+
+    /// How often lag is measured, in seconds.
+    #[serde(default = "default_poll_interval_seconds")]
+    #[schemars(range(min = 5, max = 3600))]
+    pub poll_interval_seconds: i32,
+
+    /// Round the replica count up to one that divides the partitions evenly (12 partitions:
+    /// 5 becomes 6) when that stays within the bounds, so no consumer holds more partitions
+    /// than another.
+    #[serde(default)]
+    pub even_partition_distribution: bool,
+
+    /// Ignore for scaling the lag of a partition whose committed offset has not moved for this
+    /// many polls while its lag grew (a stuck consumer: more replicas would not help). Unset: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 1000))]
+    pub exclude_persistent_lag_after_polls: Option<i32>,
+}
+
+fn default_min_replicas() -> i32 {
+    1
+}
+fn default_lag_threshold() -> i64 {
+    100
+}
+fn default_stabilization_seconds() -> i32 {
+    300
+}
+fn default_poll_interval_seconds() -> i32 {
+    30
+}
+
+impl Default for ScalingSpec {
+    fn default() -> Self {
+        ScalingSpec {
+            min_replicas: default_min_replicas(),
+            max_replicas: None,
+            lag_threshold: default_lag_threshold(),
+            activation_lag_threshold: 0,
+            scale_down_stabilization_seconds: default_stabilization_seconds(),
+            scale_up_max_step: None,
+            poll_interval_seconds: default_poll_interval_seconds(),
+            even_partition_distribution: false,
+            exclude_persistent_lag_after_polls: None,
+        }
+    }
+}
+
+/// Observed state of a ConsumerGroup.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerGroupStatus {
+    /// The metadata.generation this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Total partitions of the subscribed topics: the replica cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<i32>,
+
+    /// Partition count of each subscribed topic, as last read from Kafka.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topics: Vec<TopicStatus>,
+
+    /// Replicas of the workload as last set or observed (the scale subresource's current count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+
+    /// Replicas the operator wants, after every bound (min, max, partition cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<i32>,
+
+    /// Label selector of the workload's pods, for the scale subresource (HPA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+
+    /// Group state reported by Kafka: Empty, Stable, PreparingRebalance, CompletingRebalance, Dead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_state: Option<String>,
+
+    /// Members currently in the group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_count: Option<i32>,
+
+    /// Members and their assignments (at most 50 are listed; memberCount has the total).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+
+    /// Consumer lag, as last measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<LagStatus>,
+
+    /// When the operator last changed the workload's replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+
+    /// Ready, KafkaReachable, ReplicasCapped, ... (Kubernetes condition conventions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Partition count of one topic.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct TopicStatus {
+    /// Topic name.
+    pub name: String,
+    /// Partitions of the topic.
+    pub partitions: i32,
+}
+
+/// One member of the consumer group.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// Client id of the consumer.
+    pub client_id: String,
+    /// Host the consumer connects from.
+    pub host: String,
+    /// Static membership id, if the consumer set `group.instance.id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_instance_id: Option<String>,
+    /// Assigned partitions by topic.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub assignment: BTreeMap<String, Vec<i32>>,
+}
+
+/// Consumer lag summary.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LagStatus {
+    /// Sum of the lag of every partition, in messages.
+    pub total: i64,
+    /// Largest lag of a single partition.
+    pub max_partition_lag: i64,
+    /// When the lag was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_at: Option<Time>,
+    /// Per-partition lag: every partition up to 100, else the 100 with the most lag.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<PartitionLag>,
+    /// Partitions left out of `partitions` because of the bound.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub partitions_omitted: i32,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+/// Lag of one partition.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionLag {
+    pub topic: String,
+    pub partition: i32,
+    /// The group's committed offset; absent when the group never committed on this partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_offset: Option<i64>,
+    /// The partition's log-end offset.
+    pub log_end_offset: i64,
+    /// Messages between the committed offset and the log end.
+    pub lag: i64,
+}
+
+/// Schema of `spec.template`: the essentials of a PodTemplateSpec, checked at apply time (at least
+/// one container, each with a name and an image), the rest preserved as written. The full
+/// PodTemplateSpec schema would make the CRD several hundred KiB, past what client-side
+/// `kubectl apply` and many GitOps tools can store in an annotation.
+fn pod_template_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Pod template of the consumer workload (a core/v1 PodTemplateSpec).",
+        "type": "object",
+        "properties": {
+            "metadata": {
+                "type": "object",
+                "properties": {
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "annotations": {"type": "object", "additionalProperties": {"type": "string"}}
+                },
+                "x-kubernetes-preserve-unknown-fields": true
+            },
+            "spec": {
+                "type": "object",
+                "required": ["containers"],
+                "properties": {
+                    "containers": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "image"],
+                            "properties": {
+                                "name": {"type": "string", "minLength": 1},
+                                "image": {"type": "string", "minLength": 1}
+                            },
+                            "x-kubernetes-preserve-unknown-fields": true
+                        }
+                    }
+                },
+                "x-kubernetes-preserve-unknown-fields": true
+            }
+        },
+        "required": ["spec"]
+    })
+}
+
+/// Every CRD of the operator, in the order `consumer-group-operator crd` prints them.
+pub fn all_crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
+    vec![ConsumerGroup::crd()]
+}
+
+/// All CRDs as one multi-document YAML stream.
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for crd in all_crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd)?);
+    }
+    Ok(out)
+}

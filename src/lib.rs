@@ -1,0 +1,7 @@
+//! consumer-group-operator: runs, scales and resets Kafka consumer groups on Kubernetes.
+//!
+//! Thin binary, fat library: `main.rs` only parses the command line and calls in here.
+pub mod cli;
+pub mod controller;
+pub mod crd;
+pub mod kafka;

@@ -1,0 +1,229 @@
+//! A real single-node Apache Kafka (KRaft, combined broker + controller) run from jars.
+//!
+//! The jars come from `scripts/kafka-libs.sh` (`$KAFKA_HOME/libs`, the cache, or Maven Central),
+//! unless `CGO_KAFKA_LIBS` already names the folder.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::process::{Guarded, free_port};
+use crate::{repo_root, run_script};
+
+const STARTED_LINE: &str = "Kafka Server started";
+
+/// Finds (or fetches) the folder of Kafka jars.
+pub fn kafka_libs() -> Result<PathBuf> {
+    if let Ok(dir) = std::env::var("CGO_KAFKA_LIBS") {
+        return Ok(PathBuf::from(dir));
+    }
+    run_script(&repo_root().join("scripts/kafka-libs.sh")).map(PathBuf::from)
+}
+
+fn java() -> PathBuf {
+    std::env::var_os("JAVA_HOME")
+        .map(|home| PathBuf::from(home).join("bin/java"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("java"))
+}
+
+/// A running broker. Dropping it kills the broker and deletes its data.
+#[derive(Debug)]
+pub struct Kafka {
+    process: Option<Guarded>,
+    dir: tempfile::TempDir,
+    libs: PathBuf,
+    port: u16,
+}
+
+impl Kafka {
+    /// Formats storage and starts a broker on free 127.0.0.1 ports; returns once it serves.
+    pub fn start() -> Result<Kafka> {
+        let libs = kafka_libs()?;
+        let dir = tempfile::Builder::new().prefix("cgo-kafka-").tempdir()?;
+        let port = free_port();
+        let controller_port = free_port();
+        let data = dir.path().join("data");
+        let properties = format!(
+            "process.roles=broker,controller\n\
+             node.id=1\n\
+             controller.quorum.voters=1@127.0.0.1:{controller_port}\n\
+             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+             controller.listener.names=CONTROLLER\n\
+             inter.broker.listener.name=PLAINTEXT\n\
+             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+             log.dirs={data}\n\
+             num.partitions=1\n\
+             offsets.topic.replication.factor=1\n\
+             offsets.topic.num.partitions=3\n\
+             transaction.state.log.replication.factor=1\n\
+             transaction.state.log.min.isr=1\n\
+             transaction.state.log.num.partitions=3\n\
+             share.coordinator.state.topic.replication.factor=1\n\
+             share.coordinator.state.topic.min.isr=1\n\
+             group.initial.rebalance.delay.ms=0\n\
+             auto.create.topics.enable=false\n\
+             log.segment.bytes=1048576\n",
+            data = data.display()
+        );
+        fs::write(dir.path().join("server.properties"), properties)?;
+        fs::write(
+            dir.path().join("log4j2.properties"),
+            "rootLogger.level=INFO\nrootLogger.appenderRef.file.ref=file\n\
+             appender.file.type=File\nappender.file.name=file\n\
+             appender.file.fileName=${sys:cgo.log.file}\n\
+             appender.file.layout.type=PatternLayout\n\
+             appender.file.layout.pattern=[%d] %p %m (%c)%n\n",
+        )?;
+
+        let cluster_id = random_cluster_id();
+        let format = Command::new(java())
+            .args(jvm_tool_flags())
+            .arg("-cp")
+            .arg(classpath(&libs))
+            .arg(format!("-Dlog4j2.configurationFile={}", dir.path().join("log4j2.properties").display()))
+            .arg(format!("-Dcgo.log.file={}", dir.path().join("format.log").display()))
+            .args(["kafka.tools.StorageTool", "format", "-t", &cluster_id, "-c"])
+            .arg(dir.path().join("server.properties"))
+            .output()
+            .context("run kafka.tools.StorageTool (is Java 17+ installed?)")?;
+        if !format.status.success() {
+            bail!(
+                "formatting Kafka storage failed: {}{}",
+                String::from_utf8_lossy(&format.stdout),
+                String::from_utf8_lossy(&format.stderr)
+            );
+        }
+
+        let mut kafka = Kafka { process: None, dir, libs, port };
+        kafka.start_process()?;
+        Ok(kafka)
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    fn start_process(&mut self) -> Result<()> {
+        let log = self.log_file();
+        // A restart appends to the same log; only a "started" line after this offset counts.
+        let log_offset = fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        let mut command = Command::new(java());
+        command
+            .args(["-Xms256m", "-Xmx768m", "-XX:+UseSerialGC", "-Djava.awt.headless=true"])
+            .arg(format!("-Dlog4j2.configurationFile={}", self.dir.path().join("log4j2.properties").display()))
+            .arg(format!("-Dcgo.log.file={}", log.display()))
+            .arg("-cp")
+            .arg(classpath(&self.libs))
+            .arg("kafka.Kafka")
+            .arg(self.dir.path().join("server.properties"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(self.dir.path().join("stderr.log"))?);
+        let mut process = Guarded::spawn("kafka", command).context("start the Kafka broker")?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let text = fs::read(&log).unwrap_or_default();
+            if text.len() as u64 > log_offset
+                && String::from_utf8_lossy(&text[log_offset as usize..]).contains(STARTED_LINE)
+            {
+                break;
+            }
+            if let Some(status) = process.exited() {
+                bail!(
+                    "Kafka exited during start-up ({status}); stderr:\n{}\nlog tail:\n{}",
+                    fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default(),
+                    tail(&String::from_utf8_lossy(&text), 40)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("Kafka did not start within 120s; log tail:\n{}", tail(&String::from_utf8_lossy(&text), 40));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.process = Some(process);
+        Ok(())
+    }
+
+    /// `host:port` for clients.
+    pub fn bootstrap_servers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker (an outage); its data stays for [`Kafka::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    /// Starts the broker again on the same ports with the same data.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.start_process()
+    }
+
+    /// Runs a Kafka main class (a tool) with this broker's jars and returns its output.
+    pub fn run_class(&self, main_class: &str, args: &[&str]) -> Result<Output> {
+        Command::new(java())
+            .args(jvm_tool_flags())
+            .arg(format!("-Dlog4j2.configurationFile={}", self.dir.path().join("log4j2.properties").display()))
+            .arg(format!("-Dcgo.log.file={}", self.dir.path().join("tools.log").display()))
+            .arg("-cp")
+            .arg(classpath(&self.libs))
+            .arg(main_class)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("run {main_class}"))
+    }
+
+    /// Kafka's own `kafka-consumer-groups` (the reference implementation) against this broker.
+    pub fn consumer_groups(&self, args: &[&str]) -> Result<Output> {
+        let bootstrap = self.bootstrap_servers();
+        let mut full = vec!["--bootstrap-server", bootstrap.as_str()];
+        full.extend_from_slice(args);
+        self.run_class("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand", &full)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+fn classpath(libs: &Path) -> String {
+    format!("{}/*", libs.display())
+}
+
+/// Tools are short-lived: a small heap and C1 only start them about twice as fast.
+fn jvm_tool_flags() -> [&'static str; 4] {
+    ["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true"]
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A KRaft cluster id: 16 random bytes in URL-safe base64 without padding (22 characters).
+fn random_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bytes = [0u8; 16];
+    // SAFETY: getrandom writes at most `len` bytes into the buffer we own.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    assert_eq!(n, 16, "getrandom failed");
+    let mut out = String::with_capacity(22);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let word = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let sextets = [word >> 18, word >> 12, word >> 6, word];
+        for sextet in &sextets[..chunk.len() + 1] {
+            out.push(ALPHABET[(sextet & 0x3f) as usize] as char);
+        }
+    }
+    out
+}

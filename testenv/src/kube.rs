@@ -1,0 +1,205 @@
+//! A real kube-apiserver + etcd, as controller-runtime's envtest runs them (no kubelet, no
+//! controller-manager: nothing runs pods, and garbage collection does not happen).
+//!
+//! Binaries come from `$KUBEBUILDER_ASSETS` when it holds them, else from
+//! `scripts/kube-assets.sh` (a cached build from the Go module proxy).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+};
+
+use crate::process::{Guarded, free_port};
+use crate::{repo_root, run_script};
+
+/// Finds (or builds) the folder with `kube-apiserver`, `etcd` and `kubectl`.
+pub fn kube_assets() -> Result<PathBuf> {
+    if let Ok(dir) = std::env::var("KUBEBUILDER_ASSETS") {
+        let dir = PathBuf::from(dir);
+        if dir.join("kube-apiserver").exists() && dir.join("etcd").exists() {
+            return Ok(dir);
+        }
+    }
+    run_script(&repo_root().join("scripts/kube-assets.sh")).map(PathBuf::from)
+}
+
+/// A running apiserver with its etcd. Dropping it stops both and deletes their data.
+#[derive(Debug)]
+pub struct KubeApiServer {
+    apiserver: Guarded,
+    etcd: Guarded,
+    dir: tempfile::TempDir,
+    assets: PathBuf,
+    port: u16,
+}
+
+impl KubeApiServer {
+    pub fn start() -> Result<KubeApiServer> {
+        let assets = kube_assets()?;
+        let dir = tempfile::Builder::new().prefix("cgo-kube-").tempdir()?;
+        let pki = dir.path().join("pki");
+        fs::create_dir_all(&pki)?;
+        write_pki(&pki)?;
+
+        let etcd_port = free_port();
+        let etcd_peer_port = free_port();
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let mut etcd_cmd = Command::new(assets.join("etcd"));
+        etcd_cmd
+            .arg(format!("--data-dir={}", dir.path().join("etcd").display()))
+            .arg(format!("--listen-client-urls={etcd_url}"))
+            .arg(format!("--advertise-client-urls={etcd_url}"))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}"))
+            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}"))
+            .arg(format!("--initial-cluster=default=http://127.0.0.1:{etcd_peer_port}"))
+            .arg("--unsafe-no-fsync=true")
+            .arg("--log-level=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.path().join("etcd.log"))?);
+        let etcd = Guarded::spawn("etcd", etcd_cmd).context("start etcd")?;
+
+        let port = free_port();
+        let mut apiserver_cmd = Command::new(assets.join("kube-apiserver"));
+        apiserver_cmd
+            .arg(format!("--etcd-servers={etcd_url}"))
+            .arg(format!("--cert-dir={}", pki.display()))
+            .arg(format!("--tls-cert-file={}", pki.join("serving.crt").display()))
+            .arg(format!("--tls-private-key-file={}", pki.join("serving.key").display()))
+            .arg(format!("--client-ca-file={}", pki.join("ca.crt").display()))
+            .arg(format!("--secure-port={port}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg("--service-cluster-ip-range=10.0.0.0/24")
+            .arg("--allow-privileged=true")
+            .arg("--disable-admission-plugins=ServiceAccount")
+            .arg("--authorization-mode=RBAC")
+            .arg(format!("--service-account-issuer=https://127.0.0.1:{port}/"))
+            .arg(format!("--service-account-key-file={}", pki.join("sa.pub").display()))
+            .arg(format!("--service-account-signing-key-file={}", pki.join("sa.key").display()))
+            .arg("--v=0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.path().join("kube-apiserver.log"))?);
+        let apiserver = Guarded::spawn("kube-apiserver", apiserver_cmd).context("start kube-apiserver")?;
+
+        let mut server = KubeApiServer { apiserver, etcd, dir, assets, port };
+        fs::write(server.kubeconfig_path(), server.kubeconfig_yaml())?;
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let probe = self.kubectl(&["get", "--raw=/readyz"]).output();
+            if let Ok(out) = &probe
+                && out.status.success()
+            {
+                return Ok(());
+            }
+            let exited = [("kube-apiserver", self.apiserver.exited()), ("etcd", self.etcd.exited())];
+            if let Some((name, Some(status))) = exited.into_iter().find(|(_, s)| s.is_some()) {
+                let log = fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default();
+                bail!("{name} exited during start-up ({status}); log tail:\n{}", last_lines(&log, 30));
+            }
+            if Instant::now() > deadline {
+                let log = fs::read_to_string(self.dir.path().join("kube-apiserver.log")).unwrap_or_default();
+                let etcd_log = fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
+                bail!(
+                    "kube-apiserver was not ready within 120s\n--- apiserver log tail\n{}\n--- etcd log tail\n{}",
+                    last_lines(&log, 30),
+                    last_lines(&etcd_log, 10)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// The HTTPS address of the apiserver.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// A kubeconfig file for the `admin` user (group `system:masters`).
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    pub fn kubeconfig_yaml(&self) -> String {
+        let pki = self.dir.path().join("pki");
+        format!(
+            "apiVersion: v1\nkind: Config\n\
+             clusters:\n- name: envtest\n  cluster:\n    server: {url}\n    certificate-authority: {ca}\n\
+             users:\n- name: admin\n  user:\n    client-certificate: {cert}\n    client-key: {key}\n\
+             contexts:\n- name: envtest\n  context:\n    cluster: envtest\n    user: admin\n    namespace: default\n\
+             current-context: envtest\n",
+            url = self.url(),
+            ca = pki.join("ca.crt").display(),
+            cert = pki.join("admin.crt").display(),
+            key = pki.join("admin.key").display(),
+        )
+    }
+
+    /// `kubectl` bound to this apiserver (the caller adds arguments and runs it).
+    pub fn kubectl(&self, args: &[&str]) -> Command {
+        let kubectl = self.assets.join("kubectl");
+        let mut command = Command::new(if kubectl.exists() { kubectl } else { PathBuf::from("kubectl") });
+        command.arg(format!("--kubeconfig={}", self.kubeconfig_path().display())).args(args);
+        command
+    }
+
+    /// The folder with the binaries in use (`kube-apiserver`, `etcd`, `kubectl`).
+    pub fn assets(&self) -> &Path {
+        &self.assets
+    }
+
+    pub fn pids(&self) -> (Option<u32>, Option<u32>) {
+        (self.apiserver.pid(), self.etcd.pid())
+    }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A CA, a serving certificate for 127.0.0.1, an `admin`/`system:masters` client certificate and
+/// the service-account signing key.
+fn write_pki(dir: &Path) -> Result<()> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.distinguished_name.push(DnType::CommonName, "cgo-testenv-ca");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, &ca_key);
+
+    let serving_key = KeyPair::generate()?;
+    let mut serving = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+    serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let serving_cert = serving.signed_by(&serving_key, &issuer)?;
+
+    let admin_key = KeyPair::generate()?;
+    let mut admin = CertificateParams::new(Vec::<String>::new())?;
+    admin.distinguished_name.push(DnType::CommonName, "admin");
+    admin.distinguished_name.push(DnType::OrganizationName, "system:masters");
+    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let admin_cert = admin.signed_by(&admin_key, &issuer)?;
+
+    let sa_key = KeyPair::generate()?;
+
+    fs::write(dir.join("ca.crt"), ca_cert.pem())?;
+    fs::write(dir.join("serving.crt"), serving_cert.pem())?;
+    fs::write(dir.join("serving.key"), serving_key.serialize_pem())?;
+    fs::write(dir.join("admin.crt"), admin_cert.pem())?;
+    fs::write(dir.join("admin.key"), admin_key.serialize_pem())?;
+    fs::write(dir.join("sa.key"), sa_key.serialize_pem())?;
+    fs::write(dir.join("sa.pub"), sa_key.public_key_pem())?;
+    Ok(())
+}

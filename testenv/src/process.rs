@@ -1,0 +1,127 @@
+//! Child processes that cannot outlive the test process.
+//!
+//! Every server is spawned with `PR_SET_PDEATHSIG = SIGKILL`, so it dies with the test binary even
+//! when a test panics or the binary is killed. The kernel ties that signal to the *thread* that
+//! forked, not the process, so all forks happen on one dedicated thread that lives as long as the
+//! process (test threads come and go).
+
+use std::io;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+use std::sync::OnceLock;
+use std::sync::mpsc::{Sender, channel};
+use std::thread;
+
+type SpawnRequest = (Command, Sender<io::Result<Child>>);
+
+fn spawner() -> &'static std::sync::Mutex<Sender<SpawnRequest>> {
+    static SPAWNER: OnceLock<std::sync::Mutex<Sender<SpawnRequest>>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (tx, rx) = channel::<SpawnRequest>();
+        thread::Builder::new()
+            .name("testenv-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+                    unsafe {
+                        command.pre_exec(|| {
+                            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                                return Err(io::Error::last_os_error());
+                            }
+                            // A parent may block SIGINT/SIGTERM to sigwait on them; servers must not
+                            // inherit that mask.
+                            let mut empty: libc::sigset_t = std::mem::zeroed();
+                            libc::sigemptyset(&mut empty);
+                            libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+                            Ok(())
+                        });
+                    }
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("spawn the testenv spawner thread");
+        std::sync::Mutex::new(tx)
+    })
+}
+
+/// A server process that is killed when this guard drops, or when the test process dies.
+#[derive(Debug)]
+pub struct Guarded {
+    child: Option<Child>,
+    name: String,
+}
+
+impl Guarded {
+    pub fn spawn(name: &str, command: Command) -> io::Result<Guarded> {
+        let (tx, rx) = channel();
+        spawner()
+            .lock()
+            .expect("spawner lock")
+            .send((command, tx))
+            .map_err(|_| io::Error::other("spawner thread is gone"))?;
+        let child = rx.recv().map_err(|_| io::Error::other("spawner thread is gone"))??;
+        Ok(Guarded { child: Some(child), name: name.to_string() })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process has exited (and so will never become ready).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Sends a signal without waiting (e.g. SIGSTOP to freeze a server in a test).
+    pub fn signal(&self, signal: i32) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: plain syscall on a pid we own.
+            unsafe {
+                libc::kill(pid as i32, signal);
+            }
+        }
+    }
+
+    /// Kills the process and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Asks the process to stop with SIGTERM, and kills it if it has not exited within `grace`.
+    pub fn terminate(&mut self, grace: std::time::Duration) {
+        let Some(mut child) = self.child.take() else { return };
+        self.child = None;
+        // SAFETY: plain syscall on a pid we own.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            thread::sleep(std::time::Duration::from_millis(50));
+        }
+        eprintln!("[testenv] {} did not stop within {grace:?}; killing it", self.name);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port on 127.0.0.1")
+}

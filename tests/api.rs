@@ -1,0 +1,184 @@
+//! The ConsumerGroup API against a real kube-apiserver: the CRDs install (structural schema), the
+//! examples are accepted, every invalid example is refused naming its field, and `crds/` matches
+//! the Rust types.
+
+mod common;
+
+use std::path::Path;
+
+use consumer_group_operator::crd::ConsumerGroup;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::ApiResource;
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+fn yaml_files(dir: &str) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn consumer_group_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk("kafka.operators.dev", "v1alpha1", "ConsumerGroup"))
+}
+
+#[test]
+fn crds_folder_and_chart_match_the_rust_types() {
+    let generated = consumer_group_operator::crd::crds_yaml().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in ["crds/consumer-group-operator.yaml", "charts/consumer-group-operator/crds/consumer-group-operator.yaml"] {
+        assert!(
+            read(&root.join(file)) == generated,
+            "{file} differs from `consumer-group-operator crd`; run `make crds` and commit the result"
+        );
+    }
+}
+
+#[tokio::test]
+async fn crds_install_as_structural_schemas() {
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    let crd = crds.get("consumergroups.kafka.operators.dev").await.unwrap();
+    let conditions = crd.status.unwrap().conditions.unwrap();
+    assert!(
+        !conditions.iter().any(|c| c.type_ == "NonStructuralSchema" && c.status == "True"),
+        "schema is not structural: {conditions:?}"
+    );
+    let names = crd.spec.names;
+    assert_eq!(names.short_names, Some(vec!["kcg".to_string(), "cg".to_string()]));
+    let version = &crd.spec.versions[0];
+    let subresources = version.subresources.as_ref().unwrap();
+    assert!(subresources.status.is_some());
+    let scale = subresources.scale.as_ref().unwrap();
+    assert_eq!(
+        (scale.spec_replicas_path.as_str(), scale.status_replicas_path.as_str()),
+        (".spec.replicas", ".status.replicas")
+    );
+    assert_eq!(scale.label_selector_path.as_deref(), Some(".status.selector"));
+}
+
+#[tokio::test]
+async fn examples_are_accepted() {
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let namespace = common::namespace(&client, "examples").await;
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &consumer_group_resource());
+    let files = yaml_files("examples");
+    assert!(files.len() >= 3, "expected the examples/ manifests, found {files:?}");
+    for file in files {
+        let object: DynamicObject = serde_yaml::from_str(&read(&file)).unwrap();
+        if object.types.as_ref().is_none_or(|t| t.kind != "ConsumerGroup") {
+            continue;
+        }
+        api.create(&PostParams::default(), &object)
+            .await
+            .unwrap_or_else(|e| panic!("{} was refused: {e}", file.display()));
+        // What the apiserver stored must read back as our Rust type (defaults applied).
+        let typed: Api<ConsumerGroup> = Api::namespaced(client.clone(), &namespace);
+        let stored = typed.get(&object.metadata.name.clone().unwrap()).await.unwrap();
+        assert!(!stored.spec.topics.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn invalid_examples_are_refused_naming_the_field() {
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let namespace = common::namespace(&client, "invalid").await;
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &consumer_group_resource());
+    let files = yaml_files("examples/invalid");
+    assert!(files.len() >= 8, "expected the invalid examples, found {files:?}");
+    for file in files {
+        let text = read(&file);
+        let expected = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{} has no `# expect:` line", file.display()))
+            .trim()
+            .to_string();
+        let object: DynamicObject = serde_yaml::from_str(&text).unwrap();
+        match api.create(&PostParams::default(), &object).await {
+            Ok(_) => panic!("{} was accepted but must be refused", file.display()),
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{}: {status:?}", file.display());
+                assert!(
+                    status.message.contains(&expected),
+                    "{}: error does not mention {expected:?}: {}",
+                    file.display(),
+                    status.message
+                );
+            }
+            Err(other) => panic!("{}: unexpected error {other}", file.display()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn group_id_is_immutable() {
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let namespace = common::namespace(&client, "immutable").await;
+    let api: Api<ConsumerGroup> = Api::namespaced(client.clone(), &namespace);
+    let group: ConsumerGroup = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kafka.operators.dev/v1alpha1", "kind": "ConsumerGroup",
+        "metadata": {"name": "cg"},
+        "spec": {"groupId": "first", "topics": ["t"], "scaleTargetRef": {"kind": "Deployment", "name": "d"}}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &group).await.unwrap();
+    let change = Patch::Merge(serde_json::json!({"spec": {"groupId": "second"}}));
+    let error = api.patch("cg", &PatchParams::default(), &change).await.expect_err("groupId change must be refused");
+    assert!(error.to_string().contains("groupId is immutable"), "{error}");
+    // Other fields stay editable.
+    let replicas = Patch::Merge(serde_json::json!({"spec": {"replicas": 4}}));
+    let updated = api.patch("cg", &PatchParams::default(), &replicas).await.unwrap();
+    assert_eq!(updated.spec.replicas, 4);
+}
+
+#[tokio::test]
+async fn scale_subresource_sets_spec_replicas() {
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let namespace = common::namespace(&client, "scale").await;
+    let api: Api<ConsumerGroup> = Api::namespaced(client.clone(), &namespace);
+    let group: ConsumerGroup = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kafka.operators.dev/v1alpha1", "kind": "ConsumerGroup",
+        "metadata": {"name": "cg"},
+        "spec": {"groupId": "g", "topics": ["t"], "scaleTargetRef": {"kind": "Deployment", "name": "d"}}
+    }))
+    .unwrap();
+    let created = api.create(&PostParams::default(), &group).await.unwrap();
+    assert_eq!(created.spec.replicas, 1, "spec.replicas defaults to 1");
+    let scale = Patch::Merge(serde_json::json!({"spec": {"replicas": 3}}));
+    api.patch_scale("cg", &PatchParams::default(), &scale).await.unwrap();
+    assert_eq!(api.get("cg").await.unwrap().spec.replicas, 3);
+}
+
+#[tokio::test]
+async fn topic_partitions_are_read_back_through_the_kafka_module() {
+    let env = common::shared_env().await;
+    let client = consumer_group_operator::kafka::KafkaClient::new(&std::collections::BTreeMap::from([(
+        "bootstrap.servers".to_string(),
+        env.kafka.bootstrap_servers(),
+    )]))
+    .unwrap();
+    let topic = testenv::unique_name("env-topic");
+    let timeout = std::time::Duration::from_secs(30);
+    client.create_topic(&topic, 5, 1, timeout).await.unwrap();
+    let counts = client.partition_counts(std::slice::from_ref(&topic), timeout).await.unwrap();
+    assert_eq!(counts.get(&topic), Some(&5));
+}
