@@ -43,6 +43,32 @@ pub struct RunArgs {
     #[arg(long, env = "KAFKA_REQUEST_TIMEOUT_SECONDS", default_value_t = 10)]
     pub kafka_timeout_seconds: u64,
 
+    /// How long log-end offsets fetched for one ConsumerGroup are reused by others reading the same
+    /// topics, in seconds (one batched ListOffsets per broker per period, however many groups).
+    #[arg(long, env = "LOG_OFFSETS_MAX_AGE_SECONDS", default_value_t = 2)]
+    pub log_offsets_max_age_seconds: u64,
+
+    /// Run only while holding a coordination.k8s.io Lease, so that of several operator replicas
+    /// exactly one acts at a time.
+    #[arg(long, env = "LEADER_ELECTION")]
+    pub leader_election: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "consumer-group-operator")]
+    pub lease_name: String,
+
+    /// Namespace of the leader-election Lease (defaults to POD_NAMESPACE, else `default`).
+    #[arg(long, env = "LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// Seconds a leader holds the Lease without renewing it; a follower takes over after that.
+    #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+
+    /// Namespaces to watch (repeat the flag or separate with commas). Empty: all namespaces.
+    #[arg(long = "namespace", env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
     /// How often every ConsumerGroup is re-observed when nothing changes, in seconds (partition
     /// counts, group state). Lag autoscaling polls at its own spec.scaling.pollIntervalSeconds.
     #[arg(long, env = "RESYNC_SECONDS", default_value_t = 30)]

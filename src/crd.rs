@@ -40,6 +40,7 @@ pub const GROUP: &str = "kafka.operators.dev";
     printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredReplicas", priority = "1"),
     printcolumn(name = "Lag", type_ = "integer", json_path = ".status.lag.total"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.groupState"),
+    printcolumn(name = "Health", type_ = "string", json_path = ".status.lag.health", priority = "1"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", priority = "1"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -353,6 +354,19 @@ pub struct LagStatus {
     /// Partitions left out of `partitions` because of the bound.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub partitions_omitted: i32,
+    /// Age in seconds of the oldest unconsumed message over all partitions, interpolated from
+    /// the log-end offsets the operator has seen (precise to about one poll interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lag_seconds: Option<i64>,
+    /// Health over the last 10 polls, Burrow style: OK, WARN (lag keeps growing), REWIND (the
+    /// committed offset went back), STALL (commits stuck with lag), STOP (no progress while
+    /// producers go on). The worst partition decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// Partitions whose lag is left out of scaling because their committed offset has not moved for
+    /// spec.scaling.excludePersistentLagAfterPolls polls while their lag grew (`topic/partition`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_partitions: Vec<String>,
 }
 
 fn is_zero(n: &i32) -> bool {
@@ -372,6 +386,9 @@ pub struct PartitionLag {
     pub log_end_offset: i64,
     /// Messages between the committed offset and the log end.
     pub lag: i64,
+    /// Age in seconds of the oldest unconsumed message of this partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<i64>,
 }
 
 /// Schema of `spec.template`: the essentials of a PodTemplateSpec, checked at apply time (at least

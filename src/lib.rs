@@ -5,3 +5,5 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod kafka;
+pub mod lag;
+pub mod metrics;

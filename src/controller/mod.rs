@@ -9,6 +9,7 @@ pub mod plan;
 pub mod workload;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +25,10 @@ use kube::{Client, ResourceExt};
 
 use crate::cli::RunArgs;
 use crate::crd::{ConsumerGroup, ConsumerGroupStatus, MemberStatus, TopicStatus};
-use crate::kafka::{ClientCache, GroupDescription, KafkaError};
+use crate::kafka::log_offsets::LogOffsetCache;
+use crate::kafka::{ClientCache, GroupDescription, KafkaError, TopicPartition};
+use crate::lag::GroupHistory;
+use crate::metrics::{GroupLabels, Metrics, PartitionLabels, ResultLabels};
 use act::Happening;
 use decide::Recommendation;
 use plan::{KafkaObservation, Observed};
@@ -53,64 +57,270 @@ pub struct Context {
     pub client: Client,
     pub kafka: ClientCache,
     pub recorder: Recorder,
-    pub store: Store<ConsumerGroup>,
+    pub stores: Vec<Store<ConsumerGroup>>,
     pub default_bootstrap_servers: Option<String>,
     pub kafka_timeout: Duration,
     pub resync: Duration,
+    pub metrics: Arc<Metrics>,
+    /// How long log offsets fetched for one group are reused by others reading the same topics.
+    pub log_offsets_max_age: Duration,
     /// Consecutive Kafka failures per object, for backoff.
     failures: Mutex<HashMap<ObjectRef<ConsumerGroup>, u32>>,
-    /// Scale-down stabilization history per object (in memory: a restart starts a new window).
-    recommendations: Mutex<HashMap<ObjectRef<ConsumerGroup>, Vec<Recommendation>>>,
+    /// What the operator remembers per ConsumerGroup between reconciles (in memory: a restart
+    /// starts new windows, which only delays a scale-down or a health verdict).
+    memory: Mutex<HashMap<ObjectRef<ConsumerGroup>, GroupMemory>>,
+    /// Shared log-offset snapshots, one per distinct connection.
+    log_offsets: Mutex<HashMap<std::collections::BTreeMap<String, String>, Arc<LogOffsetCache>>>,
+}
+
+#[derive(Default)]
+struct GroupMemory {
+    recommendations: Vec<Recommendation>,
+    history: GroupHistory,
+    markers: std::collections::BTreeMap<TopicPartition, observe::MarkerMemo>,
 }
 
 impl Context {
-    pub fn new(client: Client, store: Store<ConsumerGroup>, args: &RunArgs) -> Context {
+    fn take_memory(&self, key: &ObjectRef<ConsumerGroup>) -> GroupMemory {
+        self.memory.lock().ok().and_then(|mut m| m.remove(key)).unwrap_or_default()
+    }
+
+    fn put_memory(&self, key: ObjectRef<ConsumerGroup>, memory: GroupMemory) {
+        if let Ok(mut m) = self.memory.lock() {
+            m.insert(key, memory);
+        }
+    }
+
+    fn log_offsets_for(&self, properties: &std::collections::BTreeMap<String, String>) -> Arc<LogOffsetCache> {
+        let mut caches = self.log_offsets.lock().expect("log offsets lock");
+        caches.entry(properties.clone()).or_default().clone()
+    }
+
+    /// Drops memory, metrics and Kafka clients of ConsumerGroups that no longer exist.
+    pub fn sweep(&self) {
+        let live: std::collections::HashSet<ObjectRef<ConsumerGroup>> =
+            self.stores.iter().flat_map(|s| s.state()).map(|g| ObjectRef::from(g.as_ref())).collect();
+        let gone: Vec<ObjectRef<ConsumerGroup>> = self
+            .memory
+            .lock()
+            .map(|m| m.keys().filter(|k| !live.contains(*k)).cloned().collect())
+            .unwrap_or_default();
+        for key in gone {
+            if let Ok(mut m) = self.memory.lock() {
+                m.remove(&key);
+            }
+            if let Ok(mut f) = self.failures.lock() {
+                f.remove(&key);
+            }
+            self.metrics.forget_group(&GroupLabels {
+                namespace: key.namespace.clone().unwrap_or_default(),
+                consumergroup: key.name.clone(),
+            });
+        }
+        self.kafka.sweep();
+    }
+}
+
+impl Context {
+    pub fn new(client: Client, stores: Vec<Store<ConsumerGroup>>, metrics: Arc<Metrics>, args: &RunArgs) -> Context {
         let reporter = Reporter { controller: workload::MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             kafka: ClientCache::default(),
-            store,
+            stores,
             default_bootstrap_servers: args.default_bootstrap_servers.clone(),
             kafka_timeout: Duration::from_secs(args.kafka_timeout_seconds),
             resync: Duration::from_secs(args.resync_seconds),
+            metrics,
+            log_offsets_max_age: Duration::from_secs(args.log_offsets_max_age_seconds),
             failures: Mutex::default(),
-            recommendations: Mutex::default(),
+            memory: Mutex::default(),
+            log_offsets: Mutex::default(),
         }
     }
 }
 
-/// Runs the controller until SIGTERM/SIGINT.
+/// Runs the controller with the kubeconfig (or in-cluster config) until SIGTERM/SIGINT, behind
+/// leader election when asked. The HTTP endpoint serves from the start, so followers stay live.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
-    let groups: Api<ConsumerGroup> = Api::all(client.clone());
-    if let Err(error) = groups.list(&kube::api::ListParams::default().limit(1)).await {
-        anyhow::bail!(
-            "cannot list ConsumerGroups ({error}); are the CRDs installed? Install them with `consumer-group-operator crd | kubectl apply -f -`"
-        );
+    let metrics = Arc::new(Metrics::new());
+    let (address, server) = crate::metrics::serve(args.metrics_address, metrics.clone()).await?;
+    tokio::spawn(async move {
+        if let Err(error) = server.await {
+            tracing::error!(%error, "metrics endpoint failed");
+        }
+    });
+    tracing::info!(%address, "serving /metrics, /healthz and /readyz");
+    if !args.leader_election {
+        return run_with_client(client, args, metrics, shutdown_signal()).await;
     }
-    let controller = Controller::new(groups, watcher::Config::default().any_semantic())
-        .owns(Api::<Deployment>::all(client.clone()), watcher::Config::default().labels(workload::MANAGED_BY_LABEL))
-        .shutdown_on_signal();
-    let context = Arc::new(Context::new(client, controller.store(), &args));
+
+    let namespace = args
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".to_string());
+    let identity = std::env::var("POD_NAME")
+        .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+    let duration = args.lease_duration_seconds.clamp(2, 3600);
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&namespace)
+        .with_identity(&identity)
+        .with_field_manager(workload::MANAGER)
+        .with_duration(duration)
+        .with_grace((duration / 3).max(1))
+        .build()
+        .await?;
+    let (mut leading, lease_task) = manager.watch().await;
+    tracing::info!(lease = %args.lease_name, %namespace, %identity, "waiting to become the leader");
+    let mut signal = Box::pin(shutdown_signal());
+    loop {
+        if *leading.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            _ = &mut signal => {
+                drop(leading);
+                let _ = lease_task.await;
+                return Ok(());
+            }
+            changed = leading.changed() => {
+                if changed.is_err() {
+                    anyhow::bail!("leader election stopped before this instance became the leader");
+                }
+            }
+        }
+    }
+    tracing::info!(%identity, "became the leader");
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+    let watch_leadership = tokio::spawn(async move {
+        while leading.changed().await.is_ok() {
+            if !*leading.borrow_and_update() {
+                break;
+            }
+        }
+        let _ = lost_tx.send(());
+        leading
+    });
+    let lost = Arc::new(AtomicBool::new(false));
+    let lost_flag = lost.clone();
+    let shutdown = async move {
+        tokio::select! {
+            _ = signal => {}
+            _ = lost_rx => {
+                tracing::error!("lost the leader lease; stopping so that only the new leader acts");
+                lost_flag.store(true, Ordering::SeqCst);
+            }
+        }
+    };
+    let result = run_with_client(client, args, metrics, shutdown).await;
+    // Dropping the last receiver makes the lease task release the Lease, so a follower takes
+    // over at once instead of waiting for it to expire.
+    watch_leadership.abort();
+    let _ = watch_leadership.await;
+    let _ = lease_task.await;
+    tracing::info!("released the leader lease");
+    if lost.load(Ordering::SeqCst) {
+        anyhow::bail!("lost the leader lease");
+    }
+    result
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "operator".into())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown requested; finishing in-flight reconciles");
+}
+
+/// Runs the controller with a given client until `shutdown` completes. One controller per
+/// watched namespace (or one for all namespaces), sharing one context.
+pub async fn run_with_client(
+    client: Client,
+    args: RunArgs,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let scopes: Vec<Option<String>> =
+        if args.namespaces.is_empty() { vec![None] } else { args.namespaces.iter().cloned().map(Some).collect() };
+    let api = |namespace: &Option<String>| -> Api<ConsumerGroup> {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    };
+    for scope in &scopes {
+        if let Err(error) = api(scope).list(&kube::api::ListParams::default().limit(1)).await {
+            anyhow::bail!(
+                "cannot list ConsumerGroups ({error}); are the CRDs installed? Install them with `consumer-group-operator crd | kubectl apply --server-side -f -`"
+            );
+        }
+    }
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let controllers: Vec<_> = scopes
+        .iter()
+        .map(|scope| {
+            let deployments: Api<Deployment> = match scope {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            };
+            Controller::new(api(scope), watcher::Config::default().any_semantic())
+                .owns(deployments, watcher::Config::default().labels(workload::MANAGED_BY_LABEL))
+                .graceful_shutdown_on(shutdown.clone())
+        })
+        .collect();
+    let stores: Vec<Store<ConsumerGroup>> = controllers.iter().map(|c| c.store()).collect();
+    {
+        let (stores, metrics) = (stores.clone(), metrics.clone());
+        tokio::spawn(async move {
+            for store in stores {
+                if store.wait_until_ready().await.is_err() {
+                    return;
+                }
+            }
+            metrics.set_ready(true);
+            tracing::info!("caches synced; ready");
+        });
+    }
+    let context = Arc::new(Context::new(client, stores, metrics, &args));
+    {
+        let context = context.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                context.sweep();
+            }
+        });
+    }
     tracing::info!(
+        namespaces = ?args.namespaces,
         default_bootstrap_servers = ?args.default_bootstrap_servers,
         "consumer-group-operator started"
     );
-    controller
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
+    let streams = controllers.into_iter().map(|controller| {
+        controller.run(reconcile, error_policy, context.clone()).for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(%object, "reconciled"),
                 Err(error) => tracing::warn!(%error, "reconcile failed"),
             }
         })
-        .await;
+    });
+    futures::future::join_all(streams).await;
     tracing::info!("consumer-group-operator stopped");
     Ok(())
 }
 
 fn error_policy(group: Arc<ConsumerGroup>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.errors.get_or_create(&crate::metrics::ErrorLabels { reason: error.label().to_string() }).inc();
     let attempt = ctx.failures.lock().map(|mut f| bump(&mut f, ObjectRef::from(group.as_ref()))).unwrap_or(1);
     let delay = backoff(attempt);
     tracing::warn!(group = %group.name_any(), %error, label = error.label(), ?delay, "reconcile failed; retrying");
@@ -133,9 +343,9 @@ fn conflicting_owner(ctx: &Context, group: &ConsumerGroup) -> Option<String> {
     let default = ctx.default_bootstrap_servers.as_deref();
     let cluster = observe::bootstrap_servers(group, default).map(|b| observe::cluster_key(&b));
     let rank = |g: &ConsumerGroup| (g.metadata.creation_timestamp.clone(), g.namespace(), g.name_any());
-    ctx.store
-        .state()
+    ctx.stores
         .iter()
+        .flat_map(|store| store.state())
         .filter(|other| other.metadata.uid != group.metadata.uid && other.metadata.deletion_timestamp.is_none())
         .filter(|other| other.spec.group_id == group.spec.group_id)
         .filter(|other| observe::bootstrap_servers(other, default).map(|b| observe::cluster_key(&b)) == cluster)
@@ -145,6 +355,15 @@ fn conflicting_owner(ctx: &Context, group: &ConsumerGroup) -> Option<String> {
 }
 
 pub async fn reconcile(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(group, ctx.clone()).await;
+    ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+    let outcome = if result.is_ok() { "success" } else { "error" };
+    ctx.metrics.reconciles.get_or_create(&ResultLabels { result: outcome.to_string() }).inc();
+    result
+}
+
+async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from(group.as_ref());
     let namespace = group.namespace().unwrap_or_default();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
@@ -168,10 +387,46 @@ pub async fn reconcile(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<A
     };
     let mut kafka = KafkaObservation::NotQueried;
     let mut description: Option<GroupDescription> = None;
+    let mut memory = ctx.take_memory(&key);
+    let mut lag_summary = None;
     if let (Some(connection), Ok(_)) = (&connection, &workload_replicas) {
         kafka = match observe::kafka(&ctx.kafka, connection, &group, ctx.kafka_timeout).await {
-            Ok((_client, view)) => {
+            Ok((client, view)) => {
                 description = view.group;
+                let lag_started = std::time::Instant::now();
+                let log_offsets = ctx.log_offsets_for(&connection.properties);
+                match observe::lag(
+                    &client,
+                    &log_offsets,
+                    &mut memory.markers,
+                    connection,
+                    &group,
+                    &view.partitions,
+                    ctx.log_offsets_max_age,
+                    ctx.kafka_timeout,
+                )
+                .await
+                {
+                    Ok(lag) => {
+                        ctx.metrics.lag_collection_duration.observe(lag_started.elapsed().as_secs_f64());
+                        let offsets = lag.offsets.into_iter().map(|(tp, o)| ((tp.topic, tp.partition), o)).collect();
+                        let exclude_after = group
+                            .spec
+                            .scaling
+                            .as_ref()
+                            .and_then(|s| s.exclude_persistent_lag_after_polls)
+                            .map(|n| n.max(2) as usize);
+                        lag_summary = Some(crate::lag::summarize(
+                            &offsets,
+                            &mut memory.history,
+                            group.spec.auto_offset_reset,
+                            now.0.as_millisecond(),
+                            exclude_after,
+                            now.clone(),
+                        ));
+                    }
+                    Err(error) => tracing::warn!(group = %group.name_any(), %error, "lag could not be measured"),
+                }
                 KafkaObservation::Seen { partitions: view.partitions }
             }
             Err(KafkaError::UnknownTopics(topics)) => KafkaObservation::TopicsMissing(topics),
@@ -180,20 +435,18 @@ pub async fn reconcile(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<A
     }
 
     // Decide.
-    let history = ctx.recommendations.lock().ok().and_then(|h| h.get(&key).cloned()).unwrap_or_default();
     let plan = plan::plan(&Observed {
         group: &group,
         conflict_with,
         connection: connection_problem,
         workload_replicas: workload_replicas.clone(),
         kafka: kafka.clone(),
-        scaling_lag: None,
+        scaling_lag: lag_summary.as_ref().map(|s| s.scaling_lag),
         now_seconds: now.0.as_second(),
-        history: &history,
+        history: &memory.recommendations,
     });
-    if let Ok(mut h) = ctx.recommendations.lock() {
-        h.insert(key.clone(), plan.history.clone());
-    }
+    memory.recommendations = plan.history.clone();
+    ctx.put_memory(key.clone(), memory);
 
     // Act.
     let current = workload_replicas.clone().ok().flatten();
@@ -247,10 +500,11 @@ pub async fn reconcile(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<A
             previous.member_count
         },
         members: if kafka_seen { members(description.as_ref()) } else { previous.members.clone() },
-        lag: previous.lag.clone(),
+        lag: lag_summary.as_ref().map(|s| s.status.clone()).or_else(|| previous.lag.clone()),
         last_scale_time: if scaled { Some(now.clone()) } else { previous.last_scale_time.clone() },
         conditions,
     };
+    record_metrics(&ctx.metrics, &group, &status, lag_summary.as_ref());
     act::status(&ctx.client, &group, &status).await?;
     act::publish(&ctx.recorder, &group, happenings).await;
 
@@ -265,6 +519,40 @@ pub async fn reconcile(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<A
         let poll = group.spec.scaling.as_ref().map(|s| Duration::from_secs(s.poll_interval_seconds as u64));
         Action::requeue(poll.map_or(ctx.resync, |p| p.min(ctx.resync)))
     })
+}
+
+fn record_metrics(metrics: &Metrics, group: &ConsumerGroup, status: &ConsumerGroupStatus, lag: Option<&crate::lag::Summary>) {
+    let labels = GroupLabels { namespace: group.namespace().unwrap_or_default(), consumergroup: group.name_any() };
+    let set = |family: &prometheus_client::metrics::family::Family<GroupLabels, prometheus_client::metrics::gauge::Gauge>,
+               value: Option<i32>| {
+        if let Some(value) = value {
+            family.get_or_create(&labels).set(i64::from(value));
+        }
+    };
+    set(&metrics.replicas, status.replicas);
+    set(&metrics.desired_replicas, status.desired_replicas);
+    set(&metrics.partitions, status.partitions);
+    set(&metrics.members, status.member_count);
+    if let Some(lag) = lag {
+        metrics.lag_sum.get_or_create(&labels).set(lag.status.total);
+        metrics.max_lag.get_or_create(&labels).set(lag.status.max_partition_lag);
+        metrics.max_lag_seconds.get_or_create(&labels).set(lag.max_lag_seconds);
+        metrics.health.get_or_create(&labels).set(lag.health.code());
+        let series = lag
+            .partitions
+            .iter()
+            .map(|p| {
+                let partition_labels = PartitionLabels {
+                    namespace: labels.namespace.clone(),
+                    consumergroup: labels.consumergroup.clone(),
+                    topic: p.topic.clone(),
+                    partition: p.partition.to_string(),
+                };
+                (partition_labels, p.lag, p.lag_seconds, p.committed)
+            })
+            .collect();
+        metrics.set_partition_series(&labels, series);
+    }
 }
 
 fn members(description: Option<&GroupDescription>) -> Vec<MemberStatus> {

@@ -12,7 +12,8 @@ use kube::api::Api;
 use kube::{Client, ResourceExt};
 
 use crate::crd::{ConsumerGroup, ScaleTargetKind};
-use crate::kafka::{ClientCache, GroupDescription, KafkaClient, KafkaError};
+use crate::kafka::log_offsets::LogOffsetCache;
+use crate::kafka::{ClientCache, GroupDescription, KafkaClient, KafkaError, TopicPartition, markers};
 
 /// Why the Kafka connection could not even be configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,4 +165,97 @@ pub async fn kafka(
         .into_iter()
         .next();
     Ok((client, KafkaView { partitions, group: description }))
+}
+
+/// Offsets of every subscribed partition: the group's commits (one OffsetFetch) and the log
+/// ranges (shared, batched ListOffsets). `only_markers` lists partitions whose remaining lag was
+/// proven to be transaction markers only.
+#[derive(Debug, Clone, Default)]
+pub struct LagView {
+    pub offsets: BTreeMap<TopicPartition, crate::lag::PartitionOffsets>,
+}
+
+/// Reads committed offsets and log ranges; partitions whose small remaining lag is only trailing
+/// transaction markers get their log end set to the committed offset (lag 0).
+pub async fn lag(
+    client: &KafkaClient,
+    log_offsets: &LogOffsetCache,
+    memo: &mut BTreeMap<TopicPartition, MarkerMemo>,
+    connection: &Connection,
+    group: &ConsumerGroup,
+    partitions: &BTreeMap<String, i32>,
+    max_age: Duration,
+    timeout: Duration,
+) -> Result<LagView, KafkaError> {
+    let all: Vec<TopicPartition> = partitions
+        .iter()
+        .flat_map(|(topic, &count)| (0..count).map(move |partition| TopicPartition { topic: topic.clone(), partition }))
+        .collect();
+    let (committed, ranges) = futures::try_join!(
+        client.list_consumer_group_offsets(&group.spec.group_id, Some(&all), timeout),
+        async { log_offsets.get(client, &all, max_age, timeout).await.map(|(ranges, _)| ranges) },
+    )?;
+    let mut offsets: BTreeMap<TopicPartition, crate::lag::PartitionOffsets> = all
+        .iter()
+        .map(|tp| {
+            let range = ranges[tp];
+            let committed = committed.get(tp).copied().flatten();
+            (tp.clone(), crate::lag::PartitionOffsets { committed, log_start: range.start, log_end: range.end })
+        })
+        .collect();
+
+    // Small lag that did not move since the last look may be transaction markers only.
+    memo.retain(|tp, _| offsets.contains_key(tp));
+    let mut candidates = BTreeMap::new();
+    for (tp, o) in &offsets {
+        let Some(committed) = o.committed else { continue };
+        let remaining = o.log_end - committed;
+        if remaining <= 0 || remaining > markers::MAX_MARKER_LAG {
+            memo.remove(tp);
+            continue;
+        }
+        match memo.get(tp) {
+            Some(m) if m.committed == committed && m.log_end == o.log_end => {}
+            _ => {
+                candidates.insert(tp.clone(), committed);
+            }
+        }
+    }
+    if !candidates.is_empty() {
+        let properties = connection.properties.clone();
+        let probe = candidates.clone();
+        let with_records =
+            tokio::task::spawn_blocking(move || markers::partitions_with_records(&properties, &probe, timeout))
+                .await
+                .map_err(|e| KafkaError::Internal(format!("marker probe task failed: {e}")))??;
+        for tp in candidates.keys() {
+            let o = &offsets[tp];
+            memo.insert(
+                tp.clone(),
+                MarkerMemo {
+                    committed: o.committed.unwrap_or_default(),
+                    log_end: o.log_end,
+                    only_markers: !with_records.contains(tp),
+                },
+            );
+        }
+    }
+    for (tp, m) in memo.iter() {
+        if m.only_markers
+            && let Some(o) = offsets.get_mut(tp)
+            && o.committed == Some(m.committed)
+            && o.log_end == m.log_end
+        {
+            o.log_end = m.committed;
+        }
+    }
+    Ok(LagView { offsets })
+}
+
+/// Result of a marker probe, valid while the committed offset and log end stay the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkerMemo {
+    pub committed: i64,
+    pub log_end: i64,
+    pub only_markers: bool,
 }

@@ -1,0 +1,413 @@
+//! All Kafka I/O of the operator. rdkafka's safe API where it has the call (metadata, topic
+//! admin, consumers), and a small safe wrapper over `rdkafka-sys` (`ffi`, the only `unsafe` code)
+//! for the consumer-group and ListOffsets admin calls it lacks. Every call is batched: one request
+//! per call (librdkafka splits it per broker where the protocol needs it), never one per partition.
+
+mod cache;
+mod ffi;
+pub mod log_offsets;
+pub mod markers;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+pub use cache::ClientCache;
+
+/// A partition of a topic.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
+
+/// Which offset ListOffsets returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The log start offset.
+    Earliest,
+    /// The log end offset (with read_committed: the last stable offset).
+    Latest,
+    /// The first offset whose record timestamp is >= this (milliseconds since the epoch).
+    Timestamp(i64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IsolationLevel {
+    ReadUncommitted,
+    ReadCommitted,
+}
+
+/// A ListOffsets answer. `offset` is None when a timestamp lookup found no record at or after
+/// the timestamp (Kafka answers -1; callers fall back to the log end, as Kafka's tool does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListedOffset {
+    pub offset: Option<i64>,
+    pub timestamp: Option<i64>,
+}
+
+/// Group state as Kafka reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GroupState {
+    Unknown,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+    Dead,
+    Empty,
+}
+
+impl GroupState {
+    /// Kafka's own name of the state (as `kafka-consumer-groups --describe --state` prints it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupState::Unknown => "Unknown",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+            GroupState::Dead => "Dead",
+            GroupState::Empty => "Empty",
+        }
+    }
+
+    /// Offsets may be changed from outside only in these states.
+    pub fn is_inactive(self) -> bool {
+        matches!(self, GroupState::Empty | GroupState::Dead)
+    }
+}
+
+impl fmt::Display for GroupState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupListing {
+    pub group_id: String,
+    pub state: GroupState,
+    pub is_simple: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub group_id: String,
+    pub state: GroupState,
+    pub partition_assignor: String,
+    pub coordinator_id: Option<i32>,
+    pub members: Vec<MemberDescription>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub client_id: String,
+    pub host: String,
+    pub group_instance_id: Option<String>,
+    pub assignment: Vec<TopicPartition>,
+}
+
+/// Errors of the Kafka module. Messages say what failed and what to do; `label()` is stable for
+/// metrics; `is_transient()` tells a retry from a fix.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("Kafka client configuration is invalid: {0}; check spec.kafka and the client-properties Secret")]
+    Config(String),
+    #[error("Kafka did not answer {0} in time; is the cluster reachable from the operator?")]
+    Timeout(&'static str),
+    #[error("Kafka is unreachable: {0}")]
+    Unreachable(String),
+    #[error("topics do not exist: {}", .0.join(", "))]
+    UnknownTopics(Vec<String>),
+    #[error("consumer group {0:?} has active members; stop its consumers before changing its offsets")]
+    GroupNotEmpty(String),
+    #[error("Kafka refused some partitions: {}", .0.iter().map(|(tp, e)| format!("{tp}: {e}")).collect::<Vec<_>>().join(", "))]
+    PartitionErrors(Vec<(TopicPartition, String)>),
+    #[error("Kafka returned no offsets for {0}")]
+    MissingOffsets(TopicPartition),
+    #[error("authentication or authorization failed: {0}; check the credentials in the client-properties Secret")]
+    Auth(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("Kafka request failed: {0}")]
+    Request(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl KafkaError {
+    pub fn label(&self) -> &'static str {
+        match self {
+            KafkaError::Config(_) => "config",
+            KafkaError::Timeout(_) => "timeout",
+            KafkaError::Unreachable(_) => "unreachable",
+            KafkaError::UnknownTopics(_) => "unknown_topics",
+            KafkaError::GroupNotEmpty(_) => "group_not_empty",
+            KafkaError::PartitionErrors(_) => "partition_errors",
+            KafkaError::MissingOffsets(_) => "missing_offsets",
+            KafkaError::Auth(_) => "auth",
+            KafkaError::InvalidArgument(_) => "invalid_argument",
+            KafkaError::Request(_) => "request",
+            KafkaError::Internal(_) => "internal",
+        }
+    }
+
+    /// Whether retrying later may succeed without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            KafkaError::Timeout(_)
+                | KafkaError::Unreachable(_)
+                | KafkaError::Request(_)
+                | KafkaError::PartitionErrors(_)
+                | KafkaError::MissingOffsets(_)
+                | KafkaError::GroupNotEmpty(_)
+        )
+    }
+
+    pub(crate) fn from_code(code: RDKafkaErrorCode, context: String) -> KafkaError {
+        use RDKafkaErrorCode as C;
+        match code {
+            C::OperationTimedOut | C::RequestTimedOut | C::MessageTimedOut => KafkaError::Unreachable(format!("{context}: timed out")),
+            C::BrokerTransportFailure | C::AllBrokersDown | C::Resolve | C::CoordinatorNotAvailable | C::NotCoordinator => {
+                KafkaError::Unreachable(format!("{context}: {code}"))
+            }
+            C::NonEmptyGroup | C::UnknownMemberId | C::RebalanceInProgress | C::IllegalGeneration => KafkaError::GroupNotEmpty(context),
+            C::Authentication | C::SaslAuthenticationFailed | C::GroupAuthorizationFailed | C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed => {
+                KafkaError::Auth(format!("{context}: {code}"))
+            }
+            C::InvalidArgument | C::InvalidRequest => KafkaError::InvalidArgument(format!("{context}: {code}")),
+            _ => KafkaError::Request(format!("{context}: {code}")),
+        }
+    }
+
+    pub(crate) fn from_client(error: RdKafkaError) -> KafkaError {
+        match &error {
+            RdKafkaError::ClientConfig(..) => KafkaError::Config(error.to_string()),
+            RdKafkaError::ClientCreation(message) => KafkaError::Config(message.clone()),
+            _ => match error.rdkafka_error_code() {
+                Some(code) => KafkaError::from_code(code, error.to_string()),
+                None => KafkaError::Request(error.to_string()),
+            },
+        }
+    }
+}
+
+/// Client properties with secret values hidden, for Debug output and logs.
+pub struct Redacted<'a>(pub &'a BTreeMap<String, String>);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (key, value) in self.0 {
+            if is_secret_key(key) {
+                map.entry(key, &"<redacted>");
+            } else {
+                map.entry(key, value);
+            }
+        }
+        map.finish()
+    }
+}
+
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "key", "token", "jaas", "credential", "pem"].iter().any(|word| key.contains(word))
+}
+
+/// One connection to a Kafka cluster: an rdkafka admin client (its own background thread and
+/// broker connections), shared by every ConsumerGroup with the same connection properties.
+pub struct KafkaClient {
+    admin: Arc<AdminClient<DefaultClientContext>>,
+    properties: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for KafkaClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaClient").field("properties", &Redacted(&self.properties)).finish()
+    }
+}
+
+impl KafkaClient {
+    /// `properties`: librdkafka client properties, at least `bootstrap.servers`.
+    pub fn new(properties: &BTreeMap<String, String>) -> Result<KafkaClient, KafkaError> {
+        let mut config = ClientConfig::new();
+        for (key, value) in properties {
+            config.set(key, value);
+        }
+        let admin: AdminClient<DefaultClientContext> = config.create().map_err(KafkaError::from_client)?;
+        Ok(KafkaClient { admin: Arc::new(admin), properties: properties.clone() })
+    }
+
+    pub fn properties(&self) -> &BTreeMap<String, String> {
+        &self.properties
+    }
+
+    /// Runs an `ffi` call on a blocking thread, keeping the client alive until it returns.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(ffi::Handle) -> Result<T, KafkaError> + Send + 'static,
+    ) -> Result<T, KafkaError> {
+        let admin = self.admin.clone();
+        tokio::task::spawn_blocking(move || {
+            let handle = ffi::Handle(admin.inner().native_ptr());
+            let result = call(handle);
+            drop(admin);
+            result
+        })
+        .await
+        .map_err(|e| KafkaError::Internal(format!("Kafka call task failed: {e}")))?
+    }
+
+    /// Partition counts of `topics`, one metadata request per topic (never the whole cluster's
+    /// metadata, whose size grows with every topic of the cluster); every missing topic is named.
+    pub async fn partition_counts(&self, topics: &[String], timeout: Duration) -> Result<BTreeMap<String, i32>, KafkaError> {
+        let admin = self.admin.clone();
+        let wanted = topics.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let mut counts = BTreeMap::new();
+            let mut missing = Vec::new();
+            for topic in &wanted {
+                let metadata = admin.inner().fetch_metadata(Some(topic), timeout).map_err(KafkaError::from_client)?;
+                match metadata.topics().iter().find(|t| t.name() == topic) {
+                    Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                        counts.insert(topic.clone(), t.partitions().len() as i32);
+                    }
+                    _ => missing.push(topic.clone()),
+                }
+            }
+            if missing.is_empty() { Ok(counts) } else { Err(KafkaError::UnknownTopics(missing)) }
+        })
+        .await
+        .map_err(|e| KafkaError::Internal(format!("metadata task failed: {e}")))?
+    }
+
+    pub async fn create_topic(&self, name: &str, partitions: i32, replication: i32, timeout: Duration) -> Result<(), KafkaError> {
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+        let options = AdminOptions::new().operation_timeout(Some(timeout));
+        let results = self.admin.create_topics([&topic], &options).await.map_err(KafkaError::from_client)?;
+        for result in results {
+            if let Err((topic, code)) = result {
+                return Err(KafkaError::from_code(code, format!("create topic {topic}")));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn create_partitions(&self, topic: &str, new_total: i32, timeout: Duration) -> Result<(), KafkaError> {
+        let partitions = NewPartitions::new(topic, new_total as usize);
+        let options = AdminOptions::new().operation_timeout(Some(timeout));
+        let results = self.admin.create_partitions([&partitions], &options).await.map_err(KafkaError::from_client)?;
+        for result in results {
+            if let Err((topic, code)) = result {
+                return Err(KafkaError::from_code(code, format!("add partitions to {topic}")));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn list_consumer_groups(&self, timeout: Duration) -> Result<Vec<GroupListing>, KafkaError> {
+        self.blocking(move |h| ffi::list_consumer_groups(h, timeout)).await
+    }
+
+    /// One DescribeGroups batch for all `groups` (librdkafka sends one request per coordinator).
+    pub async fn describe_consumer_groups(&self, groups: &[String], timeout: Duration) -> Result<Vec<GroupDescription>, KafkaError> {
+        let groups = groups.to_vec();
+        self.blocking(move |h| ffi::describe_consumer_groups(h, &groups, timeout)).await
+    }
+
+    /// Committed offsets of `group` (all committed partitions when `partitions` is None); a
+    /// partition without a commit maps to None.
+    pub async fn list_consumer_group_offsets(
+        &self,
+        group: &str,
+        partitions: Option<&[TopicPartition]>,
+        timeout: Duration,
+    ) -> Result<BTreeMap<TopicPartition, Option<i64>>, KafkaError> {
+        let group = group.to_string();
+        let partitions = partitions.map(<[TopicPartition]>::to_vec);
+        self.blocking(move |h| ffi::list_consumer_group_offsets(h, &group, partitions.as_deref(), timeout)).await
+    }
+
+    /// Commits offsets for a group without active members. Fails with `GroupNotEmpty` otherwise.
+    pub async fn alter_consumer_group_offsets(
+        &self,
+        group: &str,
+        offsets: &BTreeMap<TopicPartition, i64>,
+        timeout: Duration,
+    ) -> Result<(), KafkaError> {
+        let (group, offsets) = (group.to_string(), offsets.clone());
+        self.blocking(move |h| ffi::alter_consumer_group_offsets(h, &group, &offsets, timeout)).await
+    }
+
+    pub async fn delete_consumer_group_offsets(
+        &self,
+        group: &str,
+        partitions: &[TopicPartition],
+        timeout: Duration,
+    ) -> Result<(), KafkaError> {
+        let (group, partitions) = (group.to_string(), partitions.to_vec());
+        self.blocking(move |h| ffi::delete_consumer_group_offsets(h, &group, &partitions, timeout)).await
+    }
+
+    /// Offsets by spec for many partitions in one call.
+    pub async fn list_offsets(
+        &self,
+        requests: &[(TopicPartition, OffsetSpec)],
+        isolation: IsolationLevel,
+        timeout: Duration,
+    ) -> Result<BTreeMap<TopicPartition, ListedOffset>, KafkaError> {
+        let requests = requests.to_vec();
+        self.blocking(move |h| ffi::list_offsets(h, &requests, isolation, timeout)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacted_hides_secret_values() {
+        let properties = BTreeMap::from([
+            ("bootstrap.servers".to_string(), "k:9092".to_string()),
+            ("sasl.password".to_string(), "hunter2".to_string()),
+            ("ssl.key.pem".to_string(), "-----BEGIN".to_string()),
+            ("sasl.oauthbearer.client.secret".to_string(), "s".to_string()),
+        ]);
+        let text = format!("{:?}", Redacted(&properties));
+        assert!(text.contains("k:9092"));
+        assert!(!text.contains("hunter2") && !text.contains("BEGIN") && !text.contains("\"s\""), "{text}");
+        let client = KafkaClient::new(&properties);
+        // Creating may fail on the fake PEM; either way nothing secret is printed.
+        let text = match client {
+            Ok(c) => format!("{c:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn errors_have_stable_labels_and_tell_transient_from_permanent() {
+        let unreachable = KafkaError::from_code(RDKafkaErrorCode::AllBrokersDown, "x".into());
+        assert_eq!((unreachable.label(), unreachable.is_transient()), ("unreachable", true));
+        let not_empty = KafkaError::from_code(RDKafkaErrorCode::NonEmptyGroup, "g".into());
+        assert_eq!(not_empty.label(), "group_not_empty");
+        let topics = KafkaError::UnknownTopics(vec!["a".into()]);
+        assert_eq!((topics.label(), topics.is_transient()), ("unknown_topics", false));
+        assert_eq!(topics.to_string(), "topics do not exist: a");
+    }
+}

@@ -1,0 +1,416 @@
+//! The controller against a real kube-apiserver and a real Kafka broker: the workload is kept at
+//! the requested size but never above the partition count, hand edits are put back, a referenced
+//! workload only has its replicas driven, the group is reported as Kafka sees it, and faults
+//! (Kafka down, missing topic/Secret/target, duplicate groupId) become conditions without scaling.
+//!
+//! No kubelet or controller-manager runs here: the tests start real Kafka consumers themselves
+//! where a test needs group members, and garbage collection is checked through owner references.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use consumer_group_operator::cli::{Cli, Command};
+use consumer_group_operator::crd::ConsumerGroup;
+use consumer_group_operator::kafka::KafkaClient;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::Client;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The operator running in this test's runtime, scoped to one namespace; stopped on drop.
+struct Operator(tokio::task::JoinHandle<()>);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn start_operator(client: &Client, namespace: &str, default_bootstrap: &str) -> Operator {
+    let cli = Cli::parse_from([
+        "consumer-group-operator",
+        "run",
+        "--namespace",
+        namespace,
+        "--resync-seconds",
+        "1",
+        "--kafka-timeout-seconds",
+        "3",
+        "--metrics-address",
+        "127.0.0.1:0",
+        "--default-bootstrap-servers",
+        default_bootstrap,
+    ]);
+    let Command::Run(args) = cli.command else { unreachable!() };
+    let client = client.clone();
+    Operator(tokio::spawn(async move {
+        consumer_group_operator::controller::run_with_client(client, args, std::future::pending())
+            .await
+            .expect("operator run");
+    }))
+}
+
+fn kafka_client(bootstrap: &str) -> KafkaClient {
+    KafkaClient::new(&BTreeMap::from([("bootstrap.servers".to_string(), bootstrap.to_string())])).unwrap()
+}
+
+async fn create_topic(bootstrap: &str, partitions: i32) -> String {
+    let topic = testenv::unique_name("topic");
+    kafka_client(bootstrap).create_topic(&topic, partitions, 1, Duration::from_secs(30)).await.unwrap();
+    topic
+}
+
+fn consumer_group(name: &str, spec: serde_json::Value) -> ConsumerGroup {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "kafka.operators.dev/v1alpha1", "kind": "ConsumerGroup",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn template(image: &str) -> serde_json::Value {
+    serde_json::json!({"metadata": {"labels": {"app": "consumer"}}, "spec": {"containers": [{"name": "consumer", "image": image}]}})
+}
+
+async fn deployment_replicas(api: &Api<Deployment>, name: &str, expected: i32) -> bool {
+    common::eventually(WAIT, || async {
+        let replicas = api.get_opt(name).await.ok()??.spec?.replicas?;
+        (replicas == expected).then_some(())
+    })
+    .await
+    .is_some()
+}
+
+async fn condition(api: &Api<ConsumerGroup>, name: &str, type_: &str, status: &str) -> Option<(String, String)> {
+    common::eventually(WAIT, || async {
+        let group = api.get(name).await.ok()?;
+        let c = group.status?.conditions.into_iter().find(|c| c.type_ == type_ && c.status == status)?;
+        Some((c.reason, c.message))
+    })
+    .await
+}
+
+struct Setup {
+    client: Client,
+    namespace: String,
+    groups: Api<ConsumerGroup>,
+    deployments: Api<Deployment>,
+}
+
+async fn setup(prefix: &str) -> Setup {
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let namespace = common::namespace(&client, prefix).await;
+    Setup {
+        groups: Api::namespaced(client.clone(), &namespace),
+        deployments: Api::namespaced(client.clone(), &namespace),
+        client,
+        namespace,
+    }
+}
+
+#[tokio::test]
+async fn replicas_are_capped_at_partitions_and_follow_scale_and_new_partitions() {
+    let env = common::shared_env().await;
+    let s = setup("cap").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 6).await;
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap);
+
+    let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "replicas": 10, "template": template("img:1")});
+    s.groups.create(&PostParams::default(), &consumer_group("orders", spec)).await.unwrap();
+    assert!(deployment_replicas(&s.deployments, "orders", 6).await, "10 requested on 6 partitions must give 6");
+    let (reason, message) = condition(&s.groups, "orders", "ReplicasCapped", "True").await.expect("capped condition");
+    assert_eq!(reason, "PartitionCap");
+    assert!(message.contains("requested 10") && message.contains("allowed 6"), "{message}");
+    let group = s.groups.get("orders").await.unwrap();
+    let status = group.status.unwrap();
+    assert_eq!((status.partitions, status.replicas, status.desired_replicas), (Some(6), Some(6), Some(6)));
+    assert_eq!(status.selector.as_deref(), Some("kafka.operators.dev/consumer-group=orders"));
+    assert_eq!(status.observed_generation, group.metadata.generation);
+
+    // The Deployment is owned (garbage-collected with the ConsumerGroup).
+    let deployment = s.deployments.get("orders").await.unwrap();
+    let owner = &deployment.metadata.owner_references.unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("ConsumerGroup", "orders", Some(true)));
+
+    // `kubectl scale` through the scale subresource.
+    s.groups
+        .patch_scale("orders", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"replicas": 3}})))
+        .await
+        .unwrap();
+    assert!(deployment_replicas(&s.deployments, "orders", 3).await, "scale to 3 must reach the Deployment");
+    let (reason, _) = condition(&s.groups, "orders", "ReplicasCapped", "False").await.expect("no longer capped");
+    assert_eq!(reason, "WithinLimits");
+
+    // More partitions raise the cap without a restart.
+    s.groups
+        .patch("orders", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"replicas": 10}})))
+        .await
+        .unwrap();
+    assert!(deployment_replicas(&s.deployments, "orders", 6).await);
+    kafka_client(&bootstrap).create_partitions(&topic, 8, Duration::from_secs(30)).await.unwrap();
+    assert!(deployment_replicas(&s.deployments, "orders", 8).await, "the cap must rise to 8 partitions");
+
+    // The cap Event is recorded once per transition, not on every reconcile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events: Api<Event> = Api::namespaced(s.client.clone(), &s.namespace);
+    let capped_events = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("PartitionCap"))
+        .count();
+    assert_eq!(capped_events, 2, "one Event per transition to capped (twice in this test)");
+}
+
+#[tokio::test]
+async fn hand_edits_are_reverted_and_template_changes_roll_out() {
+    let env = common::shared_env().await;
+    let s = setup("drift").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 4).await;
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap);
+    let group_id = testenv::unique_name("g");
+    let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 2, "template": template("img:1")});
+    s.groups.create(&PostParams::default(), &consumer_group("drift", spec)).await.unwrap();
+    assert!(deployment_replicas(&s.deployments, "drift", 2).await);
+
+    // Injected identity.
+    let deployment = s.deployments.get("drift").await.unwrap();
+    let container = &deployment.spec.unwrap().template.spec.unwrap().containers[0];
+    let env_vars: BTreeMap<_, _> =
+        container.env.clone().unwrap().into_iter().map(|e| (e.name, e.value.unwrap_or_default())).collect();
+    assert_eq!(env_vars.get("KAFKA_GROUP_ID"), Some(&group_id));
+    assert_eq!(env_vars.get("KAFKA_TOPICS"), Some(&topic));
+    assert_eq!(env_vars.get("KAFKA_BOOTSTRAP_SERVERS"), Some(&bootstrap));
+
+    // Someone scales the owned Deployment by hand: put back.
+    let edit = PatchParams { field_manager: Some("kubectl-edit".into()), ..Default::default() };
+    s.deployments.patch("drift", &edit, &Patch::Merge(serde_json::json!({"spec": {"replicas": 4}}))).await.unwrap();
+    assert!(deployment_replicas(&s.deployments, "drift", 2).await, "hand edit must be reverted");
+
+    // A template change reaches the Deployment.
+    s.groups
+        .patch("drift", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"template": template("img:2")}})))
+        .await
+        .unwrap();
+    let rolled = common::eventually(WAIT, || async {
+        let d = s.deployments.get("drift").await.ok()?;
+        let image = d.spec?.template.spec?.containers[0].image.clone()?;
+        (image == "img:2").then_some(())
+    })
+    .await;
+    assert!(rolled.is_some(), "template change must reach the Deployment");
+}
+
+#[tokio::test]
+async fn scale_target_ref_drives_only_replicas() {
+    let env = common::shared_env().await;
+    let s = setup("target").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 3).await;
+    let theirs: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "theirs", "labels": {"team": "a"}, "annotations": {"owner": "team-a"}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "theirs"}},
+            "template": {"metadata": {"labels": {"app": "theirs"}}, "spec": {"containers": [{"name": "c", "image": "theirs:1", "env": [{"name": "X", "value": "1"}]}]}}
+        }
+    }))
+    .unwrap();
+    let before = s.deployments.create(&PostParams::default(), &theirs).await.unwrap();
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap);
+    let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "replicas": 5, "scaleTargetRef": {"kind": "Deployment", "name": "theirs"}});
+    s.groups.create(&PostParams::default(), &consumer_group("theirs-cg", spec)).await.unwrap();
+    assert!(deployment_replicas(&s.deployments, "theirs", 3).await, "5 requested on 3 partitions gives 3");
+    let after = s.deployments.get("theirs").await.unwrap();
+    assert_eq!(before.spec.as_ref().unwrap().template, after.spec.as_ref().unwrap().template, "template untouched");
+    assert_eq!(before.metadata.labels, after.metadata.labels);
+    assert_eq!(before.metadata.annotations, after.metadata.annotations);
+    assert!(after.metadata.owner_references.is_none(), "a referenced workload is never adopted");
+    let status = s.groups.get("theirs-cg").await.unwrap().status.unwrap();
+    assert_eq!(status.selector.as_deref(), Some("app=theirs"));
+
+    // A missing target is a condition, not a crash.
+    let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "scaleTargetRef": {"kind": "StatefulSet", "name": "nope"}});
+    s.groups.create(&PostParams::default(), &consumer_group("missing-target", spec)).await.unwrap();
+    let (reason, message) = condition(&s.groups, "missing-target", "Ready", "False").await.unwrap();
+    assert_eq!(reason, "ScaleTargetNotFound");
+    assert!(message.contains("nope"), "{message}");
+}
+
+/// Real consumers of `group_id`, polling on their own threads until dropped.
+struct Consumers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Consumers {
+    fn start(bootstrap: &str, group_id: &str, topic: &str, count: usize) -> Consumers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..count)
+            .map(|i| {
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", bootstrap)
+                    .set("group.id", group_id)
+                    .set("client.id", format!("test-consumer-{i}"))
+                    .set("session.timeout.ms", "6000")
+                    .create()
+                    .unwrap();
+                consumer.subscribe(&[topic]).unwrap();
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let _ = consumer.poll(Duration::from_millis(100));
+                    }
+                    consumer.unsubscribe();
+                })
+            })
+            .collect();
+        Consumers { stop, threads }
+    }
+}
+
+impl Drop for Consumers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[tokio::test]
+async fn group_state_and_members_come_from_kafka() {
+    let env = common::shared_env().await;
+    let s = setup("members").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 4).await;
+    let group_id = testenv::unique_name("g");
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap);
+    let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 2, "template": template("img:1")});
+    s.groups.create(&PostParams::default(), &consumer_group("members", spec)).await.unwrap();
+    assert!(deployment_replicas(&s.deployments, "members", 2).await);
+
+    // No consumer yet: Kafka does not know the group.
+    let state = common::eventually(WAIT, || async { s.groups.get("members").await.ok()?.status?.group_state }).await;
+    assert_eq!(state.as_deref(), Some("Dead"));
+
+    // No kubelet here: the test plays the two pods.
+    let consumers = Consumers::start(&bootstrap, &group_id, &topic, 2);
+    let stable = common::eventually(WAIT, || async {
+        let status = s.groups.get("members").await.ok()?.status?;
+        let assigned: usize = status.members.iter().flat_map(|m| m.assignment.values()).map(Vec::len).sum();
+        (status.group_state.as_deref() == Some("Stable") && status.member_count == Some(2) && assigned == 4)
+            .then_some(status)
+    })
+    .await
+    .expect("status must show the Stable group with 2 members holding all 4 partitions");
+    let mut clients: Vec<_> = stable.members.iter().map(|m| m.client_id.clone()).collect();
+    clients.sort();
+    assert_eq!(clients, vec!["test-consumer-0", "test-consumer-1"]);
+    for member in &stable.members {
+        assert_eq!(member.assignment.keys().collect::<Vec<_>>(), vec![&topic]);
+        assert!(!member.host.is_empty());
+    }
+
+    drop(consumers);
+    let empty = common::eventually(WAIT, || async {
+        let status = s.groups.get("members").await.ok()?.status?;
+        (status.group_state.as_deref() == Some("Empty") && status.member_count == Some(0)).then_some(())
+    })
+    .await;
+    assert!(empty.is_some(), "after the consumers leave the group is Empty");
+}
+
+#[tokio::test]
+async fn kafka_outage_keeps_replicas_and_reports_it() {
+    let s = setup("outage").await;
+    // A broker of this test's own, so stopping it disturbs no other test.
+    let mut kafka = tokio::task::spawn_blocking(testenv::Kafka::start).await.unwrap().unwrap();
+    let bootstrap = kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 3).await;
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap);
+    let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "replicas": 2, "template": template("img:1")});
+    s.groups.create(&PostParams::default(), &consumer_group("outage", spec)).await.unwrap();
+    assert!(deployment_replicas(&s.deployments, "outage", 2).await);
+    condition(&s.groups, "outage", "KafkaReachable", "True").await.expect("reachable first");
+
+    let mut kafka = tokio::task::spawn_blocking(move || {
+        kafka.stop();
+        kafka
+    })
+    .await
+    .unwrap();
+    let (reason, _) = condition(&s.groups, "outage", "KafkaReachable", "False").await.expect("outage reported");
+    assert_eq!(reason, "KafkaUnreachable");
+    let ready = condition(&s.groups, "outage", "Ready", "False").await.expect("not ready during the outage");
+    assert_eq!(ready.0, "KafkaUnreachable");
+    // Several reconciles later the workload still has its replicas.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(s.deployments.get("outage").await.unwrap().spec.unwrap().replicas, Some(2));
+    assert_eq!(s.groups.get("outage").await.unwrap().status.unwrap().replicas, Some(2));
+
+    let _kafka = tokio::task::spawn_blocking(move || {
+        kafka.restart().expect("restart Kafka");
+        kafka
+    })
+    .await
+    .unwrap();
+    condition(&s.groups, "outage", "KafkaReachable", "True").await.expect("Kafka back");
+    condition(&s.groups, "outage", "Ready", "True").await.expect("ready again");
+    assert_eq!(s.deployments.get("outage").await.unwrap().spec.unwrap().replicas, Some(2));
+}
+
+#[tokio::test]
+async fn faults_are_conditions_naming_what_is_wrong() {
+    let env = common::shared_env().await;
+    let s = setup("faults").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 2).await;
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap);
+
+    let missing = testenv::unique_name("missing-topic");
+    let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic, missing], "template": template("img:1")});
+    s.groups.create(&PostParams::default(), &consumer_group("no-topic", spec)).await.unwrap();
+    let (reason, message) = condition(&s.groups, "no-topic", "Ready", "False").await.unwrap();
+    assert_eq!(reason, "TopicsNotFound");
+    assert!(message.contains(&missing) && !message.contains(&format!("{topic},")), "{message}");
+    assert!(s.deployments.get_opt("no-topic").await.unwrap().is_none(), "nothing is run for a missing topic");
+
+    let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "template": template("img:1"),
+        "kafka": {"clientPropertiesSecretRef": {"name": "kafka-auth"}}});
+    s.groups.create(&PostParams::default(), &consumer_group("no-secret", spec)).await.unwrap();
+    let (reason, message) = condition(&s.groups, "no-secret", "Ready", "False").await.unwrap();
+    assert_eq!(reason, "SecretNotFound");
+    assert!(message.contains("kafka-auth"), "{message}");
+
+    // Two ConsumerGroups claiming one groupId in one cluster: the later one is not acted on.
+    let shared_id = testenv::unique_name("g");
+    let first = serde_json::json!({"groupId": shared_id, "topics": [topic], "replicas": 1, "template": template("img:1")});
+    s.groups.create(&PostParams::default(), &consumer_group("first", first)).await.unwrap();
+    assert!(deployment_replicas(&s.deployments, "first", 1).await);
+    tokio::time::sleep(Duration::from_millis(1100)).await; // creationTimestamp has second precision
+    let second = serde_json::json!({"groupId": shared_id, "topics": [topic], "replicas": 1, "template": template("img:1")});
+    s.groups.create(&PostParams::default(), &consumer_group("second", second)).await.unwrap();
+    let (reason, message) = condition(&s.groups, "second", "Ready", "False").await.unwrap();
+    assert_eq!(reason, "GroupIdConflict");
+    assert!(message.contains(&format!("{}/first", s.namespace)), "{message}");
+    assert!(s.deployments.get_opt("second").await.unwrap().is_none(), "the conflicting one runs nothing");
+    let first_ready = condition(&s.groups, "first", "Ready", "True").await;
+    assert!(first_ready.is_some(), "the first one keeps being served");
+}
