@@ -374,7 +374,7 @@ mod tests {
         let s = last.unwrap();
         assert_eq!(s.status.excluded_partitions, vec!["t/0".to_string()]);
         assert_eq!(s.scaling_lag, 10, "only partition 1's lag counts for scaling");
-        assert_eq!(s.status.total, 110, "status still shows all lag");
+        assert_eq!(s.status.total, 120, "status still shows all lag");
     }
 
     #[test]
