@@ -20,6 +20,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 const WAIT: Duration = Duration::from_secs(60);
+/// `helm template` renders for this Kubernetes version (the one the tests run).
+const KUBE_VERSION: &str = "v1.34.4";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -73,7 +75,7 @@ async fn chart_lints_renders_and_is_accepted_by_the_apiserver() {
     for (release, extra) in [("all-ns", vec![]), ("scoped", vec!["--set", "watchNamespaces={team-a,team-b}"])] {
         let namespace = common::namespace(&client, release).await;
         let mut template = Command::new(&helm);
-        template.args(["template", release]).arg(&chart).args(["--namespace", &namespace]).args(&extra);
+        template.args(["template", release]).arg(&chart).args(["--namespace", &namespace, "--kube-version", KUBE_VERSION]).args(&extra);
         let rendered = run(&mut template);
         assert!(rendered.contains("kind: Deployment") && rendered.contains("--leader-election"));
         assert!(rendered.contains("readOnlyRootFilesystem: true") && rendered.contains("runAsNonRoot: true"));
@@ -114,7 +116,7 @@ async fn chart_rbac_is_enough_for_the_operator() {
     let rendered = run(Command::new(helm())
         .args(["template", "rbac"])
         .arg(repo().join("charts/consumer-group-operator"))
-        .args(["--namespace", &namespace, "--set", &format!("watchNamespaces={{{namespace}}}")]));
+        .args(["--namespace", &namespace, "--kube-version", KUBE_VERSION, "--set", &format!("watchNamespaces={{{namespace}}}")]));
     let file = std::env::temp_dir().join(format!("{}.yaml", testenv::unique_name("rbac")));
     std::fs::write(&file, &rendered).unwrap();
     run(env.kube.kubectl(&["apply", "--server-side", "-f"]).arg(&file));
@@ -197,8 +199,8 @@ impl OperatorProcess {
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", name)
             .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::inherit())
             .spawn()
             .expect("start the operator binary");
         OperatorProcess { child, log }
