@@ -3,6 +3,10 @@
 //! Types only: doc comments become `kubectl explain` text, and validation that the API server can
 //! do (schema ranges, CEL rules) is declared here so bad objects are refused at `kubectl apply`.
 
+// kube's derive takes repeated `printcolumn(type_ = ...)` attributes, which this lint mistakes for
+// duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
@@ -41,7 +45,12 @@ pub const GROUP: &str = "kafka.operators.dev";
     printcolumn(name = "Lag", type_ = "integer", json_path = ".status.lag.total"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.groupState"),
     printcolumn(name = "Health", type_ = "string", json_path = ".status.lag.health", priority = "1"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", priority = "1"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        priority = "1"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(
@@ -434,8 +443,7 @@ fn pod_template_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 }
 
 /// Every CRD of the operator, in the order `consumer-group-operator crd` prints them.
-pub fn all_crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
-{
+pub fn all_crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
     vec![ConsumerGroup::crd()]
 }
 

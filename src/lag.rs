@@ -137,9 +137,11 @@ impl PartitionHistory {
 
     /// The verdict over the last [`WINDOW`] samples (OK until the window is full, except REWIND).
     pub fn health(&self) -> Health {
-        let window: Vec<&Sample> = self.samples.iter().rev().take(WINDOW).collect::<Vec<_>>().into_iter().rev().collect();
+        let window: Vec<&Sample> =
+            self.samples.iter().rev().take(WINDOW).collect::<Vec<_>>().into_iter().rev().collect();
         let Some(last) = window.last() else { return Health::Ok };
-        let rewound = window.windows(2).any(|w| matches!((w[0].committed, w[1].committed), (Some(a), Some(b)) if b < a));
+        let rewound =
+            window.windows(2).any(|w| matches!((w[0].committed, w[1].committed), (Some(a), Some(b)) if b < a));
         if rewound {
             return Health::Rewind;
         }
@@ -167,9 +169,7 @@ impl PartitionHistory {
         }
         let recent: Vec<&Sample> = self.samples.iter().rev().take(polls).collect();
         let (newest, oldest) = (recent[0], recent[polls - 1]);
-        newest.committed.is_some()
-            && recent.iter().all(|s| s.committed == newest.committed)
-            && newest.lag > oldest.lag
+        newest.committed.is_some() && recent.iter().all(|s| s.committed == newest.committed) && newest.lag > oldest.lag
     }
 }
 

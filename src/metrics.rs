@@ -94,21 +94,61 @@ impl Metrics {
         let errors = Family::<ErrorLabels, Counter>::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let lag_collection_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        registry.register("kafka_consumergroup_lag", "Messages between the committed offset and the log end, per partition", lag.clone());
-        registry.register("kafka_consumergroup_lag_seconds", "Age of the oldest unconsumed message per partition (interpolated from log-end history)", lag_seconds.clone());
-        registry.register("kafka_consumergroup_current_offset", "Committed offset per partition (-1: never committed)", current_offset.clone());
+        registry.register(
+            "kafka_consumergroup_lag",
+            "Messages between the committed offset and the log end, per partition",
+            lag.clone(),
+        );
+        registry.register(
+            "kafka_consumergroup_lag_seconds",
+            "Age of the oldest unconsumed message per partition (interpolated from log-end history)",
+            lag_seconds.clone(),
+        );
+        registry.register(
+            "kafka_consumergroup_current_offset",
+            "Committed offset per partition (-1: never committed)",
+            current_offset.clone(),
+        );
         registry.register("kafka_consumergroup_lag_sum", "Total lag of the group", lag_sum.clone());
         registry.register("kafka_consumergroup_max_lag", "Largest partition lag of the group", max_lag.clone());
-        registry.register("kafka_consumergroup_max_lag_seconds", "Largest partition time lag of the group", max_lag_seconds.clone());
+        registry.register(
+            "kafka_consumergroup_max_lag_seconds",
+            "Largest partition time lag of the group",
+            max_lag_seconds.clone(),
+        );
         registry.register("kafka_consumergroup_members", "Members of the group as reported by Kafka", members.clone());
-        registry.register("kafka_consumergroup_health", "Group health verdict: 0 OK, 1 WARN, 2 REWIND, 3 STALL, 4 STOP", health.clone());
-        registry.register("consumergroup_operator_replicas", "Replicas of the ConsumerGroup's workload", replicas.clone());
-        registry.register("consumergroup_operator_desired_replicas", "Replicas the operator wants after every bound", desired_replicas.clone());
-        registry.register("consumergroup_operator_partitions", "Total partitions of the subscribed topics (the replica cap)", partitions.clone());
+        registry.register(
+            "kafka_consumergroup_health",
+            "Group health verdict: 0 OK, 1 WARN, 2 REWIND, 3 STALL, 4 STOP",
+            health.clone(),
+        );
+        registry.register(
+            "consumergroup_operator_replicas",
+            "Replicas of the ConsumerGroup's workload",
+            replicas.clone(),
+        );
+        registry.register(
+            "consumergroup_operator_desired_replicas",
+            "Replicas the operator wants after every bound",
+            desired_replicas.clone(),
+        );
+        registry.register(
+            "consumergroup_operator_partitions",
+            "Total partitions of the subscribed topics (the replica cap)",
+            partitions.clone(),
+        );
         registry.register("consumergroup_operator_reconciles", "Reconciles by result", reconciles.clone());
         registry.register("consumergroup_operator_reconcile_errors", "Reconcile errors by reason", errors.clone());
-        registry.register("consumergroup_operator_reconcile_duration_seconds", "Duration of one reconcile", reconcile_duration.clone());
-        registry.register("consumergroup_operator_lag_collection_duration_seconds", "Duration of one lag collection (Kafka round trips)", lag_collection_duration.clone());
+        registry.register(
+            "consumergroup_operator_reconcile_duration_seconds",
+            "Duration of one reconcile",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "consumergroup_operator_lag_collection_duration_seconds",
+            "Duration of one lag collection (Kafka round trips)",
+            lag_collection_duration.clone(),
+        );
         Metrics {
             registry,
             lag,
@@ -154,7 +194,15 @@ impl Metrics {
 
     /// Removes every series of a ConsumerGroup (deleted, or no longer lag-measured).
     pub fn forget_group(&self, group: &GroupLabels) {
-        for family in [&self.lag_sum, &self.max_lag, &self.members, &self.health, &self.replicas, &self.desired_replicas, &self.partitions] {
+        for family in [
+            &self.lag_sum,
+            &self.max_lag,
+            &self.members,
+            &self.health,
+            &self.replicas,
+            &self.desired_replicas,
+            &self.partitions,
+        ] {
             family.remove(group);
         }
         self.max_lag_seconds.remove(group);
@@ -212,7 +260,12 @@ mod tests {
     }
 
     fn partition(p: i32) -> PartitionLabels {
-        PartitionLabels { namespace: "ns".into(), consumergroup: "cg".into(), topic: "t".into(), partition: p.to_string() }
+        PartitionLabels {
+            namespace: "ns".into(),
+            consumergroup: "cg".into(),
+            topic: "t".into(),
+            partition: p.to_string(),
+        }
     }
 
     #[test]
@@ -220,8 +273,13 @@ mod tests {
         let metrics = Metrics::new();
         metrics.set_partition_series(&group(), vec![(partition(0), 5, 1.0, Some(10)), (partition(1), 7, 2.0, None)]);
         let text = metrics.encode();
-        assert!(text.contains(r#"kafka_consumergroup_lag{namespace="ns",consumergroup="cg",topic="t",partition="1"} 7"#), "{text}");
-        assert!(text.contains(r#"kafka_consumergroup_current_offset{namespace="ns",consumergroup="cg",topic="t",partition="1"} -1"#));
+        assert!(
+            text.contains(r#"kafka_consumergroup_lag{namespace="ns",consumergroup="cg",topic="t",partition="1"} 7"#),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"kafka_consumergroup_current_offset{namespace="ns",consumergroup="cg",topic="t",partition="1"} -1"#
+        ));
         metrics.set_partition_series(&group(), vec![(partition(0), 3, 0.5, Some(12))]);
         let text = metrics.encode();
         assert!(text.contains(r#"partition="0"} 3"#));

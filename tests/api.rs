@@ -33,7 +33,9 @@ fn consumer_group_resource() -> ApiResource {
 fn crds_folder_and_chart_match_the_rust_types() {
     let generated = consumer_group_operator::crd::crds_yaml().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for file in ["crds/consumer-group-operator.yaml", "charts/consumer-group-operator/crds/consumer-group-operator.yaml"] {
+    for file in
+        ["crds/consumer-group-operator.yaml", "charts/consumer-group-operator/crds/consumer-group-operator.yaml"]
+    {
         assert!(
             read(&root.join(file)) == generated,
             "{file} differs from `consumer-group-operator crd`; run `make crds` and commit the result"

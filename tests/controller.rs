@@ -19,10 +19,10 @@ use consumer_group_operator::crd::ConsumerGroup;
 use consumer_group_operator::kafka::KafkaClient;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -188,7 +188,8 @@ async fn hand_edits_are_reverted_and_template_changes_roll_out() {
     let topic = create_topic(&bootstrap, 4).await;
     let _operator = start_operator(&s.client, &s.namespace, &bootstrap);
     let group_id = testenv::unique_name("g");
-    let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 2, "template": template("img:1")});
+    let spec =
+        serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 2, "template": template("img:1")});
     s.groups.create(&PostParams::default(), &consumer_group("drift", spec)).await.unwrap();
     assert!(deployment_replicas(&s.deployments, "drift", 2).await);
 
@@ -208,7 +209,11 @@ async fn hand_edits_are_reverted_and_template_changes_roll_out() {
 
     // A template change reaches the Deployment.
     s.groups
-        .patch("drift", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"template": template("img:2")}})))
+        .patch(
+            "drift",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"template": template("img:2")}})),
+        )
         .await
         .unwrap();
     let rolled = common::eventually(WAIT, || async {
@@ -305,7 +310,8 @@ async fn group_state_and_members_come_from_kafka() {
     let topic = create_topic(&bootstrap, 4).await;
     let group_id = testenv::unique_name("g");
     let _operator = start_operator(&s.client, &s.namespace, &bootstrap);
-    let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 2, "template": template("img:1")});
+    let spec =
+        serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 2, "template": template("img:1")});
     s.groups.create(&PostParams::default(), &consumer_group("members", spec)).await.unwrap();
     assert!(deployment_replicas(&s.deployments, "members", 2).await);
 
@@ -404,11 +410,13 @@ async fn faults_are_conditions_naming_what_is_wrong() {
 
     // Two ConsumerGroups claiming one groupId in one cluster: the later one is not acted on.
     let shared_id = testenv::unique_name("g");
-    let first = serde_json::json!({"groupId": shared_id, "topics": [topic], "replicas": 1, "template": template("img:1")});
+    let first =
+        serde_json::json!({"groupId": shared_id, "topics": [topic], "replicas": 1, "template": template("img:1")});
     s.groups.create(&PostParams::default(), &consumer_group("first", first)).await.unwrap();
     assert!(deployment_replicas(&s.deployments, "first", 1).await);
     tokio::time::sleep(Duration::from_millis(1100)).await; // creationTimestamp has second precision
-    let second = serde_json::json!({"groupId": shared_id, "topics": [topic], "replicas": 1, "template": template("img:1")});
+    let second =
+        serde_json::json!({"groupId": shared_id, "topics": [topic], "replicas": 1, "template": template("img:1")});
     s.groups.create(&PostParams::default(), &consumer_group("second", second)).await.unwrap();
     let (reason, message) = condition(&s.groups, "second", "Ready", "False").await.unwrap();
     assert_eq!(reason, "GroupIdConflict");

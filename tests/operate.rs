@@ -75,7 +75,11 @@ async fn chart_lints_renders_and_is_accepted_by_the_apiserver() {
     for (release, extra) in [("all-ns", vec![]), ("scoped", vec!["--set", "watchNamespaces={team-a,team-b}"])] {
         let namespace = common::namespace(&client, release).await;
         let mut template = Command::new(&helm);
-        template.args(["template", release]).arg(&chart).args(["--namespace", &namespace, "--kube-version", KUBE_VERSION]).args(&extra);
+        template
+            .args(["template", release])
+            .arg(&chart)
+            .args(["--namespace", &namespace, "--kube-version", KUBE_VERSION])
+            .args(&extra);
         let rendered = run(&mut template);
         assert!(rendered.contains("kind: Deployment") && rendered.contains("--leader-election"));
         assert!(rendered.contains("readOnlyRootFilesystem: true") && rendered.contains("runAsNonRoot: true"));
@@ -113,10 +117,15 @@ async fn chart_rbac_is_enough_for_the_operator() {
     let admin = common::kube_client(&env.kube).await;
     common::install_crds(&admin).await;
     let namespace = common::namespace(&admin, "rbac").await;
-    let rendered = run(Command::new(helm())
-        .args(["template", "rbac"])
-        .arg(repo().join("charts/consumer-group-operator"))
-        .args(["--namespace", &namespace, "--kube-version", KUBE_VERSION, "--set", &format!("watchNamespaces={{{namespace}}}")]));
+    let rendered =
+        run(Command::new(helm()).args(["template", "rbac"]).arg(repo().join("charts/consumer-group-operator")).args([
+            "--namespace",
+            &namespace,
+            "--kube-version",
+            KUBE_VERSION,
+            "--set",
+            &format!("watchNamespaces={{{namespace}}}"),
+        ]));
     let file = std::env::temp_dir().join(format!("{}.yaml", testenv::unique_name("rbac")));
     std::fs::write(&file, &rendered).unwrap();
     run(env.kube.kubectl(&["apply", "--server-side", "-f"]).arg(&file));
@@ -139,7 +148,10 @@ async fn chart_rbac_is_enough_for_the_operator() {
         "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}},
         "kafka": {"clientPropertiesSecretRef": {"name": "props"}}});
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace);
-    let secret: Secret = serde_json::from_value(serde_json::json!({"metadata": {"name": "props"}, "stringData": {"client.id": "rbac-test"}})).unwrap();
+    let secret: Secret = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": "props"}, "stringData": {"client.id": "rbac-test"}}),
+    )
+    .unwrap();
     secrets.create(&PostParams::default(), &secret).await.unwrap();
     groups.create(&PostParams::default(), &consumer_group("rbac", spec)).await.unwrap();
 
@@ -238,7 +250,8 @@ async fn leader_election_hands_over_when_the_leader_dies_or_stops() {
     let bootstrap = env.kafka.bootstrap_servers();
     let topic = create_topic(&bootstrap, 3).await;
     let lease = testenv::unique_name("lease");
-    let election = ["--leader-election", "--lease-name", &lease, "--lease-namespace", &namespace, "--lease-duration-seconds", "6"];
+    let election =
+        ["--leader-election", "--lease-name", &lease, "--lease-namespace", &namespace, "--lease-duration-seconds", "6"];
     let kubeconfig = env.kube.kubeconfig_path();
     let a = OperatorProcess::start(&kubeconfig, "operator-a", &namespace, &bootstrap, &election);
     let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace);
@@ -260,14 +273,15 @@ async fn leader_election_hands_over_when_the_leader_dies_or_stops() {
     // The leader dies without releasing: b takes over once the lease expires.
     let killed = Instant::now();
     a.signal("-KILL");
-    let holder = common::eventually(WAIT, || async {
-        lease_holder(&leases, &lease).await.filter(|h| h == "operator-b")
-    })
-    .await;
+    let holder =
+        common::eventually(WAIT, || async { lease_holder(&leases, &lease).await.filter(|h| h == "operator-b") }).await;
     let failover = killed.elapsed();
     assert_eq!(holder.as_deref(), Some("operator-b"));
     eprintln!("failover after SIGKILL of the leader: {:.1}s (lease duration 6s)", failover.as_secs_f64());
-    assert!(failover < Duration::from_secs(6 + 6), "handover within lease duration plus one renewal period: {failover:?}");
+    assert!(
+        failover < Duration::from_secs(6 + 6),
+        "handover within lease duration plus one renewal period: {failover:?}"
+    );
     groups.create(&PostParams::default(), &consumer_group("second", spec(&testenv::unique_name("g")))).await.unwrap();
     assert!(
         common::eventually(WAIT, || async { deployments.get_opt("second").await.ok()? }).await.is_some(),
@@ -279,10 +293,8 @@ async fn leader_election_hands_over_when_the_leader_dies_or_stops() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let stopped = Instant::now();
     b.signal("-TERM");
-    let holder = common::eventually(WAIT, || async {
-        lease_holder(&leases, &lease).await.filter(|h| h == "operator-c")
-    })
-    .await;
+    let holder =
+        common::eventually(WAIT, || async { lease_holder(&leases, &lease).await.filter(|h| h == "operator-c") }).await;
     let handover = stopped.elapsed();
     assert_eq!(holder.as_deref(), Some("operator-c"));
     eprintln!("handover after SIGTERM of the leader: {:.1}s", handover.as_secs_f64());

@@ -82,7 +82,12 @@ pub async fn publish(recorder: &Recorder, group: &ConsumerGroup, happenings: Vec
                 Event {
                     type_: if healthy { EventType::Normal } else { EventType::Warning },
                     reason: t.reason,
-                    note: Some(format!("{} is now {}: {}", t.type_, if t.status { "True" } else { "False" }, t.message)),
+                    note: Some(format!(
+                        "{} is now {}: {}",
+                        t.type_,
+                        if t.status { "True" } else { "False" },
+                        t.message
+                    )),
                     action: "Reconcile".into(),
                     secondary: None,
                 }

@@ -99,12 +99,8 @@ pub fn autoscale(input: &LagInput) -> (ReplicaDecision, Vec<Recommendation>) {
     }
 
     let window = i64::from(scaling.scale_down_stabilization_seconds.max(0));
-    let mut history: Vec<Recommendation> = input
-        .history
-        .iter()
-        .copied()
-        .filter(|r| input.now_seconds - r.at_seconds < window)
-        .collect();
+    let mut history: Vec<Recommendation> =
+        input.history.iter().copied().filter(|r| input.now_seconds - r.at_seconds < window).collect();
     history.push(Recommendation { at_seconds: input.now_seconds, replicas: recommendation });
 
     let current = input.current_replicas.clamp(0, upper.max(0));

@@ -100,11 +100,8 @@ impl Context {
     pub fn sweep(&self) {
         let live: std::collections::HashSet<ObjectRef<ConsumerGroup>> =
             self.stores.iter().flat_map(|s| s.state()).map(|g| ObjectRef::from(g.as_ref())).collect();
-        let gone: Vec<ObjectRef<ConsumerGroup>> = self
-            .memory
-            .lock()
-            .map(|m| m.keys().filter(|k| !live.contains(*k)).cloned().collect())
-            .unwrap_or_default();
+        let gone: Vec<ObjectRef<ConsumerGroup>> =
+            self.memory.lock().map(|m| m.keys().filter(|k| !live.contains(*k)).cloned().collect()).unwrap_or_default();
         for key in gone {
             if let Ok(mut m) = self.memory.lock() {
                 m.remove(&key);
@@ -162,8 +159,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| "default".to_string());
-    let identity = std::env::var("POD_NAME")
-        .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
     let duration = args.lease_duration_seconds.clamp(2, 3600);
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
         .with_namespace(&namespace)
@@ -229,7 +225,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "operator".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "operator".into())
 }
 
 async fn shutdown_signal() {
@@ -282,8 +280,17 @@ pub async fn run_with_client(
         let (stores, metrics) = (stores.clone(), metrics.clone());
         tokio::spawn(async move {
             for store in stores {
-                if store.wait_until_ready().await.is_err() {
-                    return;
+                // The store's readiness future keeps one waker, and the controller's own runner
+                // waits on it too, so poll it again periodically instead of relying on a wake-up.
+                loop {
+                    match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+                        Ok(Ok(())) => break,
+                        Ok(Err(error)) => {
+                            tracing::error!(%error, "a ConsumerGroup cache stopped before its first sync");
+                            return;
+                        }
+                        Err(_elapsed) => {}
+                    }
                 }
             }
             metrics.set_ready(true);
@@ -395,18 +402,14 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
                 description = view.group;
                 let lag_started = std::time::Instant::now();
                 let log_offsets = ctx.log_offsets_for(&connection.properties);
-                match observe::lag(
-                    &client,
-                    &log_offsets,
-                    &mut memory.markers,
+                let sources = observe::LagSources {
+                    client: &client,
+                    log_offsets: &log_offsets,
                     connection,
-                    &group,
-                    &view.partitions,
-                    ctx.log_offsets_max_age,
-                    ctx.kafka_timeout,
-                )
-                .await
-                {
+                    max_age: ctx.log_offsets_max_age,
+                    timeout: ctx.kafka_timeout,
+                };
+                match observe::lag(sources, &mut memory.markers, &group, &view.partitions).await {
                     Ok(lag) => {
                         ctx.metrics.lag_collection_duration.observe(lag_started.elapsed().as_secs_f64());
                         let offsets = lag.offsets.into_iter().map(|(tp, o)| ((tp.topic, tp.partition), o)).collect();
@@ -475,7 +478,8 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
     }
 
     let conditions = conditions::merge(&previous.conditions, &plan.conditions, group.metadata.generation, &now);
-    happenings.extend(conditions::transitions(&previous.conditions, &conditions).into_iter().map(Happening::Transition));
+    happenings
+        .extend(conditions::transitions(&previous.conditions, &conditions).into_iter().map(Happening::Transition));
     let kafka_seen = matches!(kafka, KafkaObservation::Seen { .. });
     let status = ConsumerGroupStatus {
         observed_generation: group.metadata.generation,
@@ -510,7 +514,18 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
 
     // Schedule the next look.
     let failed = matches!(kafka, KafkaObservation::Unreachable(_));
-    let attempt = ctx.failures.lock().map(|mut f| if failed { bump(&mut f, key.clone()) } else { f.remove(&key); 0 }).unwrap_or(0);
+    let attempt = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            if failed {
+                bump(&mut f, key.clone())
+            } else {
+                f.remove(&key);
+                0
+            }
+        })
+        .unwrap_or(0);
     Ok(if plan.permanent {
         Action::await_change()
     } else if failed {
@@ -521,14 +536,20 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
     })
 }
 
-fn record_metrics(metrics: &Metrics, group: &ConsumerGroup, status: &ConsumerGroupStatus, lag: Option<&crate::lag::Summary>) {
+fn record_metrics(
+    metrics: &Metrics,
+    group: &ConsumerGroup,
+    status: &ConsumerGroupStatus,
+    lag: Option<&crate::lag::Summary>,
+) {
     let labels = GroupLabels { namespace: group.namespace().unwrap_or_default(), consumergroup: group.name_any() };
-    let set = |family: &prometheus_client::metrics::family::Family<GroupLabels, prometheus_client::metrics::gauge::Gauge>,
-               value: Option<i32>| {
-        if let Some(value) = value {
-            family.get_or_create(&labels).set(i64::from(value));
-        }
-    };
+    let set =
+        |family: &prometheus_client::metrics::family::Family<GroupLabels, prometheus_client::metrics::gauge::Gauge>,
+         value: Option<i32>| {
+            if let Some(value) = value {
+                family.get_or_create(&labels).set(i64::from(value));
+            }
+        };
     set(&metrics.replicas, status.replicas);
     set(&metrics.desired_replicas, status.desired_replicas);
     set(&metrics.partitions, status.partitions);

@@ -159,12 +159,19 @@ pub async fn kafka(
 ) -> Result<(Arc<KafkaClient>, KafkaView), KafkaError> {
     let client = cache.get_or_create(&connection.properties)?;
     let partitions = client.partition_counts(&group.spec.topics, timeout).await?;
-    let description = client
-        .describe_consumer_groups(std::slice::from_ref(&group.spec.group_id), timeout)
-        .await?
-        .into_iter()
-        .next();
+    let description =
+        client.describe_consumer_groups(std::slice::from_ref(&group.spec.group_id), timeout).await?.into_iter().next();
     Ok((client, KafkaView { partitions, group: description }))
+}
+
+/// Where lag comes from: the connection's client, its shared log-offset snapshot, and limits.
+pub struct LagSources<'a> {
+    pub client: &'a KafkaClient,
+    pub log_offsets: &'a LogOffsetCache,
+    pub connection: &'a Connection,
+    /// How old a shared log-offset snapshot may be.
+    pub max_age: Duration,
+    pub timeout: Duration,
 }
 
 /// Offsets of every subscribed partition: the group's commits (one OffsetFetch) and the log
@@ -178,23 +185,20 @@ pub struct LagView {
 /// Reads committed offsets and log ranges; partitions whose small remaining lag is only trailing
 /// transaction markers get their log end set to the committed offset (lag 0).
 pub async fn lag(
-    client: &KafkaClient,
-    log_offsets: &LogOffsetCache,
+    kafka: LagSources<'_>,
     memo: &mut BTreeMap<TopicPartition, MarkerMemo>,
-    connection: &Connection,
     group: &ConsumerGroup,
     partitions: &BTreeMap<String, i32>,
-    max_age: Duration,
-    timeout: Duration,
 ) -> Result<LagView, KafkaError> {
+    let LagSources { client, log_offsets, connection, max_age, timeout } = kafka;
     let all: Vec<TopicPartition> = partitions
         .iter()
         .flat_map(|(topic, &count)| (0..count).map(move |partition| TopicPartition { topic: topic.clone(), partition }))
         .collect();
-    let (committed, ranges) = futures::try_join!(
-        client.list_consumer_group_offsets(&group.spec.group_id, Some(&all), timeout),
-        async { log_offsets.get(client, &all, max_age, timeout).await.map(|(ranges, _)| ranges) },
-    )?;
+    let (committed, ranges) =
+        futures::try_join!(client.list_consumer_group_offsets(&group.spec.group_id, Some(&all), timeout), async {
+            log_offsets.get(client, &all, max_age, timeout).await.map(|(ranges, _)| ranges)
+        },)?;
     let mut offsets: BTreeMap<TopicPartition, crate::lag::PartitionOffsets> = all
         .iter()
         .map(|tp| {

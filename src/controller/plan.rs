@@ -15,7 +15,9 @@ pub enum KafkaObservation {
     NotQueried,
     Unreachable(String),
     TopicsMissing(Vec<String>),
-    Seen { partitions: BTreeMap<String, i32> },
+    Seen {
+        partitions: BTreeMap<String, i32>,
+    },
 }
 
 /// Inputs of a decision.
@@ -101,7 +103,9 @@ pub fn plan(o: &Observed) -> Plan {
                 READY,
                 false,
                 reason::SCALE_TARGET_NOT_FOUND,
-                format!("spec.scaleTargetRef {missing} does not exist in this namespace; create it or fix the reference"),
+                format!(
+                    "spec.scaleTargetRef {missing} does not exist in this namespace; create it or fix the reference"
+                ),
             ));
             return plan;
         }
@@ -121,7 +125,10 @@ pub fn plan(o: &Observed) -> Plan {
                 READY,
                 false,
                 reason::TOPICS_NOT_FOUND,
-                format!("topics {} do not exist in Kafka; create them or fix spec.topics (replicas left unchanged)", topics.join(", ")),
+                format!(
+                    "topics {} do not exist in Kafka; create them or fix spec.topics (replicas left unchanged)",
+                    topics.join(", ")
+                ),
             ));
             return plan;
         }
@@ -199,7 +206,12 @@ pub fn plan(o: &Observed) -> Plan {
         return plan;
     }
     plan.replicas = Some(decision.desired);
-    plan.conditions.push(Desired::new(READY, true, reason::RECONCILED, format!("workload runs {} of {cap} possible replicas", decision.desired)));
+    plan.conditions.push(Desired::new(
+        READY,
+        true,
+        reason::RECONCILED,
+        format!("workload runs {} of {cap} possible replicas", decision.desired),
+    ));
     plan
 }
 
@@ -209,7 +221,8 @@ mod tests {
     use crate::crd::ConsumerGroupSpec;
 
     fn group(extra: serde_json::Value) -> ConsumerGroup {
-        let mut spec = serde_json::json!({"groupId": "g", "topics": ["t"], "scaleTargetRef": {"kind": "Deployment", "name": "d"}});
+        let mut spec =
+            serde_json::json!({"groupId": "g", "topics": ["t"], "scaleTargetRef": {"kind": "Deployment", "name": "d"}});
         spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         ConsumerGroup::new("cg", serde_json::from_value::<ConsumerGroupSpec>(spec).unwrap())
     }

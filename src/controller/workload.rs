@@ -28,7 +28,12 @@ pub fn selector_string(group: &ConsumerGroup) -> String {
 
 /// The Deployment to server-side apply: the template with the injected identity, our labels, an
 /// owner reference (garbage collection on delete) and `replicas`.
-pub fn deployment(group: &ConsumerGroup, template: &PodTemplateSpec, bootstrap_servers: &str, replicas: i32) -> Deployment {
+pub fn deployment(
+    group: &ConsumerGroup,
+    template: &PodTemplateSpec,
+    bootstrap_servers: &str,
+    replicas: i32,
+) -> Deployment {
     let name = group.name_any();
     let selector_labels = BTreeMap::from([(GROUP_LABEL.to_string(), name.clone())]);
     let mut labels = selector_labels.clone();
@@ -92,7 +97,10 @@ mod tests {
 
     fn template() -> PodTemplateSpec {
         PodTemplateSpec {
-            metadata: Some(ObjectMeta { labels: Some(BTreeMap::from([("app".into(), "x".into())])), ..Default::default() }),
+            metadata: Some(ObjectMeta {
+                labels: Some(BTreeMap::from([("app".into(), "x".into())])),
+                ..Default::default()
+            }),
             spec: Some(PodSpec {
                 containers: vec![Container {
                     name: "c".into(),

@@ -10,9 +10,12 @@ use super::{KafkaClient, KafkaError};
 /// How long an unused client is kept (a ConsumerGroup between two reconciles still uses it).
 const IDLE: Duration = Duration::from_secs(300);
 
+/// Connection properties -> (client, last use).
+type Clients = HashMap<BTreeMap<String, String>, (Arc<KafkaClient>, Instant)>;
+
 #[derive(Default)]
 pub struct ClientCache {
-    clients: Mutex<HashMap<BTreeMap<String, String>, (Arc<KafkaClient>, Instant)>>,
+    clients: Mutex<Clients>,
 }
 
 impl ClientCache {
@@ -39,7 +42,11 @@ impl ClientCache {
         let before = clients.len();
         clients.retain(|_, (client, last_used)| Arc::strong_count(client) > 1 || last_used.elapsed() < idle);
         if clients.len() < before {
-            tracing::info!(closed = before - clients.len(), connections = clients.len(), "closed unused Kafka connections");
+            tracing::info!(
+                closed = before - clients.len(),
+                connections = clients.len(),
+                "closed unused Kafka connections"
+            );
         }
     }
 

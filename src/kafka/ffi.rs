@@ -15,7 +15,10 @@ use std::time::Duration;
 use rdkafka_sys as rd;
 use rdkafka_sys::types::RDKafkaErrorCode;
 
-use super::{GroupDescription, GroupListing, GroupState, IsolationLevel, KafkaError, ListedOffset, MemberDescription, OffsetSpec, TopicPartition};
+use super::{
+    GroupDescription, GroupListing, GroupState, IsolationLevel, KafkaError, ListedOffset, MemberDescription,
+    OffsetSpec, TopicPartition,
+};
 
 /// A `rd_kafka_t` handle kept alive by its owner (the `KafkaClient`) for the duration of a call.
 #[derive(Clone, Copy)]
@@ -115,7 +118,8 @@ fn options(handle: Handle, op: rd::rd_kafka_admin_op_t, timeout: Duration) -> Re
     let mut errstr = [0 as c_char; 256];
     let millis = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
     // SAFETY: valid options and a writable buffer of the given size.
-    let code = unsafe { rd::rd_kafka_AdminOptions_set_request_timeout(options.0, millis, errstr.as_mut_ptr(), errstr.len()) };
+    let code =
+        unsafe { rd::rd_kafka_AdminOptions_set_request_timeout(options.0, millis, errstr.as_mut_ptr(), errstr.len()) };
     if code != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
         // SAFETY: librdkafka wrote a NUL-terminated message into the buffer.
         return Err(KafkaError::InvalidArgument(unsafe { string(errstr.as_ptr()) }));
@@ -207,8 +211,11 @@ pub(super) fn describe_consumer_groups(
                 .map(|m| {
                     let member = rd::rd_kafka_ConsumerGroupDescription_member(group, m);
                     let assignment = rd::rd_kafka_MemberDescription_assignment(member);
-                    let partitions =
-                        if assignment.is_null() { ptr::null() } else { rd::rd_kafka_MemberAssignment_partitions(assignment) };
+                    let partitions = if assignment.is_null() {
+                        ptr::null()
+                    } else {
+                        rd::rd_kafka_MemberAssignment_partitions(assignment)
+                    };
                     let instance = rd::rd_kafka_MemberDescription_group_instance_id(member);
                     MemberDescription {
                         member_id: string(rd::rd_kafka_MemberDescription_consumer_id(member)),
@@ -240,7 +247,9 @@ pub(super) fn list_consumer_group_offsets(
     timeout: Duration,
 ) -> Result<BTreeMap<TopicPartition, Option<i64>>, KafkaError> {
     let group_name = cstring(group)?;
-    let list = partitions.map(|p| PartitionList::new(p.iter().map(|tp| (tp.clone(), i64::from(rd::RD_KAFKA_OFFSET_INVALID))))).transpose()?;
+    let list = partitions
+        .map(|p| PartitionList::new(p.iter().map(|tp| (tp.clone(), i64::from(rd::RD_KAFKA_OFFSET_INVALID)))))
+        .transpose()?;
     let options = options(handle, rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS, timeout)?;
     // SAFETY: the request object copies the name and the list; it is destroyed after the call
     // (librdkafka copies it into the request).
@@ -315,13 +324,32 @@ pub(super) fn alter_consumer_group_offsets(
 }
 
 fn partition_errors(group: &str, partitions: Vec<(TopicPartition, i64, RDKafkaErrorCode)>) -> Result<(), KafkaError> {
-    let failed: Vec<(TopicPartition, RDKafkaErrorCode)> =
-        partitions.into_iter().filter(|(.., code)| *code != RDKafkaErrorCode::NoError).map(|(tp, _, code)| (tp, code)).collect();
+    let failed: Vec<(TopicPartition, RDKafkaErrorCode)> = partitions
+        .into_iter()
+        .filter(|(.., code)| *code != RDKafkaErrorCode::NoError)
+        .map(|(tp, _, code)| (tp, code))
+        .collect();
     if failed.is_empty() {
         return Ok(());
     }
     if failed.iter().any(|(_, code)| {
-        matches!(code, RDKafkaErrorCode::UnknownMemberId | RDKafkaErrorCode::RebalanceInProgress | RDKafkaErrorCode::IllegalGeneration | RDKafkaErrorCode::NonEmptyGroup)
+        matches!(
+            code,
+            RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::CoordinatorNotAvailable
+                | RDKafkaErrorCode::CoordinatorLoadInProgress
+        )
+    }) {
+        return Err(KafkaError::CoordinatorUnavailable(group.to_string()));
+    }
+    if failed.iter().any(|(_, code)| {
+        matches!(
+            code,
+            RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::NonEmptyGroup
+        )
     }) {
         return Err(KafkaError::GroupNotEmpty(group.to_string()));
     }
@@ -410,7 +438,10 @@ pub(super) fn list_offsets(
             let timestamp = rd::rd_kafka_ListOffsetsResultInfo_timestamp(info);
             offsets.insert(
                 tp,
-                ListedOffset { offset: (element.offset >= 0).then_some(element.offset), timestamp: (timestamp >= 0).then_some(timestamp) },
+                ListedOffset {
+                    offset: (element.offset >= 0).then_some(element.offset),
+                    timestamp: (timestamp >= 0).then_some(timestamp),
+                },
             );
         }
     }

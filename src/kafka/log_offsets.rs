@@ -61,8 +61,7 @@ impl LogOffsetCache {
         let fetched_at = Instant::now();
         let mut ranges = BTreeMap::new();
         for tp in partitions {
-            let (Some(start), Some(end)) =
-                (starts.get(tp).and_then(|o| o.offset), ends.get(tp).and_then(|o| o.offset))
+            let (Some(start), Some(end)) = (starts.get(tp).and_then(|o| o.offset), ends.get(tp).and_then(|o| o.offset))
             else {
                 return Err(KafkaError::MissingOffsets(tp.clone()));
             };

@@ -59,19 +59,20 @@ pub fn partitions_with_records(
     for (topic, partitions) in by_topic {
         let mut assignment = TopicPartitionList::new();
         for (&partition, &offset) in &partitions {
-            assignment.add_partition_offset(topic, partition, Offset::Offset(offset)).map_err(KafkaError::from_client)?;
+            assignment
+                .add_partition_offset(topic, partition, Offset::Offset(offset))
+                .map_err(KafkaError::from_client)?;
         }
         consumer.assign(&assignment).map_err(KafkaError::from_client)?;
         let mut pending: BTreeSet<i32> = partitions.keys().copied().collect();
         while !pending.is_empty() && Instant::now() < deadline {
             match consumer.poll(Duration::from_millis(100)) {
                 None => {}
-                Some(Ok(message)) => {
-                    // A readable record: real lag.
-                    if pending.remove(&message.partition()) {
-                        with_records.insert(TopicPartition { topic: topic.to_string(), partition: message.partition() });
-                    }
+                // A readable record: real lag.
+                Some(Ok(message)) if pending.remove(&message.partition()) => {
+                    with_records.insert(TopicPartition { topic: topic.to_string(), partition: message.partition() });
                 }
+                Some(Ok(_)) => {}
                 Some(Err(RdKafkaError::PartitionEOF(partition))) => {
                     // The end came before any record: only control records (markers) were left.
                     pending.remove(&partition);
@@ -80,7 +81,8 @@ pub fn partitions_with_records(
             }
         }
         // Partitions not resolved in time keep their lag.
-        with_records.extend(pending.into_iter().map(|partition| TopicPartition { topic: topic.to_string(), partition }));
+        with_records
+            .extend(pending.into_iter().map(|partition| TopicPartition { topic: topic.to_string(), partition }));
     }
     Ok(with_records)
 }

@@ -135,6 +135,8 @@ pub enum KafkaError {
     UnknownTopics(Vec<String>),
     #[error("consumer group {0:?} has active members; stop its consumers before changing its offsets")]
     GroupNotEmpty(String),
+    #[error("the group coordinator of {0:?} is not available yet (Kafka is electing or loading it); retrying")]
+    CoordinatorUnavailable(String),
     #[error("Kafka refused some partitions: {}", .0.iter().map(|(tp, e)| format!("{tp}: {e}")).collect::<Vec<_>>().join(", "))]
     PartitionErrors(Vec<(TopicPartition, String)>),
     #[error("Kafka returned no offsets for {0}")]
@@ -157,6 +159,7 @@ impl KafkaError {
             KafkaError::Unreachable(_) => "unreachable",
             KafkaError::UnknownTopics(_) => "unknown_topics",
             KafkaError::GroupNotEmpty(_) => "group_not_empty",
+            KafkaError::CoordinatorUnavailable(_) => "coordinator_unavailable",
             KafkaError::PartitionErrors(_) => "partition_errors",
             KafkaError::MissingOffsets(_) => "missing_offsets",
             KafkaError::Auth(_) => "auth",
@@ -173,6 +176,7 @@ impl KafkaError {
             KafkaError::Timeout(_)
                 | KafkaError::Unreachable(_)
                 | KafkaError::Request(_)
+                | KafkaError::CoordinatorUnavailable(_)
                 | KafkaError::PartitionErrors(_)
                 | KafkaError::MissingOffsets(_)
                 | KafkaError::GroupNotEmpty(_)
@@ -182,14 +186,22 @@ impl KafkaError {
     pub(crate) fn from_code(code: RDKafkaErrorCode, context: String) -> KafkaError {
         use RDKafkaErrorCode as C;
         match code {
-            C::OperationTimedOut | C::RequestTimedOut | C::MessageTimedOut => KafkaError::Unreachable(format!("{context}: timed out")),
-            C::BrokerTransportFailure | C::AllBrokersDown | C::Resolve | C::CoordinatorNotAvailable | C::NotCoordinator => {
-                KafkaError::Unreachable(format!("{context}: {code}"))
+            C::OperationTimedOut | C::RequestTimedOut | C::MessageTimedOut => {
+                KafkaError::Unreachable(format!("{context}: timed out"))
             }
-            C::NonEmptyGroup | C::UnknownMemberId | C::RebalanceInProgress | C::IllegalGeneration => KafkaError::GroupNotEmpty(context),
-            C::Authentication | C::SaslAuthenticationFailed | C::GroupAuthorizationFailed | C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed => {
-                KafkaError::Auth(format!("{context}: {code}"))
+            C::BrokerTransportFailure
+            | C::AllBrokersDown
+            | C::Resolve
+            | C::CoordinatorNotAvailable
+            | C::NotCoordinator => KafkaError::Unreachable(format!("{context}: {code}")),
+            C::NonEmptyGroup | C::UnknownMemberId | C::RebalanceInProgress | C::IllegalGeneration => {
+                KafkaError::GroupNotEmpty(context)
             }
+            C::Authentication
+            | C::SaslAuthenticationFailed
+            | C::GroupAuthorizationFailed
+            | C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed => KafkaError::Auth(format!("{context}: {code}")),
             C::InvalidArgument | C::InvalidRequest => KafkaError::InvalidArgument(format!("{context}: {code}")),
             _ => KafkaError::Request(format!("{context}: {code}")),
         }
@@ -257,17 +269,28 @@ impl KafkaClient {
         &self.properties
     }
 
-    /// Runs an `ffi` call on a blocking thread, keeping the client alive until it returns.
+    /// Runs an `ffi` call on a blocking thread, keeping the client alive until it returns. A group
+    /// coordinator that is moving or loading (right after a broker start, during elections) is
+    /// waited for, within `timeout`.
     async fn blocking<T: Send + 'static>(
         &self,
-        call: impl FnOnce(ffi::Handle) -> Result<T, KafkaError> + Send + 'static,
+        timeout: Duration,
+        call: impl Fn(ffi::Handle) -> Result<T, KafkaError> + Send + 'static,
     ) -> Result<T, KafkaError> {
         let admin = self.admin.clone();
         tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + timeout;
             let handle = ffi::Handle(admin.inner().native_ptr());
-            let result = call(handle);
-            drop(admin);
-            result
+            let mut pause = Duration::from_millis(100);
+            loop {
+                match call(handle) {
+                    Err(KafkaError::CoordinatorUnavailable(_)) if std::time::Instant::now() + pause < deadline => {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_secs(1));
+                    }
+                    result => return result,
+                }
+            }
         })
         .await
         .map_err(|e| KafkaError::Internal(format!("Kafka call task failed: {e}")))?
@@ -275,7 +298,11 @@ impl KafkaClient {
 
     /// Partition counts of `topics`, one metadata request per topic (never the whole cluster's
     /// metadata, whose size grows with every topic of the cluster); every missing topic is named.
-    pub async fn partition_counts(&self, topics: &[String], timeout: Duration) -> Result<BTreeMap<String, i32>, KafkaError> {
+    pub async fn partition_counts(
+        &self,
+        topics: &[String],
+        timeout: Duration,
+    ) -> Result<BTreeMap<String, i32>, KafkaError> {
         let admin = self.admin.clone();
         let wanted = topics.to_vec();
         tokio::task::spawn_blocking(move || {
@@ -296,7 +323,13 @@ impl KafkaClient {
         .map_err(|e| KafkaError::Internal(format!("metadata task failed: {e}")))?
     }
 
-    pub async fn create_topic(&self, name: &str, partitions: i32, replication: i32, timeout: Duration) -> Result<(), KafkaError> {
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication: i32,
+        timeout: Duration,
+    ) -> Result<(), KafkaError> {
         let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
         let options = AdminOptions::new().operation_timeout(Some(timeout));
         let results = self.admin.create_topics([&topic], &options).await.map_err(KafkaError::from_client)?;
@@ -321,13 +354,17 @@ impl KafkaClient {
     }
 
     pub async fn list_consumer_groups(&self, timeout: Duration) -> Result<Vec<GroupListing>, KafkaError> {
-        self.blocking(move |h| ffi::list_consumer_groups(h, timeout)).await
+        self.blocking(timeout, move |h| ffi::list_consumer_groups(h, timeout)).await
     }
 
     /// One DescribeGroups batch for all `groups` (librdkafka sends one request per coordinator).
-    pub async fn describe_consumer_groups(&self, groups: &[String], timeout: Duration) -> Result<Vec<GroupDescription>, KafkaError> {
+    pub async fn describe_consumer_groups(
+        &self,
+        groups: &[String],
+        timeout: Duration,
+    ) -> Result<Vec<GroupDescription>, KafkaError> {
         let groups = groups.to_vec();
-        self.blocking(move |h| ffi::describe_consumer_groups(h, &groups, timeout)).await
+        self.blocking(timeout, move |h| ffi::describe_consumer_groups(h, &groups, timeout)).await
     }
 
     /// Committed offsets of `group` (all committed partitions when `partitions` is None); a
@@ -340,7 +377,8 @@ impl KafkaClient {
     ) -> Result<BTreeMap<TopicPartition, Option<i64>>, KafkaError> {
         let group = group.to_string();
         let partitions = partitions.map(<[TopicPartition]>::to_vec);
-        self.blocking(move |h| ffi::list_consumer_group_offsets(h, &group, partitions.as_deref(), timeout)).await
+        self.blocking(timeout, move |h| ffi::list_consumer_group_offsets(h, &group, partitions.as_deref(), timeout))
+            .await
     }
 
     /// Commits offsets for a group without active members. Fails with `GroupNotEmpty` otherwise.
@@ -351,7 +389,7 @@ impl KafkaClient {
         timeout: Duration,
     ) -> Result<(), KafkaError> {
         let (group, offsets) = (group.to_string(), offsets.clone());
-        self.blocking(move |h| ffi::alter_consumer_group_offsets(h, &group, &offsets, timeout)).await
+        self.blocking(timeout, move |h| ffi::alter_consumer_group_offsets(h, &group, &offsets, timeout)).await
     }
 
     pub async fn delete_consumer_group_offsets(
@@ -361,7 +399,7 @@ impl KafkaClient {
         timeout: Duration,
     ) -> Result<(), KafkaError> {
         let (group, partitions) = (group.to_string(), partitions.to_vec());
-        self.blocking(move |h| ffi::delete_consumer_group_offsets(h, &group, &partitions, timeout)).await
+        self.blocking(timeout, move |h| ffi::delete_consumer_group_offsets(h, &group, &partitions, timeout)).await
     }
 
     /// Offsets by spec for many partitions in one call.
@@ -372,7 +410,7 @@ impl KafkaClient {
         timeout: Duration,
     ) -> Result<BTreeMap<TopicPartition, ListedOffset>, KafkaError> {
         let requests = requests.to_vec();
-        self.blocking(move |h| ffi::list_offsets(h, &requests, isolation, timeout)).await
+        self.blocking(timeout, move |h| ffi::list_offsets(h, &requests, isolation, timeout)).await
     }
 }
 

@@ -1,0 +1,419 @@
+//! Lag against a real broker: status and /metrics agree with Kafka's own `kafka-consumer-groups
+//! --describe`; retention-deleted messages and transaction markers are not lag; lag autoscaling
+//! rises to the partition cap and falls back when real consumers drain the lag; a Kafka outage
+//! during autoscaling holds the replicas.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use consumer_group_operator::cli::{Cli, Command};
+use consumer_group_operator::crd::ConsumerGroup;
+use consumer_group_operator::kafka::{KafkaClient, TopicPartition};
+use consumer_group_operator::metrics::Metrics;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+struct Operator {
+    task: tokio::task::JoinHandle<()>,
+    metrics_address: std::net::SocketAddr,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn start_operator(client: &Client, namespace: &str, bootstrap: &str) -> Operator {
+    let cli = Cli::parse_from([
+        "consumer-group-operator",
+        "run",
+        "--namespace",
+        namespace,
+        "--resync-seconds",
+        "1",
+        "--kafka-timeout-seconds",
+        "3",
+        "--default-bootstrap-servers",
+        bootstrap,
+    ]);
+    let Command::Run(args) = cli.command else { unreachable!() };
+    let metrics = Arc::new(Metrics::new());
+    let (metrics_address, server) =
+        consumer_group_operator::metrics::serve("127.0.0.1:0".parse().unwrap(), metrics.clone()).await.unwrap();
+    let client = client.clone();
+    let task = tokio::spawn(async move {
+        let server = tokio::spawn(server);
+        consumer_group_operator::controller::run_with_client(client, args, metrics, std::future::pending())
+            .await
+            .expect("operator run");
+        server.abort();
+    });
+    Operator { task, metrics_address }
+}
+
+/// GET over plain HTTP/1.1 (the metrics endpoint): (status line, body).
+async fn http_request(address: std::net::SocketAddr, path: &str) -> (String, String) {
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+}
+
+async fn http_get(address: std::net::SocketAddr, path: &str) -> String {
+    let (status, body) = http_request(address, path).await;
+    assert_eq!(status, "HTTP/1.1 200 OK", "{path}: {body}");
+    body
+}
+
+fn kafka(bootstrap: &str) -> KafkaClient {
+    KafkaClient::new(&BTreeMap::from([("bootstrap.servers".to_string(), bootstrap.to_string())])).unwrap()
+}
+
+async fn create_topic(bootstrap: &str, partitions: i32) -> String {
+    let topic = testenv::unique_name("lag-topic");
+    kafka(bootstrap).create_topic(&topic, partitions, 1, Duration::from_secs(30)).await.unwrap();
+    topic
+}
+
+/// Produces `counts[p]` messages to partition p.
+fn produce(bootstrap: &str, topic: &str, counts: &[usize]) {
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    for (partition, &count) in counts.iter().enumerate() {
+        for i in 0..count {
+            let payload = format!("message-{partition}-{i}");
+            producer.send(BaseRecord::<(), _>::to(topic).partition(partition as i32).payload(&payload)).unwrap();
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+async fn commit(bootstrap: &str, group: &str, offsets: &[(String, i32, i64)]) {
+    let offsets: BTreeMap<TopicPartition, i64> =
+        offsets.iter().map(|(t, p, o)| (TopicPartition { topic: t.clone(), partition: *p }, *o)).collect();
+    kafka(bootstrap).alter_consumer_group_offsets(group, &offsets, Duration::from_secs(30)).await.unwrap();
+}
+
+fn consumer_group(name: &str, spec: serde_json::Value) -> ConsumerGroup {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "kafka.operators.dev/v1alpha1", "kind": "ConsumerGroup",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn template() -> serde_json::Value {
+    serde_json::json!({"spec": {"containers": [{"name": "c", "image": "i"}]}})
+}
+
+async fn setup(prefix: &str) -> (Client, String, Api<ConsumerGroup>, Api<Deployment>) {
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let namespace = common::namespace(&client, prefix).await;
+    let groups = Api::namespaced(client.clone(), &namespace);
+    let deployments = Api::namespaced(client.clone(), &namespace);
+    (client, namespace, groups, deployments)
+}
+
+/// Kafka's own view: (partition -> (current offset, log end, lag)) from `--describe`.
+fn describe_with_kafka_tool(
+    kafka: &testenv::Kafka,
+    group: &str,
+    topic: &str,
+) -> BTreeMap<i32, (Option<i64>, i64, Option<i64>)> {
+    let out = kafka.consumer_groups(&["--describe", "--group", group]).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut rows = BTreeMap::new();
+    for line in text.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() >= 6 && cols[1] == topic {
+            let number = |s: &str| s.parse::<i64>().ok();
+            rows.insert(cols[2].parse().unwrap(), (number(cols[3]), cols[4].parse().unwrap(), number(cols[5])));
+        }
+    }
+    assert!(!rows.is_empty(), "no rows for {topic} in:\n{text}");
+    rows
+}
+
+#[tokio::test]
+async fn lag_in_status_and_metrics_equals_kafka_consumer_groups_describe() {
+    let env = common::shared_env().await;
+    let (client, namespace, groups, _) = setup("lag-ref").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 6).await;
+    produce(&bootstrap, &topic, &[10, 11, 12, 13, 14, 15]);
+    let group_id = testenv::unique_name("g");
+    // Partition 5 never committed: the tool prints "-", our rule (autoOffsetReset latest) says 0.
+    let committed = [(0, 3), (1, 11), (2, 0), (3, 7), (4, 1)];
+    commit(&bootstrap, &group_id, &committed.iter().map(|&(p, o)| (topic.clone(), p, o)).collect::<Vec<_>>()).await;
+    let operator = start_operator(&client, &namespace, &bootstrap).await;
+    let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 1, "template": template()});
+    groups.create(&PostParams::default(), &consumer_group("lag", spec)).await.unwrap();
+
+    let reference = tokio::task::spawn_blocking({
+        let (group_id, topic) = (group_id.clone(), topic.clone());
+        move || describe_with_kafka_tool(&testenv::shared().kafka, &group_id, &topic)
+    })
+    .await
+    .unwrap();
+    let lag = common::eventually(WAIT, || async {
+        let lag = groups.get("lag").await.ok()?.status?.lag?;
+        // 7 + 0 + 12 + 6 + 13 + 0 (never committed, latest)
+        (lag.partitions.len() == 6 && lag.total == 38).then_some(lag)
+    })
+    .await
+    .expect("status lag must converge to Kafka's figures");
+    for p in &lag.partitions {
+        // The tool lists an inactive group's committed partitions only.
+        let Some(&(current, log_end, tool_lag)) = reference.get(&p.partition) else {
+            assert_eq!((p.partition, p.committed_offset, p.lag), (5, None, 0), "only partition 5 is uncommitted");
+            continue;
+        };
+        assert_eq!(p.log_end_offset, log_end, "log end of partition {}", p.partition);
+        assert_eq!(p.committed_offset, current, "committed offset of partition {}", p.partition);
+        assert_eq!(Some(p.lag), tool_lag, "lag of partition {}", p.partition);
+    }
+    assert_eq!(reference.len(), 5);
+    assert_eq!(lag.max_partition_lag, 13);
+    assert_eq!(lag.health.as_deref(), Some("OK"));
+
+    let metrics = http_get(operator.metrics_address, "/metrics").await;
+    for p in &lag.partitions {
+        let line = format!(
+            "kafka_consumergroup_lag{{namespace=\"{namespace}\",consumergroup=\"lag\",topic=\"{topic}\",partition=\"{}\"}} {}",
+            p.partition, p.lag
+        );
+        assert!(metrics.contains(&line), "missing {line} in /metrics");
+    }
+    let sum = format!("kafka_consumergroup_lag_sum{{namespace=\"{namespace}\",consumergroup=\"lag\"}} {}", lag.total);
+    assert!(metrics.contains(&sum), "missing {sum}");
+    assert!(metrics.contains("consumergroup_operator_reconciles_total{result=\"success\"}"));
+    assert!(metrics.contains("consumergroup_operator_partitions{"));
+    assert_eq!(http_get(operator.metrics_address, "/healthz").await, "ok");
+    let ready = common::eventually(WAIT, || async {
+        (http_request(operator.metrics_address, "/readyz").await.1 == "ok").then_some(())
+    })
+    .await;
+    assert!(ready.is_some());
+}
+
+#[tokio::test]
+async fn retention_deleted_messages_are_not_lag() {
+    let env = common::shared_env().await;
+    let (client, namespace, groups, _) = setup("lag-retention").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 1).await;
+    produce(&bootstrap, &topic, &[100]);
+    let group_id = testenv::unique_name("g");
+    commit(&bootstrap, &group_id, &[(topic.clone(), 0, 5)]).await;
+    // Delete records below offset 90, as retention would.
+    let offsets_file = std::env::temp_dir().join(format!("{}.json", testenv::unique_name("delete")));
+    std::fs::write(
+        &offsets_file,
+        format!(r#"{{"partitions":[{{"topic":"{topic}","partition":0,"offset":90}}],"version":1}}"#),
+    )
+    .unwrap();
+    let out = env
+        .kafka
+        .run_class(
+            "org.apache.kafka.tools.DeleteRecordsCommand",
+            &["--bootstrap-server", &bootstrap, "--offset-json-file", offsets_file.to_str().unwrap()],
+        )
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _operator = start_operator(&client, &namespace, &bootstrap).await;
+    let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "autoOffsetReset": "earliest", "replicas": 1, "template": template()});
+    groups.create(&PostParams::default(), &consumer_group("retention", spec)).await.unwrap();
+    let lag = common::eventually(WAIT, || async { groups.get("retention").await.ok()?.status?.lag }).await.unwrap();
+    // Committed 5 but the log starts at 90: only 10 messages can still be read (KEDA #7936 counts 95).
+    assert_eq!(lag.total, 10, "{lag:?}");
+}
+
+#[tokio::test]
+async fn trailing_transaction_markers_are_not_lag_and_a_drained_group_scales_to_zero() {
+    let env = common::shared_env().await;
+    let (client, namespace, groups, deployments) = setup("lag-txn").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 1).await;
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("transactional.id", testenv::unique_name("txn"))
+        .create()
+        .unwrap();
+    producer.init_transactions(Duration::from_secs(30)).unwrap();
+    producer.begin_transaction().unwrap();
+    for i in 0..5 {
+        producer.send(BaseRecord::<(), _>::to(&topic).partition(0).payload(&format!("m{i}"))).unwrap();
+    }
+    producer.commit_transaction(Duration::from_secs(30)).unwrap();
+    // Five records at offsets 0..4, the commit marker at 5: log end 6. A consumer that read all five
+    // commits 5.
+    let group_id = testenv::unique_name("g");
+    commit(&bootstrap, &group_id, &[(topic.clone(), 0, 5)]).await;
+
+    let theirs: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "txn-consumer"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "t"}},
+                 "template": {"metadata": {"labels": {"app": "t"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}
+    }))
+    .unwrap();
+    deployments.create(&PostParams::default(), &theirs).await.unwrap();
+    let _operator = start_operator(&client, &namespace, &bootstrap).await;
+    let spec = serde_json::json!({"groupId": group_id, "topics": [topic],
+        "scaleTargetRef": {"kind": "Deployment", "name": "txn-consumer"},
+        "scaling": {"minReplicas": 0, "lagThreshold": 1, "scaleDownStabilizationSeconds": 0, "pollIntervalSeconds": 5}});
+    groups.create(&PostParams::default(), &consumer_group("txn", spec)).await.unwrap();
+    let lag = common::eventually(WAIT, || async { groups.get("txn").await.ok()?.status?.lag }).await.unwrap();
+    assert_eq!(lag.partitions[0].log_end_offset, 5, "the marker is not counted: {lag:?}");
+    assert_eq!(lag.total, 0, "{lag:?}");
+    let zero = common::eventually(WAIT, || async {
+        (deployments.get("txn-consumer").await.ok()?.spec?.replicas? == 0).then_some(())
+    })
+    .await;
+    assert!(zero.is_some(), "a drained transactional group scales to zero (KEDA #5675 never does)");
+
+    // A real record after the commit is lag again.
+    commit(&bootstrap, &group_id, &[(topic.clone(), 0, 4)]).await;
+    let lag = common::eventually(WAIT, || async {
+        let lag = groups.get("txn").await.ok()?.status?.lag?;
+        (lag.total > 0).then_some(lag)
+    })
+    .await
+    .unwrap();
+    assert_eq!(lag.partitions[0].committed_offset, Some(4));
+}
+
+/// Consumers of the test standing in for pods: each polls and commits what it reads.
+struct Consumers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Consumers {
+    fn start(bootstrap: &str, group_id: &str, topic: &str, count: usize) -> Consumers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..count)
+            .map(|i| {
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", bootstrap)
+                    .set("group.id", group_id)
+                    .set("client.id", format!("drain-{i}"))
+                    .set("auto.offset.reset", "earliest")
+                    .set("enable.auto.commit", "false")
+                    .create()
+                    .unwrap();
+                consumer.subscribe(&[topic]).unwrap();
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+                            let _ = consumer.commit_message(&message, CommitMode::Async);
+                        }
+                    }
+                    let _ = consumer.commit_consumer_state(CommitMode::Sync);
+                })
+            })
+            .collect();
+        Consumers { stop, threads }
+    }
+}
+
+impl Drop for Consumers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[tokio::test]
+async fn lag_autoscaling_rises_to_the_cap_and_falls_after_the_window() {
+    let env = common::shared_env().await;
+    let (client, namespace, groups, deployments) = setup("lag-loop").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 6).await;
+    produce(&bootstrap, &topic, &[100; 6]);
+    let group_id = testenv::unique_name("g");
+    let _operator = start_operator(&client, &namespace, &bootstrap).await;
+    let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "autoOffsetReset": "earliest", "template": template(),
+        "scaling": {"minReplicas": 1, "lagThreshold": 10, "scaleDownStabilizationSeconds": 5, "pollIntervalSeconds": 5}});
+    groups.create(&PostParams::default(), &consumer_group("loop", spec)).await.unwrap();
+    // 600 messages of lag at 10 per replica asks for 60: capped at 6 partitions.
+    let capped =
+        common::eventually(WAIT, || async { (deployments.get("loop").await.ok()?.spec?.replicas? == 6).then_some(()) })
+            .await;
+    assert!(capped.is_some(), "lag must scale up to the partition cap");
+    let status = groups.get("loop").await.unwrap().status.unwrap();
+    let capped = status.conditions.iter().find(|c| c.type_ == "ReplicasCapped").unwrap();
+    assert_eq!((capped.status.as_str(), capped.reason.as_str()), ("True", "PartitionCap"));
+    assert!(capped.message.contains("requested 60"), "{}", capped.message);
+
+    // The test plays the six pods: real consumers drain the lag.
+    let consumers = Consumers::start(&bootstrap, &group_id, &topic, 6);
+    let drained = common::eventually(WAIT, || async {
+        let status = groups.get("loop").await.ok()?.status?;
+        (status.lag?.total == 0).then_some(())
+    })
+    .await;
+    assert!(drained.is_some(), "the consumers must drain the lag");
+    let scaled_down =
+        common::eventually(WAIT, || async { (deployments.get("loop").await.ok()?.spec?.replicas? == 1).then_some(()) })
+            .await;
+    assert!(scaled_down.is_some(), "after the stabilization window the group falls back to minReplicas");
+    drop(consumers);
+}
+
+#[tokio::test]
+async fn kafka_outage_during_autoscaling_holds_replicas() {
+    let (client, namespace, groups, deployments) = setup("lag-outage").await;
+    let mut kafka = tokio::task::spawn_blocking(testenv::Kafka::start).await.unwrap().unwrap();
+    let bootstrap = kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 4).await;
+    produce(&bootstrap, &topic, &[50; 4]);
+    let _operator = start_operator(&client, &namespace, &bootstrap).await;
+    let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "autoOffsetReset": "earliest", "template": template(),
+        "scaling": {"minReplicas": 0, "lagThreshold": 100, "scaleDownStabilizationSeconds": 0, "pollIntervalSeconds": 5}});
+    groups.create(&PostParams::default(), &consumer_group("hold", spec)).await.unwrap();
+    assert!(
+        common::eventually(WAIT, || async { (deployments.get("hold").await.ok()?.spec?.replicas? == 2).then_some(()) })
+            .await
+            .is_some(),
+        "200 messages at 100 per replica: 2"
+    );
+    let _kafka = tokio::task::spawn_blocking(move || {
+        kafka.stop();
+        kafka
+    })
+    .await
+    .unwrap();
+    let down = common::eventually(WAIT, || async {
+        let status = groups.get("hold").await.ok()?.status?;
+        status.conditions.iter().any(|c| c.type_ == "KafkaReachable" && c.status == "False").then_some(())
+    })
+    .await;
+    assert!(down.is_some(), "the outage is reported");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        deployments.get("hold").await.unwrap().spec.unwrap().replicas,
+        Some(2),
+        "no scale to zero on missing data"
+    );
+}
