@@ -40,5 +40,9 @@ crds:
 demo:
 	@scripts/demo.sh
 
+# Lag collection (and later resets) against Kafka's own tool on a real broker; prints ratios.
+bench:
+	@eval "$$(scripts/deps.sh)" && $(CARGO) bench --bench lag
+
 clean-cache:
 	rm -rf $(CGO_CACHE)
