@@ -442,9 +442,224 @@ fn pod_template_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
+/// A one-shot change of a ConsumerGroup's committed offsets (a reset or a seek), planned,
+/// optionally reviewed, and executed safely: the workload is stopped, Kafka must report the group
+/// Empty, the plan stored in status is committed and verified, and the workload is restarted.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "kafka.operators.dev",
+    version = "v1alpha1",
+    kind = "OffsetReset",
+    namespaced,
+    status = "OffsetResetStatus",
+    shortname = "or",
+    shortname = "kor",
+    category = "kafka",
+    derive = "PartialEq",
+    doc = "A one-shot reset or seek of a ConsumerGroup's committed offsets, planned before anything changes.",
+    printcolumn(name = "ConsumerGroup", type_ = "string", json_path = ".spec.consumerGroup"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Partitions", type_ = "integer", json_path = ".status.partitionCount"),
+    printcolumn(name = "Message", type_ = "string", json_path = ".status.message", priority = "1"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct OffsetResetSpec {
+    /// Name of the ConsumerGroup (same namespace) whose offsets change. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("consumerGroup is immutable; create a new OffsetReset"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub consumer_group: String,
+
+    /// Where to move the offsets. Immutable: a changed target is a new OffsetReset.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("target is immutable; create a new OffsetReset"))]
+    pub target: ResetTarget,
+
+    /// Which partitions: every partition of the listed topics (optionally only some partitions).
+    /// Unset: every partition of the ConsumerGroup's topics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub topics: Vec<TopicScope>,
+
+    /// DryRun computes and shows the plan and changes nothing; Execute stops the consumers, commits
+    /// the plan and restarts them. Change a DryRun to Execute to approve it.
+    #[serde(default)]
+    pub mode: ResetMode,
+
+    /// How long to wait for the group to become Empty after its workload is scaled to zero.
+    #[serde(default = "default_quiesce_timeout")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub quiesce_timeout_seconds: i32,
+}
+
+fn default_quiesce_timeout() -> i32 {
+    300
+}
+
+/// Exactly one way to choose the new offsets (the scenarios of `kafka-consumer-groups
+/// --reset-offsets`, plus explicit seeks, deletion and rollback).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(
+    validation = Rule::new("[has(self.toEarliest), has(self.toLatest), has(self.toCurrent), has(self.toDatetime), has(self.byDuration), has(self.shiftBy), has(self.toOffset), has(self.offsets), has(self.deleteOffsets), has(self.rollbackOf)].filter(x, x).size() == 1")
+        .message("target must set exactly one of toEarliest, toLatest, toCurrent, toDatetime, byDuration, shiftBy, toOffset, offsets, deleteOffsets, rollbackOf")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ResetTarget {
+    /// Move to the log start offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self").message("set toEarliest to true, or leave it out"))]
+    pub to_earliest: Option<bool>,
+    /// Move to the log end offset (skip everything not yet consumed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self").message("set toLatest to true, or leave it out"))]
+    pub to_latest: Option<bool>,
+    /// Keep the committed offsets (a partition without one goes to the log end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self").message("set toCurrent to true, or leave it out"))]
+    pub to_current: Option<bool>,
+    /// Move to the first offset whose timestamp is at or after this RFC 3339 time (the log end
+    /// where no message is that recent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$')").message("toDatetime must be an RFC 3339 time such as 2026-11-20T08:00:00Z"))]
+    pub to_datetime: Option<String>,
+    /// Move back by an ISO-8601 duration from now (PT30M, P1DT2H), like toDatetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^P([0-9]+D)?(T([0-9]+H)?([0-9]+M)?([0-9]+([.][0-9]+)?S)?)?$') && self != 'P' && self != 'PT'").message("byDuration must be an ISO-8601 duration such as PT30M or P1DT2H"))]
+    pub by_duration: Option<String>,
+    /// Move each committed offset by this many messages (negative: replay), clamped to the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shift_by: Option<i64>,
+    /// Move to this offset on every partition in scope, clamped to the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub to_offset: Option<i64>,
+    /// Seek: explicit offsets per partition, clamped to the log (`--from-file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 10000))]
+    pub offsets: Option<Vec<PartitionOffset>>,
+    /// Delete the group's committed offsets of the partitions in scope (`--delete-offsets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self").message("set deleteOffsets to true, or leave it out"))]
+    pub delete_offsets: Option<bool>,
+    /// Undo an executed OffsetReset (same namespace): put back the offsets it replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub rollback_of: Option<String>,
+}
+
+/// One explicit offset.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct PartitionOffset {
+    /// Topic name.
+    #[schemars(length(min = 1, max = 249))]
+    pub topic: String,
+    /// Partition number.
+    #[schemars(range(min = 0))]
+    pub partition: i32,
+    /// Offset to commit (clamped to the log).
+    #[schemars(range(min = 0))]
+    pub offset: i64,
+}
+
+/// Topics (and optionally partitions) a reset applies to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct TopicScope {
+    /// Topic name.
+    #[schemars(length(min = 1, max = 249))]
+    pub name: String,
+    /// Only these partitions of the topic. Unset: all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<i32>,
+}
+
+/// DryRun (plan only) or Execute.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ResetMode {
+    #[default]
+    DryRun,
+    Execute,
+}
+
+/// Progress of an OffsetReset; each phase is recorded before the next step starts, so a
+/// restarted operator continues where it stopped.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ResetPhase {
+    /// Waiting for another reset of the same ConsumerGroup to finish.
+    Pending,
+    /// DryRun: the plan is in status; nothing changed.
+    Planned,
+    /// The workload is being stopped; waiting for Kafka to report the group Empty.
+    Quiescing,
+    /// The plan is final and stored; committing and verifying it.
+    Committing,
+    /// Committed and verified; the workload resumed.
+    Succeeded,
+    /// Stopped without changing offsets (or verification failed); the workload resumed.
+    Failed,
+}
+
+impl ResetPhase {
+    /// Phases during which the ConsumerGroup's workload is held at zero.
+    pub fn holds_workload(self) -> bool {
+        matches!(self, ResetPhase::Quiescing | ResetPhase::Committing)
+    }
+}
+
+/// One partition of a plan.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedOffset {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+    /// The committed offset before the reset (absent: none committed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_offset: Option<i64>,
+    /// The offset to commit (absent: the committed offset is deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_offset: Option<i64>,
+    /// new - current, where both exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<i64>,
+}
+
+/// Observed state of an OffsetReset.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OffsetResetStatus {
+    /// The metadata.generation this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Pending, Planned, Quiescing, Committing, Succeeded or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ResetPhase>,
+    /// What is happening or went wrong, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The plan: for a DryRun, a preview on the live group; once Committing, the final plan
+    /// resolved after the group stopped, which is what gets committed (never re-resolved). The
+    /// current offsets it lists are what a rollback restores.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<PlannedOffset>,
+    /// Partitions in the plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_count: Option<i32>,
+    /// Replicas of the workload when the reset started; the ConsumerGroup returns to its own
+    /// desired count when the reset ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_replicas: Option<i32>,
+    /// When execution started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the reset succeeded or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+}
+
 /// Every CRD of the operator, in the order `consumer-group-operator crd` prints them.
 pub fn all_crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
-    vec![ConsumerGroup::crd()]
+    vec![ConsumerGroup::crd(), OffsetReset::crd()]
 }
 
 /// All CRDs as one multi-document YAML stream.

@@ -7,3 +7,4 @@ pub mod crd;
 pub mod kafka;
 pub mod lag;
 pub mod metrics;
+pub mod reset;

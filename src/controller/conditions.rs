@@ -26,6 +26,7 @@ pub mod reason {
     pub const MAX_REPLICAS: &str = "MaxReplicas";
     pub const WITHIN_LIMITS: &str = "WithinLimits";
     pub const LAG_UNAVAILABLE: &str = "LagUnavailable";
+    pub const OFFSET_RESET_IN_PROGRESS: &str = "OffsetResetInProgress";
 }
 
 /// A condition as decided, before timestamps are attached.

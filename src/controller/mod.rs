@@ -24,7 +24,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use crate::cli::RunArgs;
-use crate::crd::{ConsumerGroup, ConsumerGroupStatus, MemberStatus, TopicStatus};
+use crate::crd::{ConsumerGroup, ConsumerGroupStatus, MemberStatus, OffsetReset, TopicStatus};
 use crate::kafka::log_offsets::LogOffsetCache;
 use crate::kafka::{ClientCache, GroupDescription, KafkaError, TopicPartition};
 use crate::lag::GroupHistory;
@@ -41,6 +41,8 @@ const MAX_MEMBERS_IN_STATUS: usize = 50;
 pub enum Error {
     #[error("Kubernetes API request failed: {0}")]
     Kube(#[from] kube::Error),
+    #[error("Kafka request failed: {0}")]
+    Kafka(KafkaError),
 }
 
 impl Error {
@@ -48,6 +50,7 @@ impl Error {
     pub fn label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube_api",
+            Error::Kafka(error) => error.label(),
         }
     }
 }
@@ -58,6 +61,8 @@ pub struct Context {
     pub kafka: ClientCache,
     pub recorder: Recorder,
     pub stores: Vec<Store<ConsumerGroup>>,
+    /// OffsetResets, to hold a group's workload at zero while one of its resets runs.
+    pub resets: Vec<Store<OffsetReset>>,
     pub default_bootstrap_servers: Option<String>,
     pub kafka_timeout: Duration,
     pub resync: Duration,
@@ -119,13 +124,20 @@ impl Context {
 }
 
 impl Context {
-    pub fn new(client: Client, stores: Vec<Store<ConsumerGroup>>, metrics: Arc<Metrics>, args: &RunArgs) -> Context {
+    pub fn new(
+        client: Client,
+        stores: Vec<Store<ConsumerGroup>>,
+        resets: Vec<Store<OffsetReset>>,
+        metrics: Arc<Metrics>,
+        args: &RunArgs,
+    ) -> Context {
         let reporter = Reporter { controller: workload::MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             kafka: ClientCache::default(),
             stores,
+            resets,
             default_bootstrap_servers: args.default_bootstrap_servers.clone(),
             kafka_timeout: Duration::from_secs(args.kafka_timeout_seconds),
             resync: Duration::from_secs(args.resync_seconds),
@@ -263,19 +275,35 @@ pub async fn run_with_client(
         }
     }
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let scoped = |scope: &Option<String>| match scope {
+        Some(ns) => {
+            (Api::<Deployment>::namespaced(client.clone(), ns), Api::<OffsetReset>::namespaced(client.clone(), ns))
+        }
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let reset_controllers: Vec<_> = scopes
+        .iter()
+        .map(|scope| {
+            Controller::new(scoped(scope).1, watcher::Config::default().any_semantic())
+                .graceful_shutdown_on(shutdown.clone())
+        })
+        .collect();
     let controllers: Vec<_> = scopes
         .iter()
         .map(|scope| {
-            let deployments: Api<Deployment> = match scope {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            };
+            let (deployments, resets) = scoped(scope);
             Controller::new(api(scope), watcher::Config::default().any_semantic())
                 .owns(deployments, watcher::Config::default().labels(workload::MANAGED_BY_LABEL))
+                // A reset changing phase holds or releases its ConsumerGroup's workload.
+                .watches(resets, watcher::Config::default(), |reset: OffsetReset| {
+                    let namespace = reset.namespace()?;
+                    Some(ObjectRef::new(&reset.spec.consumer_group).within(&namespace))
+                })
                 .graceful_shutdown_on(shutdown.clone())
         })
         .collect();
     let stores: Vec<Store<ConsumerGroup>> = controllers.iter().map(|c| c.store()).collect();
+    let reset_stores: Vec<Store<OffsetReset>> = reset_controllers.iter().map(|c| c.store()).collect();
     {
         let (stores, metrics) = (stores.clone(), metrics.clone());
         tokio::spawn(async move {
@@ -297,7 +325,7 @@ pub async fn run_with_client(
             tracing::info!("caches synced; ready");
         });
     }
-    let context = Arc::new(Context::new(client, stores, metrics, &args));
+    let context = Arc::new(Context::new(client, stores, reset_stores, metrics, &args));
     {
         let context = context.clone();
         tokio::spawn(async move {
@@ -321,7 +349,15 @@ pub async fn run_with_client(
             }
         })
     });
-    futures::future::join_all(streams).await;
+    let reset_streams = reset_controllers.into_iter().map(|controller| {
+        controller.run(crate::reset::reconcile, reset_error_policy, context.clone()).for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                Err(error) => tracing::warn!(%error, "offset reset reconcile failed"),
+            }
+        })
+    });
+    futures::future::join(futures::future::join_all(streams), futures::future::join_all(reset_streams)).await;
     tracing::info!("consumer-group-operator stopped");
     Ok(())
 }
@@ -332,6 +368,12 @@ fn error_policy(group: Arc<ConsumerGroup>, error: &Error, ctx: Arc<Context>) -> 
     let delay = backoff(attempt);
     tracing::warn!(group = %group.name_any(), %error, label = error.label(), ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
+}
+
+fn reset_error_policy(reset: Arc<OffsetReset>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.errors.get_or_create(&crate::metrics::ErrorLabels { reason: error.label().to_string() }).inc();
+    tracing::warn!(reset = %reset.name_any(), %error, "offset reset step failed; retrying");
+    Action::requeue(Duration::from_secs(2))
 }
 
 fn bump(failures: &mut HashMap<ObjectRef<ConsumerGroup>, u32>, key: ObjectRef<ConsumerGroup>) -> u32 {
@@ -438,8 +480,10 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
     }
 
     // Decide.
+    let reset_in_progress = ctx.resets.iter().find_map(|store| crate::reset::holding_reset(store, &group));
     let plan = plan::plan(&Observed {
         group: &group,
+        reset_in_progress,
         conflict_with,
         connection: connection_problem,
         workload_replicas: workload_replicas.clone(),

@@ -24,6 +24,8 @@ pub enum KafkaObservation {
 #[derive(Debug, Clone)]
 pub struct Observed<'a> {
     pub group: &'a ConsumerGroup,
+    /// Name of an OffsetReset that needs the workload stopped now.
+    pub reset_in_progress: Option<String>,
     /// `namespace/name` of an earlier ConsumerGroup claiming the same groupId in the same cluster.
     pub conflict_with: Option<String>,
     pub connection: Option<ConnectionProblem>,
@@ -93,6 +95,20 @@ pub fn plan(o: &Observed) -> Plan {
         };
         plan.permanent = matches!(problem, ConnectionProblem::NoBootstrapServers);
         plan.conditions.push(Desired::new(READY, false, reason, message));
+        return plan;
+    }
+
+    if let Some(reset) = &o.reset_in_progress {
+        plan.replicas = Some(0);
+        plan.scale_reason = format!("OffsetReset {reset} needs the consumers stopped");
+        plan.conditions.push(Desired::new(
+            READY,
+            false,
+            reason::OFFSET_RESET_IN_PROGRESS,
+            format!(
+                "OffsetReset {reset} is changing the group's offsets: workload held at zero, autoscaling suspended"
+            ),
+        ));
         return plan;
     }
 
@@ -230,6 +246,7 @@ mod tests {
     fn observed(group: &ConsumerGroup, kafka: KafkaObservation) -> Observed<'_> {
         Observed {
             group,
+            reset_in_progress: None,
             conflict_with: None,
             connection: None,
             workload_replicas: Ok(Some(2)),
@@ -325,6 +342,17 @@ mod tests {
         let p = plan(&o);
         assert_eq!(p.replicas, None);
         assert_eq!(condition(&p, READY).reason, reason::SCALE_TARGET_NOT_FOUND);
+    }
+
+    #[test]
+    fn a_running_reset_holds_the_workload_at_zero() {
+        let g = group(serde_json::json!({"replicas": 3, "scaling": {"lagThreshold": 1}}));
+        let mut o = observed(&g, seen(6));
+        o.reset_in_progress = Some("replay".into());
+        o.scaling_lag = Some(1000);
+        let p = plan(&o);
+        assert_eq!(p.replicas, Some(0));
+        assert_eq!(condition(&p, READY).reason, reason::OFFSET_RESET_IN_PROGRESS);
     }
 
     #[test]

@@ -36,10 +36,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [kafka.operators.dev]
   resources: [consumergroups]
   verbs: [get, list, watch]
-# Write status only: the operator never changes a ConsumerGroup's spec (no GitOps drift).
+# Write status only: the operator never changes the spec of a ConsumerGroup or an OffsetReset
+# (no GitOps drift).
 - apiGroups: [kafka.operators.dev]
-  resources: [consumergroups/status]
+  resources: [consumergroups/status, offsetresets/status]
   verbs: [get, patch]
+# Watch OffsetResets: run them, and hold a ConsumerGroup's workload at zero while one runs.
+- apiGroups: [kafka.operators.dev]
+  resources: [offsetresets]
+  verbs: [get, list, watch]
 # Own the consumer Deployment of spec.template: server-side apply creates and updates it; the
 # watch puts back hand edits.
 - apiGroups: [apps]

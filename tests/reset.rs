@@ -1,0 +1,536 @@
+//! OffsetReset against a real broker and apiserver: every DryRun plan equals what Kafka's own
+//! `kafka-consumer-groups --reset-offsets --dry-run` computes on the same state; Execute commits the
+//! plan, real consumers resume from it and the workload is restored; a group with a member the
+//! operator does not control is refused and untouched; the operator killed between the steps
+//! finishes the reset exactly once after a restart; rollback and offset deletion work.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use clap::Parser;
+use consumer_group_operator::cli::{Cli, Command as CliCommand};
+use consumer_group_operator::crd::{ConsumerGroup, OffsetReset, ResetPhase};
+use consumer_group_operator::kafka::{KafkaClient, TopicPartition};
+use consumer_group_operator::metrics::Metrics;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Message};
+
+const WAIT: Duration = Duration::from_secs(90);
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Operator(tokio::task::JoinHandle<()>);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn args(namespace: &str, bootstrap: &str) -> consumer_group_operator::cli::RunArgs {
+    let cli = Cli::parse_from([
+        "consumer-group-operator",
+        "run",
+        "--namespace",
+        namespace,
+        "--resync-seconds",
+        "1",
+        "--kafka-timeout-seconds",
+        "5",
+        "--metrics-address",
+        "127.0.0.1:0",
+        "--default-bootstrap-servers",
+        bootstrap,
+    ]);
+    let CliCommand::Run(args) = cli.command else { unreachable!() };
+    args
+}
+
+fn start_operator(client: &Client, namespace: &str, bootstrap: &str) -> Operator {
+    let (client, args) = (client.clone(), args(namespace, bootstrap));
+    Operator(tokio::spawn(async move {
+        let metrics = std::sync::Arc::new(Metrics::new());
+        consumer_group_operator::controller::run_with_client(client, args, metrics, std::future::pending())
+            .await
+            .expect("operator run");
+    }))
+}
+
+fn kafka(bootstrap: &str) -> KafkaClient {
+    KafkaClient::new(&BTreeMap::from([("bootstrap.servers".to_string(), bootstrap.to_string())])).unwrap()
+}
+
+fn tp(topic: &str, partition: i32) -> TopicPartition {
+    TopicPartition { topic: topic.to_string(), partition }
+}
+
+/// Messages with known timestamps: partition p holds `counts[p]` records stamped
+/// `base_ms + i * 1000`.
+fn produce(bootstrap: &str, topic: &str, counts: &[usize], base_ms: i64) {
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    for (partition, &count) in counts.iter().enumerate() {
+        for i in 0..count {
+            let payload = format!("p{partition}-m{i}");
+            let record = BaseRecord::<(), _>::to(topic)
+                .partition(partition as i32)
+                .payload(&payload)
+                .timestamp(base_ms + i as i64 * 1000);
+            producer.send(record).unwrap();
+        }
+    }
+    producer.flush(TIMEOUT).unwrap();
+}
+
+async fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+    let scope: Vec<_> = (0..partitions).map(|p| tp(topic, p)).collect();
+    let offsets = kafka(bootstrap).list_consumer_group_offsets(group, Some(&scope), TIMEOUT).await.unwrap();
+    scope.iter().map(|tp| offsets.get(tp).copied().flatten()).collect()
+}
+
+fn consumer_group(name: &str, spec: serde_json::Value) -> ConsumerGroup {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "kafka.operators.dev/v1alpha1", "kind": "ConsumerGroup", "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn offset_reset(name: &str, spec: serde_json::Value) -> OffsetReset {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "kafka.operators.dev/v1alpha1", "kind": "OffsetReset", "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+async fn wait_phase(resets: &Api<OffsetReset>, name: &str, phases: &[ResetPhase]) -> OffsetReset {
+    common::eventually(WAIT, || async {
+        let reset = resets.get(name).await.ok()?;
+        let phase = reset.status.as_ref()?.phase?;
+        phases.contains(&phase).then_some(reset)
+    })
+    .await
+    .unwrap_or_else(|| panic!("OffsetReset {name} never reached {phases:?}"))
+}
+
+struct Setup {
+    client: Client,
+    namespace: String,
+    groups: Api<ConsumerGroup>,
+    resets: Api<OffsetReset>,
+    deployments: Api<Deployment>,
+}
+
+async fn setup(prefix: &str) -> Setup {
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let namespace = common::namespace(&client, prefix).await;
+    Setup {
+        groups: Api::namespaced(client.clone(), &namespace),
+        resets: Api::namespaced(client.clone(), &namespace),
+        deployments: Api::namespaced(client.clone(), &namespace),
+        client,
+        namespace,
+    }
+}
+
+/// `kafka-consumer-groups --reset-offsets ... --dry-run`: partition -> new offset.
+fn reference_plan(kafka: &testenv::Kafka, group: &str, topic: &str, scenario: &[&str]) -> BTreeMap<i32, i64> {
+    let mut args = vec!["--reset-offsets", "--group", group, "--dry-run"];
+    args.extend_from_slice(scenario);
+    let out = kafka.consumer_groups(&args).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{scenario:?}: {text}{}", String::from_utf8_lossy(&out.stderr));
+    text.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|cols| cols.len() >= 4 && cols[1] == topic)
+        .map(|cols| (cols[2].parse().unwrap(), cols[3].parse().unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn dry_run_plans_equal_kafka_consumer_groups_for_every_scenario() {
+    let env = common::shared_env().await;
+    let s = setup("reset-ref").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let client = kafka(&bootstrap);
+    let topic = testenv::unique_name("reset-topic");
+    client.create_topic(&topic, 4, 1, TIMEOUT).await.unwrap();
+    // Timestamps an hour back, one second apart; partition 3 stays empty.
+    let base = k8s_openapi::jiff::Timestamp::now().as_millisecond() - 3_600_000;
+    produce(&bootstrap, &topic, &[10, 10, 10, 0], base);
+    // Partition 1 loses its first 4 records (as retention would): log start 4.
+    let delete_file = std::env::temp_dir().join(format!("{}.json", testenv::unique_name("delete")));
+    std::fs::write(
+        &delete_file,
+        format!(r#"{{"partitions":[{{"topic":"{topic}","partition":1,"offset":4}}],"version":1}}"#),
+    )
+    .unwrap();
+    let out = env
+        .kafka
+        .run_class(
+            "org.apache.kafka.tools.DeleteRecordsCommand",
+            &["--bootstrap-server", &bootstrap, "--offset-json-file", delete_file.to_str().unwrap()],
+        )
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let group_id = testenv::unique_name("g");
+    let commits = BTreeMap::from([(tp(&topic, 0), 5), (tp(&topic, 1), 2), (tp(&topic, 2), 9), (tp(&topic, 3), 0)]);
+    client.alter_consumer_group_offsets(&group_id, &commits, TIMEOUT).await.unwrap();
+
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap);
+    let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 0,
+        "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
+    s.groups.create(&PostParams::default(), &consumer_group("ref", spec)).await.unwrap();
+
+    let iso = |ms: i64| {
+        k8s_openapi::jiff::Timestamp::from_millisecond(ms).unwrap().strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    };
+    let mid = base + 4_500; // between records 4 and 5
+    let csv = std::env::temp_dir().join(format!("{}.csv", testenv::unique_name("seek")));
+    std::fs::write(&csv, format!("{topic},0,3\n{topic},1,1\n{topic},2,50\n")).unwrap();
+    let csv_path = csv.to_str().unwrap().to_string();
+    let all = format!("{topic}");
+    let some = format!("{topic}:0,2");
+    #[allow(clippy::type_complexity)]
+    let scenarios: Vec<(&str, Vec<String>, serde_json::Value, serde_json::Value)> = vec![
+        ("earliest", vec!["--to-earliest".into()], serde_json::json!({"toEarliest": true}), serde_json::json!(null)),
+        ("latest", vec!["--to-latest".into()], serde_json::json!({"toLatest": true}), serde_json::json!(null)),
+        ("current", vec!["--to-current".into()], serde_json::json!({"toCurrent": true}), serde_json::json!(null)),
+        (
+            "to-offset",
+            vec!["--to-offset".into(), "7".into()],
+            serde_json::json!({"toOffset": 7}),
+            serde_json::json!(null),
+        ),
+        (
+            "to-offset-low",
+            vec!["--to-offset".into(), "1".into()],
+            serde_json::json!({"toOffset": 1}),
+            serde_json::json!(null),
+        ),
+        (
+            "shift-back",
+            vec!["--shift-by".into(), "-3".into()],
+            serde_json::json!({"shiftBy": -3}),
+            serde_json::json!(null),
+        ),
+        (
+            "shift-past-end",
+            vec!["--shift-by".into(), "100".into()],
+            serde_json::json!({"shiftBy": 100}),
+            serde_json::json!(null),
+        ),
+        (
+            "dt-before",
+            vec!["--to-datetime".into(), iso(base - 60_000)],
+            serde_json::json!({"toDatetime": iso(base - 60_000)}),
+            serde_json::json!(null),
+        ),
+        (
+            "dt-middle",
+            vec!["--to-datetime".into(), iso(mid)],
+            serde_json::json!({"toDatetime": iso(mid)}),
+            serde_json::json!(null),
+        ),
+        (
+            "dt-after",
+            vec!["--to-datetime".into(), iso(base + 600_000)],
+            serde_json::json!({"toDatetime": iso(base + 600_000)}),
+            serde_json::json!(null),
+        ),
+        (
+            "duration-long",
+            vec!["--by-duration".into(), "P7D".into()],
+            serde_json::json!({"byDuration": "P7D"}),
+            serde_json::json!(null),
+        ),
+        (
+            "duration-short",
+            vec!["--by-duration".into(), "PT1S".into()],
+            serde_json::json!({"byDuration": "PT1S"}),
+            serde_json::json!(null),
+        ),
+        (
+            "some-partitions",
+            vec!["--to-earliest".into()],
+            serde_json::json!({"toEarliest": true}),
+            serde_json::json!([{"name": topic, "partitions": [0, 2]}]),
+        ),
+        (
+            "seek",
+            vec!["--from-file".into(), csv_path.clone()],
+            serde_json::json!({"offsets": [
+            {"topic": topic, "partition": 0, "offset": 3}, {"topic": topic, "partition": 1, "offset": 1}, {"topic": topic, "partition": 2, "offset": 50}]}),
+            serde_json::json!(null),
+        ),
+    ];
+    for (name, tool_args, target, scope) in scenarios {
+        let mut spec = serde_json::json!({"consumerGroup": "ref", "target": target, "mode": "DryRun"});
+        if !scope.is_null() {
+            spec["topics"] = scope.clone();
+        }
+        s.resets.create(&PostParams::default(), &offset_reset(name, spec)).await.unwrap();
+        let reset = wait_phase(&s.resets, name, &[ResetPhase::Planned, ResetPhase::Failed]).await;
+        let status = reset.status.unwrap();
+        assert_eq!(status.phase, Some(ResetPhase::Planned), "{name}: {:?}", status.message);
+        let ours: BTreeMap<i32, i64> = status.plan.iter().map(|p| (p.partition, p.new_offset.unwrap())).collect();
+        let mut args: Vec<String> = tool_args;
+        if name != "seek" {
+            args.push("--topic".into());
+            args.push(if scope.is_null() { all.clone() } else { some.clone() });
+        }
+        let reference = tokio::task::spawn_blocking({
+            let (group_id, topic) = (group_id.clone(), topic.clone());
+            move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                reference_plan(&testenv::shared().kafka, &group_id, &topic, &args)
+            }
+        })
+        .await
+        .unwrap();
+        assert!(!reference.is_empty(), "scenario {name}: the tool planned nothing");
+        assert_eq!(ours, reference, "scenario {name}: our plan differs from kafka-consumer-groups");
+    }
+    // Nothing changed in Kafka: every plan was a dry run.
+    assert_eq!(committed(&bootstrap, &group_id, &topic, 4).await, vec![Some(5), Some(2), Some(9), Some(0)]);
+    std::fs::remove_file(&csv).ok();
+}
+
+#[tokio::test]
+async fn execute_commits_the_plan_consumers_resume_from_it_and_rollback_undoes_it() {
+    let env = common::shared_env().await;
+    let s = setup("reset-exec").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let client = kafka(&bootstrap);
+    let topic = testenv::unique_name("reset-topic");
+    client.create_topic(&topic, 3, 1, TIMEOUT).await.unwrap();
+    produce(&bootstrap, &topic, &[10, 10, 10], k8s_openapi::jiff::Timestamp::now().as_millisecond());
+    let group_id = testenv::unique_name("g");
+    let commits = BTreeMap::from([(tp(&topic, 0), 8), (tp(&topic, 1), 5), (tp(&topic, 2), 10)]);
+    client.alter_consumer_group_offsets(&group_id, &commits, TIMEOUT).await.unwrap();
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap);
+    let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 2,
+        "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
+    s.groups.create(&PostParams::default(), &consumer_group("exec", spec)).await.unwrap();
+    let replicas =
+        common::eventually(WAIT, || async { s.deployments.get_opt("exec").await.ok()??.spec?.replicas }).await;
+    assert_eq!(replicas, Some(2));
+
+    // Review first, then approve by switching the mode.
+    let spec = serde_json::json!({"consumerGroup": "exec", "target": {"shiftBy": -4}});
+    s.resets.create(&PostParams::default(), &offset_reset("replay", spec)).await.unwrap();
+    let planned = wait_phase(&s.resets, "replay", &[ResetPhase::Planned]).await;
+    let preview: Vec<_> = planned.status.unwrap().plan.iter().map(|p| p.new_offset).collect();
+    assert_eq!(preview, vec![Some(4), Some(1), Some(6)]);
+    assert_eq!(
+        committed(&bootstrap, &group_id, &topic, 3).await,
+        vec![Some(8), Some(5), Some(10)],
+        "a dry run changes nothing"
+    );
+    s.resets
+        .patch("replay", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"mode": "Execute"}})))
+        .await
+        .unwrap();
+    // The workload is held at zero while the reset runs.
+    let held = common::eventually(WAIT, || async {
+        (s.deployments.get("exec").await.ok()?.spec?.replicas? == 0).then_some(())
+    })
+    .await;
+    assert!(held.is_some(), "the workload must be scaled to zero during the reset");
+    let done = wait_phase(&s.resets, "replay", &[ResetPhase::Succeeded, ResetPhase::Failed]).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Some(ResetPhase::Succeeded), "{:?}", status.message);
+    assert_eq!(status.previous_replicas, Some(2));
+    assert!(status.started_at.is_some() && status.completed_at.is_some());
+    let plan: Vec<_> = status.plan.iter().map(|p| p.new_offset).collect();
+    assert_eq!(plan, vec![Some(4), Some(1), Some(6)]);
+    assert_eq!(committed(&bootstrap, &group_id, &topic, 3).await, plan, "Kafka holds exactly the plan");
+    let restored = common::eventually(WAIT, || async {
+        (s.deployments.get("exec").await.ok()?.spec?.replicas? == 2).then_some(())
+    })
+    .await;
+    assert!(restored.is_some(), "replicas are restored after the reset");
+
+    // A real consumer of the group starts exactly at the planned offsets.
+    let first = tokio::task::spawn_blocking({
+        let (bootstrap, group_id, topic) = (bootstrap.clone(), group_id.clone(), topic.clone());
+        move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", &group_id)
+                .set("enable.auto.commit", "false")
+                .create()
+                .unwrap();
+            consumer.subscribe(&[&topic]).unwrap();
+            let mut first = BTreeMap::new();
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while first.len() < 3 && std::time::Instant::now() < deadline {
+                if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+                    first.entry(message.partition()).or_insert(message.offset());
+                }
+            }
+            first
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(first, BTreeMap::from([(0, 4), (1, 1), (2, 6)]), "first message each partition delivered");
+
+    // Undo: one object pointing at the executed reset.
+    let spec = serde_json::json!({"consumerGroup": "exec", "target": {"rollbackOf": "replay"}, "mode": "Execute"});
+    s.resets.create(&PostParams::default(), &offset_reset("undo", spec)).await.unwrap();
+    let undone = wait_phase(&s.resets, "undo", &[ResetPhase::Succeeded, ResetPhase::Failed]).await;
+    assert_eq!(undone.status.as_ref().unwrap().phase, Some(ResetPhase::Succeeded), "{:?}", undone.status);
+    assert_eq!(committed(&bootstrap, &group_id, &topic, 3).await, vec![Some(8), Some(5), Some(10)]);
+
+    // Deleting the offsets of the topic.
+    let spec = serde_json::json!({"consumerGroup": "exec", "target": {"deleteOffsets": true}, "mode": "Execute"});
+    s.resets.create(&PostParams::default(), &offset_reset("forget", spec)).await.unwrap();
+    let deleted = wait_phase(&s.resets, "forget", &[ResetPhase::Succeeded, ResetPhase::Failed]).await;
+    assert_eq!(deleted.status.as_ref().unwrap().phase, Some(ResetPhase::Succeeded), "{:?}", deleted.status);
+    assert_eq!(committed(&bootstrap, &group_id, &topic, 3).await, vec![None, None, None]);
+}
+
+#[tokio::test]
+async fn a_group_with_an_outside_member_is_refused_and_untouched() {
+    let env = common::shared_env().await;
+    let s = setup("reset-outside").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let client = kafka(&bootstrap);
+    let topic = testenv::unique_name("reset-topic");
+    client.create_topic(&topic, 2, 1, TIMEOUT).await.unwrap();
+    produce(&bootstrap, &topic, &[5, 5], k8s_openapi::jiff::Timestamp::now().as_millisecond());
+    let group_id = testenv::unique_name("g");
+    client
+        .alter_consumer_group_offsets(&group_id, &BTreeMap::from([(tp(&topic, 0), 3), (tp(&topic, 1), 4)]), TIMEOUT)
+        .await
+        .unwrap();
+    // A consumer outside the cluster joins the group.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let outside = std::thread::spawn({
+        let (bootstrap, group_id, topic, stop) = (bootstrap.clone(), group_id.clone(), topic.clone(), stop.clone());
+        move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", &group_id)
+                .set("client.id", "laptop-consumer")
+                .set("enable.auto.commit", "false")
+                .create()
+                .unwrap();
+            consumer.subscribe(&[&topic]).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = consumer.poll(Duration::from_millis(100));
+            }
+        }
+    });
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap);
+    let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 1,
+        "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
+    s.groups.create(&PostParams::default(), &consumer_group("outside", spec)).await.unwrap();
+    let stable = common::eventually(WAIT, || async {
+        (s.groups.get("outside").await.ok()?.status?.group_state? == "Stable").then_some(())
+    })
+    .await;
+    assert!(stable.is_some());
+    let spec = serde_json::json!({"consumerGroup": "outside", "target": {"toEarliest": true}, "mode": "Execute", "quiesceTimeoutSeconds": 5});
+    s.resets.create(&PostParams::default(), &offset_reset("refused", spec)).await.unwrap();
+    let failed = wait_phase(&s.resets, "refused", &[ResetPhase::Failed, ResetPhase::Succeeded]).await;
+    let status = failed.status.unwrap();
+    assert_eq!(status.phase, Some(ResetPhase::Failed));
+    let message = status.message.unwrap();
+    assert!(message.contains("laptop-consumer") && message.contains("No offset changed"), "{message}");
+    assert_eq!(committed(&bootstrap, &group_id, &topic, 2).await, vec![Some(3), Some(4)], "offsets untouched");
+    let restored = common::eventually(WAIT, || async {
+        (s.deployments.get("outside").await.ok()?.spec?.replicas? == 1).then_some(())
+    })
+    .await;
+    assert!(restored.is_some(), "replicas restored after the refused reset");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    outside.join().unwrap();
+}
+
+/// The operator binary as a separate process, so that it can die mid-reset.
+fn operator_process(env: &testenv::SharedEnv, namespace: &str, fault: Option<&str>) -> std::process::Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_consumer-group-operator"));
+    command
+        .args(["run", "--namespace", namespace, "--resync-seconds", "1", "--metrics-address", "127.0.0.1:0"])
+        .args(["--default-bootstrap-servers", &env.kafka.bootstrap_servers()])
+        .env("KUBECONFIG", env.kube.kubeconfig_path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(point) = fault {
+        command.env("CGO_FAULT_EXIT_AT", point);
+    }
+    command.spawn().expect("start the operator binary")
+}
+
+async fn wait_exit(child: &mut std::process::Child) -> i32 {
+    let status = common::eventually(WAIT, || {
+        let status = child.try_wait().unwrap();
+        async move { status }
+    })
+    .await
+    .expect("the operator must die at the fault point");
+    status.code().unwrap_or(-1)
+}
+
+#[tokio::test]
+async fn a_reset_interrupted_by_an_operator_crash_completes_once_after_restart() {
+    let env = common::shared_env().await;
+    let s = setup("reset-crash").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let client = kafka(&bootstrap);
+    let topic = testenv::unique_name("reset-topic");
+    client.create_topic(&topic, 2, 1, TIMEOUT).await.unwrap();
+    produce(&bootstrap, &topic, &[20, 20], k8s_openapi::jiff::Timestamp::now().as_millisecond());
+    let group_id = testenv::unique_name("g");
+    client
+        .alter_consumer_group_offsets(&group_id, &BTreeMap::from([(tp(&topic, 0), 15), (tp(&topic, 1), 12)]), TIMEOUT)
+        .await
+        .unwrap();
+    let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 2,
+        "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
+    s.groups.create(&PostParams::default(), &consumer_group("crash", spec)).await.unwrap();
+
+    for (round, point) in ["plan-stored", "committed"].into_iter().enumerate() {
+        let mut first = operator_process(env, &s.namespace, Some(point));
+        let replicas =
+            common::eventually(WAIT, || async { s.deployments.get_opt("crash").await.ok()??.spec?.replicas }).await;
+        assert_eq!(replicas, Some(2));
+        let name = format!("shift-{round}");
+        let spec = serde_json::json!({"consumerGroup": "crash", "target": {"shiftBy": -5}, "mode": "Execute"});
+        s.resets.create(&PostParams::default(), &offset_reset(&name, spec)).await.unwrap();
+        assert_eq!(wait_exit(&mut first).await, 86, "the operator dies at {point}");
+        let before = committed(&bootstrap, &group_id, &topic, 2).await;
+        let interrupted = s.resets.get(&name).await.unwrap().status.unwrap();
+        assert_eq!(interrupted.phase, Some(ResetPhase::Committing), "{point}: the plan is stored before committing");
+        let expected: Vec<_> = interrupted.plan.iter().map(|p| p.new_offset).collect();
+        let original: Vec<_> = interrupted.plan.iter().map(|p| p.current_offset).collect();
+        match point {
+            "plan-stored" => assert_eq!(before, original, "nothing committed yet"),
+            _ => assert_eq!(before, expected, "committed, not yet marked"),
+        }
+        assert_eq!(s.deployments.get("crash").await.unwrap().spec.unwrap().replicas, Some(0), "held at zero meanwhile");
+
+        let mut second = operator_process(env, &s.namespace, None);
+        let done = wait_phase(&s.resets, &name, &[ResetPhase::Succeeded, ResetPhase::Failed]).await;
+        assert_eq!(done.status.as_ref().unwrap().phase, Some(ResetPhase::Succeeded), "{:?}", done.status);
+        // Shifted by -5 exactly once, whatever the crash point.
+        let after = committed(&bootstrap, &group_id, &topic, 2).await;
+        assert_eq!(after, expected);
+        assert_eq!(after, original.iter().map(|o| o.map(|o| o - 5)).collect::<Vec<_>>());
+        let restored = common::eventually(WAIT, || async {
+            (s.deployments.get("crash").await.ok()?.spec?.replicas? == 2).then_some(())
+        })
+        .await;
+        assert!(restored.is_some(), "replicas are never left at zero");
+        let _ = second.kill();
+        let _ = second.wait();
+    }
+}
