@@ -195,7 +195,7 @@ async fn dry_run_plans_equal_kafka_consumer_groups_for_every_scenario() {
     let csv = std::env::temp_dir().join(format!("{}.csv", testenv::unique_name("seek")));
     std::fs::write(&csv, format!("{topic},0,3\n{topic},1,1\n{topic},2,50\n")).unwrap();
     let csv_path = csv.to_str().unwrap().to_string();
-    let all = format!("{topic}");
+    let all = topic.clone();
     let some = format!("{topic}:0,2");
     #[allow(clippy::type_complexity)]
     let scenarios: Vec<(&str, Vec<String>, serde_json::Value, serde_json::Value)> = vec![
