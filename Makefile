@@ -40,9 +40,9 @@ crds:
 demo:
 	@scripts/demo.sh
 
-# Lag collection (and later resets) against Kafka's own tool on a real broker; prints ratios.
+# Lag collection and offset resets against Kafka's own tool on a real broker; prints ratios.
 bench:
-	@eval "$$(scripts/deps.sh)" && $(CARGO) bench --bench lag
+	@eval "$$(scripts/deps.sh)" && $(CARGO) bench --bench lag && $(CARGO) bench --bench reset
 
 clean-cache:
 	rm -rf $(CGO_CACHE)

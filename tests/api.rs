@@ -25,8 +25,11 @@ fn yaml_files(dir: &str) -> Vec<std::path::PathBuf> {
     files
 }
 
-fn consumer_group_resource() -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk("kafka.operators.dev", "v1alpha1", "ConsumerGroup"))
+/// The API resource of a manifest, from its apiVersion and kind.
+fn resource_of(object: &DynamicObject) -> ApiResource {
+    let types = object.types.as_ref().expect("manifest has apiVersion and kind");
+    let (group, version) = types.api_version.split_once('/').unwrap_or(("", types.api_version.as_str()));
+    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, &types.kind))
 }
 
 #[test]
@@ -75,21 +78,27 @@ async fn examples_are_accepted() {
     let client = common::kube_client(&env.kube).await;
     common::install_crds(&client).await;
     let namespace = common::namespace(&client, "examples").await;
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &consumer_group_resource());
     let files = yaml_files("examples");
-    assert!(files.len() >= 3, "expected the examples/ manifests, found {files:?}");
+    assert!(files.len() >= 6, "expected the examples/ manifests, found {files:?}");
     for file in files {
         let object: DynamicObject = serde_yaml::from_str(&read(&file)).unwrap();
-        if object.types.as_ref().is_none_or(|t| t.kind != "ConsumerGroup") {
-            continue;
-        }
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource_of(&object));
         api.create(&PostParams::default(), &object)
             .await
             .unwrap_or_else(|e| panic!("{} was refused: {e}", file.display()));
-        // What the apiserver stored must read back as our Rust type (defaults applied).
-        let typed: Api<ConsumerGroup> = Api::namespaced(client.clone(), &namespace);
-        let stored = typed.get(&object.metadata.name.clone().unwrap()).await.unwrap();
-        assert!(!stored.spec.topics.is_empty());
+        // What the apiserver stored must read back as our Rust types (defaults applied).
+        let name = object.metadata.name.clone().unwrap();
+        match object.types.as_ref().map(|t| t.kind.as_str()) {
+            Some("ConsumerGroup") => {
+                let typed: Api<ConsumerGroup> = Api::namespaced(client.clone(), &namespace);
+                assert!(!typed.get(&name).await.unwrap().spec.topics.is_empty());
+            }
+            Some("OffsetReset") => {
+                let typed: Api<consumer_group_operator::crd::OffsetReset> = Api::namespaced(client.clone(), &namespace);
+                assert!(!typed.get(&name).await.unwrap().spec.consumer_group.is_empty());
+            }
+            _ => {}
+        }
     }
 }
 
@@ -99,7 +108,6 @@ async fn invalid_examples_are_refused_naming_the_field() {
     let client = common::kube_client(&env.kube).await;
     common::install_crds(&client).await;
     let namespace = common::namespace(&client, "invalid").await;
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &consumer_group_resource());
     let files = yaml_files("examples/invalid");
     assert!(files.len() >= 8, "expected the invalid examples, found {files:?}");
     for file in files {
@@ -111,6 +119,7 @@ async fn invalid_examples_are_refused_naming_the_field() {
             .trim()
             .to_string();
         let object: DynamicObject = serde_yaml::from_str(&text).unwrap();
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource_of(&object));
         match api.create(&PostParams::default(), &object).await {
             Ok(_) => panic!("{} was accepted but must be refused", file.display()),
             Err(kube::Error::Api(status)) => {

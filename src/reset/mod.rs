@@ -349,7 +349,9 @@ async fn plan_now(
             match earlier.and_then(|r| r.status).filter(|s| s.phase == Some(ResetPhase::Succeeded)) {
                 Some(status) => Some(status.plan),
                 None => {
-                    return Err(PlanError::Invalid(format!("OffsetReset {name:?} does not exist or has not succeeded")));
+                    return Err(PlanError::Invalid(format!(
+                        "OffsetReset {name:?} does not exist or has not succeeded"
+                    )));
                 }
             }
         }
