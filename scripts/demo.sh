@@ -53,10 +53,12 @@ RUST_BACKTRACE=1 "$target_dir/debug/consumer-group-operator" run \
   --resync-seconds 5 >"$state/operator.log" 2>&1 &
 pids+=($!)
 
-echo "==> applying examples/ (bootstrap servers pointed at the local broker)"
+show() { echo; echo "\$ kubectl $*"; kubectl "$@"; }
+
+echo "==> applying the ConsumerGroups of examples/ (bootstrap servers pointed at the local broker)"
 kubectl create deployment audit-consumer --image=ghcr.io/example/audit-consumer:1.0 --replicas=1 >/dev/null
 kubectl create secret generic kafka-client --from-literal=security.protocol=plaintext >/dev/null
-for file in examples/*.yaml; do
+for file in examples/consumergroup*.yaml examples/hpa-on-lag.yaml; do
   sed "s/127.0.0.1:9092/$KAFKA_BOOTSTRAP_SERVERS/" "$file" | kubectl apply -f - >/dev/null
 done
 
@@ -67,16 +69,52 @@ for _ in $(seq 1 60); do
   sleep 1
 done
 sleep 2
-
-echo
-echo "\$ kubectl get consumergroups"
-kubectl get consumergroups
-echo
-echo "\$ kubectl get deployments"
-kubectl get deployments
+show get consumergroups
+show get deployments
 echo
 echo "\$ kubectl describe consumergroup orders-consumer"
-kubectl describe consumergroup orders-consumer | sed -n '/^Spec:/,$p'
+kubectl describe consumergroup orders-consumer | sed -n '/^Status:/,$p'
+
+echo
+echo "==> producing 3,000 messages to 'payments' (12 partitions): lag rises, replicas follow up to the cap"
+kafka_tool org.apache.kafka.tools.ProducerPerformance --topic payments --num-records 3000 --record-size 100 \
+  --throughput -1 --producer-props bootstrap.servers="$KAFKA_BOOTSTRAP_SERVERS" >/dev/null
+for _ in $(seq 1 30); do
+  replicas=$(kubectl get deploy payments-consumer -o jsonpath='{.spec.replicas}' 2>/dev/null || true)
+  [[ "$replicas" == 12 ]] && break
+  sleep 1
+done
+show get consumergroups payments-consumer -o wide
+kubectl get cg payments-consumer -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}'
+echo "(no kubelet here: the demo's consumers are Kafka's console consumer, reading 1,500 messages)"
+kafka_tool org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" \
+  --topic payments --group payments --from-beginning --max-messages 1500 --timeout-ms 20000 >/dev/null 2>&1 || true
+sleep 4
+show get consumergroups payments-consumer -o wide
+
+echo
+echo "==> offset resets: a DryRun preview, then an executed replay of 'payments' to the earliest offsets"
+sed "s/orders-consumer/payments-consumer/" examples/offsetreset-dryrun.yaml | kubectl apply -f - >/dev/null
+sleep 3
+show get offsetresets
+echo
+echo "\$ kubectl get offsetreset replay-orders -o jsonpath='{.status.plan[0:3]}'"
+kubectl get offsetreset replay-orders -o jsonpath='{.status.plan[0:3]}'; echo
+kubectl apply -f - >/dev/null <<EOF
+apiVersion: kafka.operators.dev/v1alpha1
+kind: OffsetReset
+metadata: {name: replay-payments}
+spec: {consumerGroup: payments-consumer, target: {toEarliest: true}, mode: Execute, quiesceTimeoutSeconds: 60}
+EOF
+for _ in $(seq 1 60); do
+  phase=$(kubectl get offsetreset replay-payments -o jsonpath='{.status.phase}' 2>/dev/null || true)
+  [[ "$phase" == Succeeded || "$phase" == Failed ]] && break
+  sleep 1
+done
+show get offsetresets -o wide
+kubectl get events --field-selector involvedObject.name=replay-payments -o custom-columns=REASON:.reason,MESSAGE:.message 2>/dev/null | head -5
+sleep 4
+show get consumergroups
 
 if [[ "${DEMO_EXIT_AFTER_SHOW:-0}" == 1 ]]; then
   exit 0

@@ -142,6 +142,14 @@ fn wait(queue: &Queue, timeout: Duration, what: &'static str) -> Result<Event, K
     if code != RDKafkaErrorCode::NoError {
         // SAFETY: valid event; the string lives as long as it.
         let message = unsafe { string(rd::rd_kafka_event_error_string(event.0)) };
+        // A coordinator error inside the response arrives as a parse failure of the whole
+        // request, with the broker's error only in the text.
+        if ["Not coordinator", "Coordinator load in progress", "Coordinator not available"]
+            .iter()
+            .any(|m| message.contains(m))
+        {
+            return Err(KafkaError::CoordinatorUnavailable(format!("{what}: {message}")));
+        }
         return Err(KafkaError::from_code(code, format!("{what}: {message}")));
     }
     Ok(event)

@@ -16,6 +16,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -219,6 +220,14 @@ impl KafkaError {
     }
 }
 
+fn config(properties: &BTreeMap<String, String>) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (key, value) in properties {
+        config.set(key, value);
+    }
+    config
+}
+
 /// Client properties with secret values hidden, for Debug output and logs.
 pub struct Redacted<'a>(pub &'a BTreeMap<String, String>);
 
@@ -241,11 +250,26 @@ fn is_secret_key(key: &str) -> bool {
     ["password", "secret", "key", "token", "jaas", "credential", "pem"].iter().any(|word| key.contains(word))
 }
 
-/// One connection to a Kafka cluster: an rdkafka admin client (its own background thread and
-/// broker connections), shared by every ConsumerGroup with the same connection properties.
+/// Group id of the operator's own client handle. It never subscribes, joins or commits; it exists
+/// because librdkafka (2.12) dereferences the client's consumer-group handle when an OffsetFetch
+/// answers NOT_COORDINATOR, which crashes a producer-type (admin) client. A consumer-type client
+/// with a group id has that handle, so a moving coordinator is just retried.
+const HANDLE_GROUP_ID: &str = "consumer-group-operator-admin";
+
+/// One connection to a Kafka cluster, shared by every ConsumerGroup with the same connection
+/// properties: a consumer-type librdkafka client that is never subscribed (see
+/// [`HANDLE_GROUP_ID`]), used for metadata and every admin call, and served by a small thread that
+/// drains its event queue.
 pub struct KafkaClient {
-    admin: Arc<AdminClient<DefaultClientContext>>,
+    handle: Arc<BaseConsumer>,
     properties: BTreeMap<String, String>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for KafkaClient {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl fmt::Debug for KafkaClient {
@@ -257,12 +281,29 @@ impl fmt::Debug for KafkaClient {
 impl KafkaClient {
     /// `properties`: librdkafka client properties, at least `bootstrap.servers`.
     pub fn new(properties: &BTreeMap<String, String>) -> Result<KafkaClient, KafkaError> {
-        let mut config = ClientConfig::new();
-        for (key, value) in properties {
-            config.set(key, value);
-        }
-        let admin: AdminClient<DefaultClientContext> = config.create().map_err(KafkaError::from_client)?;
-        Ok(KafkaClient { admin: Arc::new(admin), properties: properties.clone() })
+        let mut config = config(properties);
+        config.set("group.id", HANDLE_GROUP_ID).set("enable.auto.commit", "false");
+        let handle: Arc<BaseConsumer> = Arc::new(config.create().map_err(KafkaError::from_client)?);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Errors and statistics arrive as events on the client's queue; drain it so they are
+        // logged and never pile up. Never subscribed, it receives no messages.
+        let (events, stopped) = (handle.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("kafka-events".into())
+            .spawn(move || {
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Some(Err(error)) = events.poll(Duration::from_millis(200)) {
+                        tracing::debug!(%error, "Kafka client event");
+                    }
+                }
+            })
+            .map_err(|e| KafkaError::Internal(format!("cannot start the Kafka event thread: {e}")))?;
+        Ok(KafkaClient { handle, properties: properties.clone(), stop })
+    }
+
+    /// A short-lived admin client for topic administration (tests, benchmarks, the demo).
+    fn admin(&self) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
+        config(&self.properties).create().map_err(KafkaError::from_client)
     }
 
     pub fn properties(&self) -> &BTreeMap<String, String> {
@@ -277,10 +318,10 @@ impl KafkaClient {
         timeout: Duration,
         call: impl Fn(ffi::Handle) -> Result<T, KafkaError> + Send + 'static,
     ) -> Result<T, KafkaError> {
-        let admin = self.admin.clone();
+        let client = self.handle.clone();
         tokio::task::spawn_blocking(move || {
             let deadline = std::time::Instant::now() + timeout;
-            let handle = ffi::Handle(admin.inner().native_ptr());
+            let handle = ffi::Handle(client.client().native_ptr());
             let mut pause = Duration::from_millis(100);
             loop {
                 match call(handle) {
@@ -303,13 +344,13 @@ impl KafkaClient {
         topics: &[String],
         timeout: Duration,
     ) -> Result<BTreeMap<String, i32>, KafkaError> {
-        let admin = self.admin.clone();
+        let client = self.handle.clone();
         let wanted = topics.to_vec();
         tokio::task::spawn_blocking(move || {
             let mut counts = BTreeMap::new();
             let mut missing = Vec::new();
             for topic in &wanted {
-                let metadata = admin.inner().fetch_metadata(Some(topic), timeout).map_err(KafkaError::from_client)?;
+                let metadata = client.fetch_metadata(Some(topic), timeout).map_err(KafkaError::from_client)?;
                 match metadata.topics().iter().find(|t| t.name() == topic) {
                     Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
                         counts.insert(topic.clone(), t.partitions().len() as i32);
@@ -332,7 +373,7 @@ impl KafkaClient {
     ) -> Result<(), KafkaError> {
         let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
         let options = AdminOptions::new().operation_timeout(Some(timeout));
-        let results = self.admin.create_topics([&topic], &options).await.map_err(KafkaError::from_client)?;
+        let results = self.admin()?.create_topics([&topic], &options).await.map_err(KafkaError::from_client)?;
         for result in results {
             if let Err((topic, code)) = result {
                 return Err(KafkaError::from_code(code, format!("create topic {topic}")));
@@ -344,7 +385,8 @@ impl KafkaClient {
     pub async fn create_partitions(&self, topic: &str, new_total: i32, timeout: Duration) -> Result<(), KafkaError> {
         let partitions = NewPartitions::new(topic, new_total as usize);
         let options = AdminOptions::new().operation_timeout(Some(timeout));
-        let results = self.admin.create_partitions([&partitions], &options).await.map_err(KafkaError::from_client)?;
+        let results =
+            self.admin()?.create_partitions([&partitions], &options).await.map_err(KafkaError::from_client)?;
         for result in results {
             if let Err((topic, code)) = result {
                 return Err(KafkaError::from_code(code, format!("add partitions to {topic}")));

@@ -1,0 +1,194 @@
+//! The Kafka module against a real broker: every admin call of the `rdkafka-sys` wrapper, checked
+//! against what was produced and committed and against Kafka's own tool, plus the fault paths
+//! (coordinator not ready on a fresh broker, unreachable broker, group with live members).
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use consumer_group_operator::kafka::{
+    ClientCache, GroupState, IsolationLevel, KafkaClient, KafkaError, OffsetSpec, TopicPartition,
+};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One broker for this test binary (no apiserver needed here).
+fn kafka() -> &'static testenv::Kafka {
+    static KAFKA: OnceLock<testenv::Kafka> = OnceLock::new();
+    KAFKA.get_or_init(|| testenv::Kafka::start().expect("start Kafka"))
+}
+
+async fn broker() -> &'static testenv::Kafka {
+    tokio::task::spawn_blocking(kafka).await.unwrap()
+}
+
+fn client(bootstrap: &str) -> KafkaClient {
+    KafkaClient::new(&BTreeMap::from([("bootstrap.servers".to_string(), bootstrap.to_string())])).unwrap()
+}
+
+fn tp(topic: &str, partition: i32) -> TopicPartition {
+    TopicPartition { topic: topic.to_string(), partition }
+}
+
+/// Partition p gets counts[p] records stamped base_ms + i * 1000.
+fn produce(bootstrap: &str, topic: &str, counts: &[usize], base_ms: i64) {
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    for (partition, &count) in counts.iter().enumerate() {
+        for i in 0..count {
+            let record = BaseRecord::<(), _>::to(topic)
+                .partition(partition as i32)
+                .payload("x")
+                .timestamp(base_ms + i as i64 * 1000);
+            producer.send(record).unwrap();
+        }
+    }
+    producer.flush(TIMEOUT).unwrap();
+}
+
+#[tokio::test]
+async fn a_fresh_broker_whose_coordinator_is_not_ready_is_waited_for_not_a_crash() {
+    // librdkafka 2.12 dereferences a missing consumer-group handle when OffsetFetch answers
+    // NOT_COORDINATOR, which a fresh broker does while it creates __consumer_offsets.
+    let fresh = tokio::task::spawn_blocking(testenv::Kafka::start).await.unwrap().unwrap();
+    let client = client(&fresh.bootstrap_servers());
+    client.create_topic("t", 2, 1, TIMEOUT).await.unwrap();
+    let offsets =
+        client.list_consumer_group_offsets("never-seen", Some(&[tp("t", 0), tp("t", 1)]), TIMEOUT).await.unwrap();
+    assert_eq!(offsets, BTreeMap::from([(tp("t", 0), None), (tp("t", 1), None)]));
+}
+
+#[tokio::test]
+async fn committed_offsets_round_trip_and_match_the_reference_tool() {
+    let kafka = broker().await;
+    let bootstrap = kafka.bootstrap_servers();
+    let client = client(&bootstrap);
+    let topic = testenv::unique_name("k-offsets");
+    client.create_topic(&topic, 3, 1, TIMEOUT).await.unwrap();
+    produce(&bootstrap, &topic, &[10, 10, 10], 0);
+    let group = testenv::unique_name("g");
+    let wanted = BTreeMap::from([(tp(&topic, 0), 3), (tp(&topic, 1), 5), (tp(&topic, 2), 7)]);
+    client.alter_consumer_group_offsets(&group, &wanted, TIMEOUT).await.unwrap();
+    let read = client.list_consumer_group_offsets(&group, None, TIMEOUT).await.unwrap();
+    assert_eq!(read, wanted.iter().map(|(k, v)| (k.clone(), Some(*v))).collect());
+
+    let out = kafka.consumer_groups(&["--describe", "--group", &group]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    for (tp, offset) in &wanted {
+        let row = text
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|c| c.len() > 3 && c[1] == topic && c[2] == tp.partition.to_string())
+            .unwrap_or_else(|| panic!("no row for {tp} in {text}"));
+        assert_eq!(row[3], offset.to_string(), "the tool agrees on {tp}");
+    }
+
+    // Deleting offsets of an empty group.
+    client.delete_consumer_group_offsets(&group, &[tp(&topic, 1)], TIMEOUT).await.unwrap();
+    let after = client.list_consumer_group_offsets(&group, Some(&[tp(&topic, 1)]), TIMEOUT).await.unwrap();
+    assert_eq!(after.get(&tp(&topic, 1)), Some(&None));
+}
+
+#[tokio::test]
+async fn list_offsets_answers_earliest_latest_and_timestamps_in_one_call() {
+    let kafka = broker().await;
+    let bootstrap = kafka.bootstrap_servers();
+    let client = client(&bootstrap);
+    let topic = testenv::unique_name("k-list");
+    client.create_topic(&topic, 2, 1, TIMEOUT).await.unwrap();
+    produce(&bootstrap, &topic, &[5, 0], 1_000_000);
+    let all = [tp(&topic, 0), tp(&topic, 1)];
+    let ask = |spec: OffsetSpec| all.iter().map(|t| (t.clone(), spec)).collect::<Vec<_>>();
+    let earliest =
+        client.list_offsets(&ask(OffsetSpec::Earliest), IsolationLevel::ReadUncommitted, TIMEOUT).await.unwrap();
+    let latest = client.list_offsets(&ask(OffsetSpec::Latest), IsolationLevel::ReadCommitted, TIMEOUT).await.unwrap();
+    assert_eq!((earliest[&all[0]].offset, latest[&all[0]].offset), (Some(0), Some(5)));
+    assert_eq!((earliest[&all[1]].offset, latest[&all[1]].offset), (Some(0), Some(0)), "empty partition");
+    // Records at 1_000_000, 1_001_000, ...: the first at or after 1_002_500 is offset 3.
+    let at = client
+        .list_offsets(&ask(OffsetSpec::Timestamp(1_002_500)), IsolationLevel::ReadUncommitted, TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(at[&all[0]].offset, Some(3));
+    assert_eq!(at[&all[0]].timestamp, Some(1_003_000));
+    let after = client
+        .list_offsets(&ask(OffsetSpec::Timestamp(9_000_000)), IsolationLevel::ReadUncommitted, TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(after[&all[0]].offset, None, "no record that recent");
+}
+
+#[tokio::test]
+async fn groups_are_described_and_listed_and_live_members_block_offset_changes() {
+    let kafka = broker().await;
+    let bootstrap = kafka.bootstrap_servers();
+    let client = client(&bootstrap);
+    let topic = testenv::unique_name("k-groups");
+    client.create_topic(&topic, 2, 1, TIMEOUT).await.unwrap();
+    let group = testenv::unique_name("g");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", &group)
+        .set("client.id", "member-one")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let description = loop {
+        let _ = consumer.poll(Duration::from_millis(100));
+        let described = client.describe_consumer_groups(std::slice::from_ref(&group), TIMEOUT).await.unwrap();
+        let d = described.into_iter().next().unwrap();
+        if d.state == GroupState::Stable && d.members.first().is_some_and(|m| m.assignment.len() == 2) {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "the group never became Stable: {d:?}");
+    };
+    assert_eq!(description.members.len(), 1);
+    assert_eq!(description.members[0].client_id, "member-one");
+    assert!(description.coordinator_id.is_some());
+    let listed = client.list_consumer_groups(TIMEOUT).await.unwrap();
+    assert!(listed.iter().any(|g| g.group_id == group && g.state == GroupState::Stable), "{listed:?}");
+
+    let error = client
+        .alter_consumer_group_offsets(&group, &BTreeMap::from([(tp(&topic, 0), 0)]), TIMEOUT)
+        .await
+        .expect_err("a group with a live member must refuse outside commits");
+    assert!(matches!(error, KafkaError::GroupNotEmpty(_)), "{error:?}");
+    assert!(error.to_string().contains("stop its consumers"), "{error}");
+    drop(consumer);
+}
+
+#[tokio::test]
+async fn missing_topics_are_named_and_an_unreachable_broker_fails_in_time() {
+    let kafka = broker().await;
+    let client = client(&kafka.bootstrap_servers());
+    let topic = testenv::unique_name("k-exists");
+    client.create_topic(&topic, 4, 1, TIMEOUT).await.unwrap();
+    let missing = testenv::unique_name("k-missing");
+    let error = client.partition_counts(&[topic.clone(), missing.clone()], TIMEOUT).await.unwrap_err();
+    match error {
+        KafkaError::UnknownTopics(topics) => assert_eq!(topics, vec![missing]),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(client.partition_counts(std::slice::from_ref(&topic), TIMEOUT).await.unwrap()[&topic], 4);
+
+    let dead = self::client("127.0.0.1:1");
+    let started = Instant::now();
+    let error = dead.partition_counts(&["x".to_string()], Duration::from_secs(3)).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(error.is_transient(), "{error:?} should be retried later");
+    let error = dead.list_consumer_group_offsets("g", None, Duration::from_secs(3)).await.unwrap_err();
+    assert!(error.is_transient(), "{error:?}");
+}
+
+#[test]
+fn one_client_per_connection_is_shared() {
+    let cache = ClientCache::default();
+    let props = |b: &str| BTreeMap::from([("bootstrap.servers".to_string(), b.to_string())]);
+    let a = cache.get_or_create(&props("127.0.0.1:1")).unwrap();
+    let b = cache.get_or_create(&props("127.0.0.1:1")).unwrap();
+    let c = cache.get_or_create(&props("127.0.0.1:2")).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&a, &b) && !std::sync::Arc::ptr_eq(&a, &c));
+}
