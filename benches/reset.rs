@@ -42,8 +42,15 @@ async fn main() {
         // empty, so "earliest" is 0 and every partition changes).
         let start: BTreeMap<TopicPartition, i64> = all.iter().map(|tp| (tp.clone(), 1)).collect();
         let (ours, theirs) = (format!("reset-ours-{size}"), format!("reset-theirs-{size}"));
-        client.alter_consumer_group_offsets(&ours, &start, timeout).await.unwrap();
-        client.alter_consumer_group_offsets(&theirs, &start, timeout).await.unwrap();
+        // New topics take a moment to reach the group coordinator's metadata: retry the set-up.
+        for group in [&ours, &theirs] {
+            let mut attempts = 0;
+            while let Err(error) = client.alter_consumer_group_offsets(group, &start, timeout).await {
+                attempts += 1;
+                assert!(attempts < 100, "setting up {group}: {error}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
 
         // The operator's path: plan reads, commit, verification.
         let started = Instant::now();

@@ -138,7 +138,7 @@ pub enum KafkaError {
     GroupNotEmpty(String),
     #[error("the group coordinator of {0:?} is not available yet (Kafka is electing or loading it); retrying")]
     CoordinatorUnavailable(String),
-    #[error("Kafka refused some partitions: {}", .0.iter().map(|(tp, e)| format!("{tp}: {e}")).collect::<Vec<_>>().join(", "))]
+    #[error("Kafka refused {} partition(s): {}", .0.len(), summarize_partition_errors(.0))]
     PartitionErrors(Vec<(TopicPartition, String)>),
     #[error("Kafka returned no offsets for {0}")]
     MissingOffsets(TopicPartition),
@@ -218,6 +218,16 @@ impl KafkaError {
             },
         }
     }
+}
+
+/// The first few failures of a partition list, so that messages stay short on 10,000 partitions.
+fn summarize_partition_errors(errors: &[(TopicPartition, String)]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = errors.iter().take(SHOWN).map(|(tp, e)| format!("{tp}: {e}")).collect::<Vec<_>>().join(", ");
+    if errors.len() > SHOWN {
+        text.push_str(&format!(" and {} more", errors.len() - SHOWN));
+    }
+    text
 }
 
 fn config(properties: &BTreeMap<String, String>) -> ClientConfig {
@@ -489,5 +499,12 @@ mod tests {
         let topics = KafkaError::UnknownTopics(vec!["a".into()]);
         assert_eq!((topics.label(), topics.is_transient()), ("unknown_topics", false));
         assert_eq!(topics.to_string(), "topics do not exist: a");
+        let many = KafkaError::PartitionErrors(
+            (0..100).map(|p| (TopicPartition { topic: "t".into(), partition: p }, "boom".into())).collect(),
+        );
+        assert_eq!(
+            many.to_string(),
+            "Kafka refused 100 partition(s): t/0: boom, t/1: boom, t/2: boom, t/3: boom, t/4: boom and 95 more"
+        );
     }
 }
