@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use clap::Parser;
-use consumer_group_operator::cli::{Cli, Command};
 use consumer_group_operator::crd::ConsumerGroup;
 use consumer_group_operator::kafka::KafkaClient;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -26,38 +24,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// The operator running in this test's runtime, scoped to one namespace; stopped on drop.
-struct Operator(tokio::task::JoinHandle<()>);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-fn start_operator(client: &Client, namespace: &str, default_bootstrap: &str) -> Operator {
-    let cli = Cli::parse_from([
-        "consumer-group-operator",
-        "run",
-        "--namespace",
-        namespace,
-        "--resync-seconds",
-        "1",
-        "--kafka-timeout-seconds",
-        "3",
-        "--metrics-address",
-        "127.0.0.1:0",
-        "--default-bootstrap-servers",
-        default_bootstrap,
-    ]);
-    let Command::Run(args) = cli.command else { unreachable!() };
-    let client = client.clone();
-    let metrics = std::sync::Arc::new(consumer_group_operator::metrics::Metrics::new());
-    Operator(tokio::spawn(async move {
-        consumer_group_operator::controller::run_with_client(client, args, metrics, std::future::pending())
-            .await
-            .expect("operator run");
-    }))
+async fn start_operator(client: &Client, namespace: &str, default_bootstrap: &str) -> common::Operator {
+    common::Operator::start(client, common::run_args(namespace, default_bootstrap, &["--kafka-timeout-seconds", "3"]))
+        .await
 }
 
 fn kafka_client(bootstrap: &str) -> KafkaClient {
@@ -68,15 +37,6 @@ async fn create_topic(bootstrap: &str, partitions: i32) -> String {
     let topic = testenv::unique_name("topic");
     kafka_client(bootstrap).create_topic(&topic, partitions, 1, Duration::from_secs(30)).await.unwrap();
     topic
-}
-
-fn consumer_group(name: &str, spec: serde_json::Value) -> ConsumerGroup {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "kafka.operators.dev/v1alpha1", "kind": "ConsumerGroup",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .unwrap()
 }
 
 fn template(image: &str) -> serde_json::Value {
@@ -127,10 +87,10 @@ async fn replicas_are_capped_at_partitions_and_follow_scale_and_new_partitions()
     let s = setup("cap").await;
     let bootstrap = env.kafka.bootstrap_servers();
     let topic = create_topic(&bootstrap, 6).await;
-    let _operator = start_operator(&s.client, &s.namespace, &bootstrap);
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
 
     let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "replicas": 10, "template": template("img:1")});
-    s.groups.create(&PostParams::default(), &consumer_group("orders", spec)).await.unwrap();
+    s.groups.create(&PostParams::default(), &common::consumer_group("orders", spec)).await.unwrap();
     assert!(deployment_replicas(&s.deployments, "orders", 6).await, "10 requested on 6 partitions must give 6");
     let (reason, message) = condition(&s.groups, "orders", "ReplicasCapped", "True").await.expect("capped condition");
     assert_eq!(reason, "PartitionCap");
@@ -186,11 +146,11 @@ async fn hand_edits_are_reverted_and_template_changes_roll_out() {
     let s = setup("drift").await;
     let bootstrap = env.kafka.bootstrap_servers();
     let topic = create_topic(&bootstrap, 4).await;
-    let _operator = start_operator(&s.client, &s.namespace, &bootstrap);
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
     let group_id = testenv::unique_name("g");
     let spec =
         serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 2, "template": template("img:1")});
-    s.groups.create(&PostParams::default(), &consumer_group("drift", spec)).await.unwrap();
+    s.groups.create(&PostParams::default(), &common::consumer_group("drift", spec)).await.unwrap();
     assert!(deployment_replicas(&s.deployments, "drift", 2).await);
 
     // Injected identity.
@@ -241,9 +201,9 @@ async fn scale_target_ref_drives_only_replicas() {
     }))
     .unwrap();
     let before = s.deployments.create(&PostParams::default(), &theirs).await.unwrap();
-    let _operator = start_operator(&s.client, &s.namespace, &bootstrap);
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
     let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "replicas": 5, "scaleTargetRef": {"kind": "Deployment", "name": "theirs"}});
-    s.groups.create(&PostParams::default(), &consumer_group("theirs-cg", spec)).await.unwrap();
+    s.groups.create(&PostParams::default(), &common::consumer_group("theirs-cg", spec)).await.unwrap();
     assert!(deployment_replicas(&s.deployments, "theirs", 3).await, "5 requested on 3 partitions gives 3");
     let after = s.deployments.get("theirs").await.unwrap();
     assert_eq!(before.spec.as_ref().unwrap().template, after.spec.as_ref().unwrap().template, "template untouched");
@@ -255,7 +215,7 @@ async fn scale_target_ref_drives_only_replicas() {
 
     // A missing target is a condition, not a crash.
     let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "scaleTargetRef": {"kind": "StatefulSet", "name": "nope"}});
-    s.groups.create(&PostParams::default(), &consumer_group("missing-target", spec)).await.unwrap();
+    s.groups.create(&PostParams::default(), &common::consumer_group("missing-target", spec)).await.unwrap();
     let (reason, message) = condition(&s.groups, "missing-target", "Ready", "False").await.unwrap();
     assert_eq!(reason, "ScaleTargetNotFound");
     assert!(message.contains("nope"), "{message}");
@@ -309,10 +269,10 @@ async fn group_state_and_members_come_from_kafka() {
     let bootstrap = env.kafka.bootstrap_servers();
     let topic = create_topic(&bootstrap, 4).await;
     let group_id = testenv::unique_name("g");
-    let _operator = start_operator(&s.client, &s.namespace, &bootstrap);
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
     let spec =
         serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 2, "template": template("img:1")});
-    s.groups.create(&PostParams::default(), &consumer_group("members", spec)).await.unwrap();
+    s.groups.create(&PostParams::default(), &common::consumer_group("members", spec)).await.unwrap();
     assert!(deployment_replicas(&s.deployments, "members", 2).await);
 
     // No consumer yet: Kafka does not know the group.
@@ -353,9 +313,9 @@ async fn kafka_outage_keeps_replicas_and_reports_it() {
     let mut kafka = tokio::task::spawn_blocking(testenv::Kafka::start).await.unwrap().unwrap();
     let bootstrap = kafka.bootstrap_servers();
     let topic = create_topic(&bootstrap, 3).await;
-    let _operator = start_operator(&s.client, &s.namespace, &bootstrap);
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
     let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "replicas": 2, "template": template("img:1")});
-    s.groups.create(&PostParams::default(), &consumer_group("outage", spec)).await.unwrap();
+    s.groups.create(&PostParams::default(), &common::consumer_group("outage", spec)).await.unwrap();
     assert!(deployment_replicas(&s.deployments, "outage", 2).await);
     condition(&s.groups, "outage", "KafkaReachable", "True").await.expect("reachable first");
 
@@ -391,11 +351,11 @@ async fn faults_are_conditions_naming_what_is_wrong() {
     let s = setup("faults").await;
     let bootstrap = env.kafka.bootstrap_servers();
     let topic = create_topic(&bootstrap, 2).await;
-    let _operator = start_operator(&s.client, &s.namespace, &bootstrap);
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
 
     let missing = testenv::unique_name("missing-topic");
     let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic, missing], "template": template("img:1")});
-    s.groups.create(&PostParams::default(), &consumer_group("no-topic", spec)).await.unwrap();
+    s.groups.create(&PostParams::default(), &common::consumer_group("no-topic", spec)).await.unwrap();
     let (reason, message) = condition(&s.groups, "no-topic", "Ready", "False").await.unwrap();
     assert_eq!(reason, "TopicsNotFound");
     assert!(message.contains(&missing) && !message.contains(&format!("{topic},")), "{message}");
@@ -403,7 +363,7 @@ async fn faults_are_conditions_naming_what_is_wrong() {
 
     let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "template": template("img:1"),
         "kafka": {"clientPropertiesSecretRef": {"name": "kafka-auth"}}});
-    s.groups.create(&PostParams::default(), &consumer_group("no-secret", spec)).await.unwrap();
+    s.groups.create(&PostParams::default(), &common::consumer_group("no-secret", spec)).await.unwrap();
     let (reason, message) = condition(&s.groups, "no-secret", "Ready", "False").await.unwrap();
     assert_eq!(reason, "SecretNotFound");
     assert!(message.contains("kafka-auth"), "{message}");
@@ -412,12 +372,12 @@ async fn faults_are_conditions_naming_what_is_wrong() {
     let shared_id = testenv::unique_name("g");
     let first =
         serde_json::json!({"groupId": shared_id, "topics": [topic], "replicas": 1, "template": template("img:1")});
-    s.groups.create(&PostParams::default(), &consumer_group("first", first)).await.unwrap();
+    s.groups.create(&PostParams::default(), &common::consumer_group("first", first)).await.unwrap();
     assert!(deployment_replicas(&s.deployments, "first", 1).await);
     tokio::time::sleep(Duration::from_millis(1100)).await; // creationTimestamp has second precision
     let second =
         serde_json::json!({"groupId": shared_id, "topics": [topic], "replicas": 1, "template": template("img:1")});
-    s.groups.create(&PostParams::default(), &consumer_group("second", second)).await.unwrap();
+    s.groups.create(&PostParams::default(), &common::consumer_group("second", second)).await.unwrap();
     let (reason, message) = condition(&s.groups, "second", "Ready", "False").await.unwrap();
     assert_eq!(reason, "GroupIdConflict");
     assert!(message.contains(&format!("{}/first", s.namespace)), "{message}");

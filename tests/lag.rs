@@ -10,11 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use clap::Parser;
-use consumer_group_operator::cli::{Cli, Command};
 use consumer_group_operator::crd::ConsumerGroup;
 use consumer_group_operator::kafka::{KafkaClient, TopicPartition};
-use consumer_group_operator::metrics::Metrics;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
 use kube::api::{Api, PostParams};
@@ -25,43 +22,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-struct Operator {
-    task: tokio::task::JoinHandle<()>,
-    metrics_address: std::net::SocketAddr,
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn start_operator(client: &Client, namespace: &str, bootstrap: &str) -> Operator {
-    let cli = Cli::parse_from([
-        "consumer-group-operator",
-        "run",
-        "--namespace",
-        namespace,
-        "--resync-seconds",
-        "1",
-        "--kafka-timeout-seconds",
-        "3",
-        "--default-bootstrap-servers",
-        bootstrap,
-    ]);
-    let Command::Run(args) = cli.command else { unreachable!() };
-    let metrics = Arc::new(Metrics::new());
-    let (metrics_address, server) =
-        consumer_group_operator::metrics::serve("127.0.0.1:0".parse().unwrap(), metrics.clone()).await.unwrap();
-    let client = client.clone();
-    let task = tokio::spawn(async move {
-        let server = tokio::spawn(server);
-        consumer_group_operator::controller::run_with_client(client, args, metrics, std::future::pending())
-            .await
-            .expect("operator run");
-        server.abort();
-    });
-    Operator { task, metrics_address }
+async fn start_operator(client: &Client, namespace: &str, bootstrap: &str) -> common::Operator {
+    common::Operator::start(client, common::run_args(namespace, bootstrap, &["--kafka-timeout-seconds", "3"])).await
 }
 
 /// GET over plain HTTP/1.1 (the metrics endpoint): (status line, body).
@@ -107,14 +69,6 @@ async fn commit(bootstrap: &str, group: &str, offsets: &[(String, i32, i64)]) {
     let offsets: BTreeMap<TopicPartition, i64> =
         offsets.iter().map(|(t, p, o)| (TopicPartition { topic: t.clone(), partition: *p }, *o)).collect();
     kafka(bootstrap).alter_consumer_group_offsets(group, &offsets, Duration::from_secs(30)).await.unwrap();
-}
-
-fn consumer_group(name: &str, spec: serde_json::Value) -> ConsumerGroup {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "kafka.operators.dev/v1alpha1", "kind": "ConsumerGroup",
-        "metadata": {"name": name}, "spec": spec,
-    }))
-    .unwrap()
 }
 
 fn template() -> serde_json::Value {
@@ -165,7 +119,7 @@ async fn lag_in_status_and_metrics_equals_kafka_consumer_groups_describe() {
     commit(&bootstrap, &group_id, &committed.iter().map(|&(p, o)| (topic.clone(), p, o)).collect::<Vec<_>>()).await;
     let operator = start_operator(&client, &namespace, &bootstrap).await;
     let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 1, "template": template()});
-    groups.create(&PostParams::default(), &consumer_group("lag", spec)).await.unwrap();
+    groups.create(&PostParams::default(), &common::consumer_group("lag", spec)).await.unwrap();
 
     let reference = tokio::task::spawn_blocking({
         let (group_id, topic) = (group_id.clone(), topic.clone());
@@ -240,7 +194,7 @@ async fn retention_deleted_messages_are_not_lag() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let _operator = start_operator(&client, &namespace, &bootstrap).await;
     let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "autoOffsetReset": "earliest", "replicas": 1, "template": template()});
-    groups.create(&PostParams::default(), &consumer_group("retention", spec)).await.unwrap();
+    groups.create(&PostParams::default(), &common::consumer_group("retention", spec)).await.unwrap();
     let lag = common::eventually(WAIT, || async { groups.get("retention").await.ok()?.status?.lag }).await.unwrap();
     // Committed 5 but the log starts at 90: only 10 messages can still be read (KEDA #7936 counts 95).
     assert_eq!(lag.total, 10, "{lag:?}");
@@ -279,7 +233,7 @@ async fn trailing_transaction_markers_are_not_lag_and_a_drained_group_scales_to_
     let spec = serde_json::json!({"groupId": group_id, "topics": [topic],
         "scaleTargetRef": {"kind": "Deployment", "name": "txn-consumer"},
         "scaling": {"minReplicas": 0, "lagThreshold": 1, "scaleDownStabilizationSeconds": 0, "pollIntervalSeconds": 5}});
-    groups.create(&PostParams::default(), &consumer_group("txn", spec)).await.unwrap();
+    groups.create(&PostParams::default(), &common::consumer_group("txn", spec)).await.unwrap();
     let lag = common::eventually(WAIT, || async { groups.get("txn").await.ok()?.status?.lag }).await.unwrap();
     assert_eq!(lag.partitions[0].log_end_offset, 5, "the marker is not counted: {lag:?}");
     assert_eq!(lag.total, 0, "{lag:?}");
@@ -355,7 +309,7 @@ async fn lag_autoscaling_rises_to_the_cap_and_falls_after_the_window() {
     let _operator = start_operator(&client, &namespace, &bootstrap).await;
     let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "autoOffsetReset": "earliest", "template": template(),
         "scaling": {"minReplicas": 1, "lagThreshold": 10, "scaleDownStabilizationSeconds": 5, "pollIntervalSeconds": 5}});
-    groups.create(&PostParams::default(), &consumer_group("loop", spec)).await.unwrap();
+    groups.create(&PostParams::default(), &common::consumer_group("loop", spec)).await.unwrap();
     // 600 messages of lag at 10 per replica asks for 60: capped at 6 partitions.
     let capped =
         common::eventually(WAIT, || async { (deployments.get("loop").await.ok()?.spec?.replicas? == 6).then_some(()) })
@@ -391,7 +345,7 @@ async fn kafka_outage_during_autoscaling_holds_replicas() {
     let _operator = start_operator(&client, &namespace, &bootstrap).await;
     let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "autoOffsetReset": "earliest", "template": template(),
         "scaling": {"minReplicas": 0, "lagThreshold": 100, "scaleDownStabilizationSeconds": 0, "pollIntervalSeconds": 5}});
-    groups.create(&PostParams::default(), &consumer_group("hold", spec)).await.unwrap();
+    groups.create(&PostParams::default(), &common::consumer_group("hold", spec)).await.unwrap();
     assert!(
         common::eventually(WAIT, || async { (deployments.get("hold").await.ok()?.spec?.replicas? == 2).then_some(()) })
             .await

@@ -44,14 +44,6 @@ fn run(command: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn consumer_group(name: &str, spec: serde_json::Value) -> ConsumerGroup {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "kafka.operators.dev/v1alpha1", "kind": "ConsumerGroup",
-        "metadata": {"name": name}, "spec": spec,
-    }))
-    .unwrap()
-}
-
 async fn create_topic(bootstrap: &str, partitions: i32) -> String {
     let topic = testenv::unique_name("topic");
     let client = consumer_group_operator::kafka::KafkaClient::new(&BTreeMap::from([(
@@ -136,7 +128,7 @@ async fn chart_rbac_is_enough_for_the_operator() {
     let bootstrap = env.kafka.bootstrap_servers();
     let topic = create_topic(&bootstrap, 2).await;
     let metrics = std::sync::Arc::new(consumer_group_operator::metrics::Metrics::new());
-    let args = run_args(&namespace, &bootstrap);
+    let args = common::run_args(&namespace, &bootstrap, &[]);
     let operator = tokio::spawn(consumer_group_operator::controller::run_with_client(
         operator_client,
         args,
@@ -153,7 +145,7 @@ async fn chart_rbac_is_enough_for_the_operator() {
     )
     .unwrap();
     secrets.create(&PostParams::default(), &secret).await.unwrap();
-    groups.create(&PostParams::default(), &consumer_group("rbac", spec)).await.unwrap();
+    groups.create(&PostParams::default(), &common::consumer_group("rbac", spec)).await.unwrap();
 
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &namespace);
     let replicas = common::eventually(WAIT, || async { deployments.get_opt("rbac").await.ok()??.spec?.replicas }).await;
@@ -173,26 +165,6 @@ async fn chart_rbac_is_enough_for_the_operator() {
     assert!(recorded.is_some(), "Events are recorded with the chart's RBAC");
     assert!(!operator.is_finished(), "the operator must still be running");
     operator.abort();
-}
-
-fn run_args(namespace: &str, bootstrap: &str) -> consumer_group_operator::cli::RunArgs {
-    use clap::Parser;
-    let cli = consumer_group_operator::cli::Cli::parse_from([
-        "consumer-group-operator",
-        "run",
-        "--namespace",
-        namespace,
-        "--resync-seconds",
-        "1",
-        "--metrics-address",
-        "127.0.0.1:0",
-        "--default-bootstrap-servers",
-        bootstrap,
-    ]);
-    match cli.command {
-        consumer_group_operator::cli::Command::Run(args) => args,
-        _ => unreachable!(),
-    }
 }
 
 /// An operator process, killed on drop; its log collected in a file.
@@ -262,7 +234,10 @@ async fn leader_election_hands_over_when_the_leader_dies_or_stops() {
     // Only the leader acts.
     let groups: Api<ConsumerGroup> = Api::namespaced(client.clone(), &namespace);
     let spec = |id: &str| serde_json::json!({"groupId": id, "topics": [topic], "replicas": 1, "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
-    groups.create(&PostParams::default(), &consumer_group("first", spec(&testenv::unique_name("g")))).await.unwrap();
+    groups
+        .create(&PostParams::default(), &common::consumer_group("first", spec(&testenv::unique_name("g"))))
+        .await
+        .unwrap();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
     assert!(common::eventually(WAIT, || async { deployments.get_opt("first").await.ok()? }).await.is_some());
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -282,7 +257,10 @@ async fn leader_election_hands_over_when_the_leader_dies_or_stops() {
         failover < Duration::from_secs(6 + 6),
         "handover within lease duration plus one renewal period: {failover:?}"
     );
-    groups.create(&PostParams::default(), &consumer_group("second", spec(&testenv::unique_name("g")))).await.unwrap();
+    groups
+        .create(&PostParams::default(), &common::consumer_group("second", spec(&testenv::unique_name("g"))))
+        .await
+        .unwrap();
     assert!(
         common::eventually(WAIT, || async { deployments.get_opt("second").await.ok()? }).await.is_some(),
         "the new leader reconciles"
@@ -328,7 +306,7 @@ async fn secret_content_never_reaches_logs_status_or_events() {
     let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "replicas": 1,
         "kafka": {"clientPropertiesSecretRef": {"name": "kafka-auth"}},
         "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
-    groups.create(&PostParams::default(), &consumer_group("sasl", spec)).await.unwrap();
+    groups.create(&PostParams::default(), &common::consumer_group("sasl", spec)).await.unwrap();
     // SASL against a plaintext listener fails: the error path is exercised, with the password in use.
     let failed = common::eventually(WAIT, || async {
         let status = groups.get("sasl").await.ok()?.status?;

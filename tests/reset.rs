@@ -10,11 +10,8 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use clap::Parser;
-use consumer_group_operator::cli::{Cli, Command as CliCommand};
 use consumer_group_operator::crd::{ConsumerGroup, OffsetReset, ResetPhase};
 use consumer_group_operator::kafka::{KafkaClient, TopicPartition};
-use consumer_group_operator::metrics::Metrics;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -25,41 +22,8 @@ use rdkafka::{ClientConfig, Message};
 const WAIT: Duration = Duration::from_secs(90);
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-struct Operator(tokio::task::JoinHandle<()>);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-fn args(namespace: &str, bootstrap: &str) -> consumer_group_operator::cli::RunArgs {
-    let cli = Cli::parse_from([
-        "consumer-group-operator",
-        "run",
-        "--namespace",
-        namespace,
-        "--resync-seconds",
-        "1",
-        "--kafka-timeout-seconds",
-        "5",
-        "--metrics-address",
-        "127.0.0.1:0",
-        "--default-bootstrap-servers",
-        bootstrap,
-    ]);
-    let CliCommand::Run(args) = cli.command else { unreachable!() };
-    args
-}
-
-fn start_operator(client: &Client, namespace: &str, bootstrap: &str) -> Operator {
-    let (client, args) = (client.clone(), args(namespace, bootstrap));
-    Operator(tokio::spawn(async move {
-        let metrics = std::sync::Arc::new(Metrics::new());
-        consumer_group_operator::controller::run_with_client(client, args, metrics, std::future::pending())
-            .await
-            .expect("operator run");
-    }))
+async fn start_operator(client: &Client, namespace: &str, bootstrap: &str) -> common::Operator {
+    common::Operator::start(client, common::run_args(namespace, bootstrap, &["--kafka-timeout-seconds", "5"])).await
 }
 
 fn kafka(bootstrap: &str) -> KafkaClient {
@@ -91,13 +55,6 @@ async fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -
     let scope: Vec<_> = (0..partitions).map(|p| tp(topic, p)).collect();
     let offsets = kafka(bootstrap).list_consumer_group_offsets(group, Some(&scope), TIMEOUT).await.unwrap();
     scope.iter().map(|tp| offsets.get(tp).copied().flatten()).collect()
-}
-
-fn consumer_group(name: &str, spec: serde_json::Value) -> ConsumerGroup {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "kafka.operators.dev/v1alpha1", "kind": "ConsumerGroup", "metadata": {"name": name}, "spec": spec,
-    }))
-    .unwrap()
 }
 
 fn offset_reset(name: &str, spec: serde_json::Value) -> OffsetReset {
@@ -183,10 +140,10 @@ async fn dry_run_plans_equal_kafka_consumer_groups_for_every_scenario() {
     let commits = BTreeMap::from([(tp(&topic, 0), 5), (tp(&topic, 1), 2), (tp(&topic, 2), 9), (tp(&topic, 3), 0)]);
     client.alter_consumer_group_offsets(&group_id, &commits, TIMEOUT).await.unwrap();
 
-    let _operator = start_operator(&s.client, &s.namespace, &bootstrap);
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
     let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 0,
         "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
-    s.groups.create(&PostParams::default(), &consumer_group("ref", spec)).await.unwrap();
+    s.groups.create(&PostParams::default(), &common::consumer_group("ref", spec)).await.unwrap();
 
     let iso = |ms: i64| {
         k8s_openapi::jiff::Timestamp::from_millisecond(ms).unwrap().strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
@@ -314,10 +271,10 @@ async fn execute_commits_the_plan_consumers_resume_from_it_and_rollback_undoes_i
     let group_id = testenv::unique_name("g");
     let commits = BTreeMap::from([(tp(&topic, 0), 8), (tp(&topic, 1), 5), (tp(&topic, 2), 10)]);
     client.alter_consumer_group_offsets(&group_id, &commits, TIMEOUT).await.unwrap();
-    let _operator = start_operator(&s.client, &s.namespace, &bootstrap);
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
     let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 2,
         "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
-    s.groups.create(&PostParams::default(), &consumer_group("exec", spec)).await.unwrap();
+    s.groups.create(&PostParams::default(), &common::consumer_group("exec", spec)).await.unwrap();
     let replicas =
         common::eventually(WAIT, || async { s.deployments.get_opt("exec").await.ok()??.spec?.replicas }).await;
     assert_eq!(replicas, Some(2));
@@ -429,10 +386,10 @@ async fn a_group_with_an_outside_member_is_refused_and_untouched() {
             }
         }
     });
-    let _operator = start_operator(&s.client, &s.namespace, &bootstrap);
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
     let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 1,
         "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
-    s.groups.create(&PostParams::default(), &consumer_group("outside", spec)).await.unwrap();
+    s.groups.create(&PostParams::default(), &common::consumer_group("outside", spec)).await.unwrap();
     let stable = common::eventually(WAIT, || async {
         (s.groups.get("outside").await.ok()?.status?.group_state? == "Stable").then_some(())
     })
@@ -496,7 +453,7 @@ async fn a_reset_interrupted_by_an_operator_crash_completes_once_after_restart()
         .unwrap();
     let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 2,
         "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
-    s.groups.create(&PostParams::default(), &consumer_group("crash", spec)).await.unwrap();
+    s.groups.create(&PostParams::default(), &common::consumer_group("crash", spec)).await.unwrap();
 
     for (round, point) in ["plan-stored", "committed"].into_iter().enumerate() {
         let mut first = operator_process(env, &s.namespace, Some(point));

@@ -65,3 +65,65 @@ where
 pub async fn shared_env() -> &'static testenv::SharedEnv {
     tokio::task::spawn_blocking(testenv::shared).await.expect("start test environment")
 }
+
+/// `consumer-group-operator run` arguments for a test: one namespace, a 1 s resync, metrics on a
+/// free port, the given default Kafka; `extra` flags are appended.
+pub fn run_args(namespace: &str, bootstrap: &str, extra: &[&str]) -> consumer_group_operator::cli::RunArgs {
+    use clap::Parser;
+    let mut argv = vec![
+        "consumer-group-operator",
+        "run",
+        "--namespace",
+        namespace,
+        "--resync-seconds",
+        "1",
+        "--metrics-address",
+        "127.0.0.1:0",
+        "--default-bootstrap-servers",
+        bootstrap,
+    ];
+    argv.extend_from_slice(extra);
+    match consumer_group_operator::cli::Cli::parse_from(argv).command {
+        consumer_group_operator::cli::Command::Run(args) => args,
+        other => panic!("not a run command: {other:?}"),
+    }
+}
+
+/// The operator running inside the test's runtime (with its metrics endpoint); stopped on drop.
+pub struct Operator {
+    task: tokio::task::JoinHandle<()>,
+    pub metrics_address: std::net::SocketAddr,
+}
+
+impl Operator {
+    pub async fn start(client: &Client, args: consumer_group_operator::cli::RunArgs) -> Operator {
+        let metrics = std::sync::Arc::new(consumer_group_operator::metrics::Metrics::new());
+        let (metrics_address, server) =
+            consumer_group_operator::metrics::serve("127.0.0.1:0".parse().unwrap(), metrics.clone())
+                .await
+                .expect("bind the metrics endpoint");
+        let client = client.clone();
+        let task = tokio::spawn(async move {
+            let server = tokio::spawn(server);
+            consumer_group_operator::controller::run_with_client(client, args, metrics, std::future::pending())
+                .await
+                .expect("operator run");
+            server.abort();
+        });
+        Operator { task, metrics_address }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A ConsumerGroup manifest.
+pub fn consumer_group(name: &str, spec: serde_json::Value) -> consumer_group_operator::crd::ConsumerGroup {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "kafka.operators.dev/v1alpha1", "kind": "ConsumerGroup", "metadata": {"name": name}, "spec": spec,
+    }))
+    .expect("a valid ConsumerGroup")
+}
