@@ -9,8 +9,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use consumer_group_operator::crd::ConsumerGroup;
@@ -19,8 +17,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -221,47 +217,6 @@ async fn scale_target_ref_drives_only_replicas() {
     assert!(message.contains("nope"), "{message}");
 }
 
-/// Real consumers of `group_id`, polling on their own threads until dropped.
-struct Consumers {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Consumers {
-    fn start(bootstrap: &str, group_id: &str, topic: &str, count: usize) -> Consumers {
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..count)
-            .map(|i| {
-                let consumer: BaseConsumer = ClientConfig::new()
-                    .set("bootstrap.servers", bootstrap)
-                    .set("group.id", group_id)
-                    .set("client.id", format!("test-consumer-{i}"))
-                    .set("session.timeout.ms", "6000")
-                    .create()
-                    .unwrap();
-                consumer.subscribe(&[topic]).unwrap();
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        let _ = consumer.poll(Duration::from_millis(100));
-                    }
-                    consumer.unsubscribe();
-                })
-            })
-            .collect();
-        Consumers { stop, threads }
-    }
-}
-
-impl Drop for Consumers {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
-
 #[tokio::test]
 async fn group_state_and_members_come_from_kafka() {
     let env = common::shared_env().await;
@@ -280,7 +235,7 @@ async fn group_state_and_members_come_from_kafka() {
     assert_eq!(state.as_deref(), Some("Dead"));
 
     // No kubelet here: the test plays the two pods.
-    let consumers = Consumers::start(&bootstrap, &group_id, &topic, 2);
+    let consumers = common::Consumers::start(&bootstrap, &group_id, &topic, 2, "test-consumer");
     let stable = common::eventually(WAIT, || async {
         let status = s.groups.get("members").await.ok()?.status?;
         let assigned: usize = status.members.iter().flat_map(|m| m.assignment.values()).map(Vec::len).sum();

@@ -2,6 +2,8 @@
 //! against what was produced and committed and against Kafka's own tool, plus the fault paths
 //! (coordinator not ready on a fresh broker, unreachable broker, group with live members).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -11,7 +13,6 @@ use consumer_group_operator::kafka::{
 };
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -33,21 +34,6 @@ fn tp(topic: &str, partition: i32) -> TopicPartition {
     TopicPartition { topic: topic.to_string(), partition }
 }
 
-/// Partition p gets counts[p] records stamped base_ms + i * 1000.
-fn produce(bootstrap: &str, topic: &str, counts: &[usize], base_ms: i64) {
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
-    for (partition, &count) in counts.iter().enumerate() {
-        for i in 0..count {
-            let record = BaseRecord::<(), _>::to(topic)
-                .partition(partition as i32)
-                .payload("x")
-                .timestamp(base_ms + i as i64 * 1000);
-            producer.send(record).unwrap();
-        }
-    }
-    producer.flush(TIMEOUT).unwrap();
-}
-
 #[tokio::test]
 async fn a_fresh_broker_whose_coordinator_is_not_ready_is_waited_for_not_a_crash() {
     // librdkafka 2.12 dereferences a missing consumer-group handle when OffsetFetch answers
@@ -67,7 +53,7 @@ async fn committed_offsets_round_trip_and_match_the_reference_tool() {
     let client = client(&bootstrap);
     let topic = testenv::unique_name("k-offsets");
     client.create_topic(&topic, 3, 1, TIMEOUT).await.unwrap();
-    produce(&bootstrap, &topic, &[10, 10, 10], 0);
+    common::produce(&bootstrap, &topic, &[10, 10, 10], Some(0));
     let group = testenv::unique_name("g");
     let wanted = BTreeMap::from([(tp(&topic, 0), 3), (tp(&topic, 1), 5), (tp(&topic, 2), 7)]);
     client.alter_consumer_group_offsets(&group, &wanted, TIMEOUT).await.unwrap();
@@ -98,7 +84,7 @@ async fn list_offsets_answers_earliest_latest_and_timestamps_in_one_call() {
     let client = client(&bootstrap);
     let topic = testenv::unique_name("k-list");
     client.create_topic(&topic, 2, 1, TIMEOUT).await.unwrap();
-    produce(&bootstrap, &topic, &[5, 0], 1_000_000);
+    common::produce(&bootstrap, &topic, &[5, 0], Some(1_000_000));
     let all = [tp(&topic, 0), tp(&topic, 1)];
     let ask = |spec: OffsetSpec| all.iter().map(|t| (t.clone(), spec)).collect::<Vec<_>>();
     let earliest =

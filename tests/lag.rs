@@ -6,8 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use consumer_group_operator::crd::ConsumerGroup;
@@ -16,7 +14,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
 use kube::api::{Api, PostParams};
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -51,18 +48,6 @@ async fn create_topic(bootstrap: &str, partitions: i32) -> String {
     let topic = testenv::unique_name("lag-topic");
     kafka(bootstrap).create_topic(&topic, partitions, 1, Duration::from_secs(30)).await.unwrap();
     topic
-}
-
-/// Produces `counts[p]` messages to partition p.
-fn produce(bootstrap: &str, topic: &str, counts: &[usize]) {
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
-    for (partition, &count) in counts.iter().enumerate() {
-        for i in 0..count {
-            let payload = format!("message-{partition}-{i}");
-            producer.send(BaseRecord::<(), _>::to(topic).partition(partition as i32).payload(&payload)).unwrap();
-        }
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
 }
 
 async fn commit(bootstrap: &str, group: &str, offsets: &[(String, i32, i64)]) {
@@ -112,7 +97,7 @@ async fn lag_in_status_and_metrics_equals_kafka_consumer_groups_describe() {
     let (client, namespace, groups, _) = setup("lag-ref").await;
     let bootstrap = env.kafka.bootstrap_servers();
     let topic = create_topic(&bootstrap, 6).await;
-    produce(&bootstrap, &topic, &[10, 11, 12, 13, 14, 15]);
+    common::produce(&bootstrap, &topic, &[10, 11, 12, 13, 14, 15], None);
     let group_id = testenv::unique_name("g");
     // Partition 5 never committed: the tool prints "-", our rule (autoOffsetReset latest) says 0.
     let committed = [(0, 3), (1, 11), (2, 0), (3, 7), (4, 1)];
@@ -174,7 +159,7 @@ async fn retention_deleted_messages_are_not_lag() {
     let (client, namespace, groups, _) = setup("lag-retention").await;
     let bootstrap = env.kafka.bootstrap_servers();
     let topic = create_topic(&bootstrap, 1).await;
-    produce(&bootstrap, &topic, &[100]);
+    common::produce(&bootstrap, &topic, &[100], None);
     let group_id = testenv::unique_name("g");
     commit(&bootstrap, &group_id, &[(topic.clone(), 0, 5)]).await;
     // Delete records below offset 90, as retention would.
@@ -254,57 +239,13 @@ async fn trailing_transaction_markers_are_not_lag_and_a_drained_group_scales_to_
     assert_eq!(lag.partitions[0].committed_offset, Some(4));
 }
 
-/// Consumers of the test standing in for pods: each polls and commits what it reads.
-struct Consumers {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Consumers {
-    fn start(bootstrap: &str, group_id: &str, topic: &str, count: usize) -> Consumers {
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..count)
-            .map(|i| {
-                let consumer: BaseConsumer = ClientConfig::new()
-                    .set("bootstrap.servers", bootstrap)
-                    .set("group.id", group_id)
-                    .set("client.id", format!("drain-{i}"))
-                    .set("auto.offset.reset", "earliest")
-                    .set("enable.auto.commit", "false")
-                    .create()
-                    .unwrap();
-                consumer.subscribe(&[topic]).unwrap();
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-                            let _ = consumer.commit_message(&message, CommitMode::Async);
-                        }
-                    }
-                    let _ = consumer.commit_consumer_state(CommitMode::Sync);
-                })
-            })
-            .collect();
-        Consumers { stop, threads }
-    }
-}
-
-impl Drop for Consumers {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
-
 #[tokio::test]
 async fn lag_autoscaling_rises_to_the_cap_and_falls_after_the_window() {
     let env = common::shared_env().await;
     let (client, namespace, groups, deployments) = setup("lag-loop").await;
     let bootstrap = env.kafka.bootstrap_servers();
     let topic = create_topic(&bootstrap, 6).await;
-    produce(&bootstrap, &topic, &[100; 6]);
+    common::produce(&bootstrap, &topic, &[100; 6], None);
     let group_id = testenv::unique_name("g");
     let _operator = start_operator(&client, &namespace, &bootstrap).await;
     let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "autoOffsetReset": "earliest", "template": template(),
@@ -321,7 +262,7 @@ async fn lag_autoscaling_rises_to_the_cap_and_falls_after_the_window() {
     assert!(capped.message.contains("requested 60"), "{}", capped.message);
 
     // The test plays the six pods: real consumers drain the lag.
-    let consumers = Consumers::start(&bootstrap, &group_id, &topic, 6);
+    let consumers = common::Consumers::start(&bootstrap, &group_id, &topic, 6, "drain");
     let drained = common::eventually(WAIT, || async {
         let status = groups.get("loop").await.ok()?.status?;
         (status.lag?.total == 0).then_some(())
@@ -341,7 +282,7 @@ async fn kafka_outage_during_autoscaling_holds_replicas() {
     let mut kafka = tokio::task::spawn_blocking(testenv::Kafka::start).await.unwrap().unwrap();
     let bootstrap = kafka.bootstrap_servers();
     let topic = create_topic(&bootstrap, 4).await;
-    produce(&bootstrap, &topic, &[50; 4]);
+    common::produce(&bootstrap, &topic, &[50; 4], None);
     let _operator = start_operator(&client, &namespace, &bootstrap).await;
     let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "autoOffsetReset": "earliest", "template": template(),
         "scaling": {"minReplicas": 0, "lagThreshold": 100, "scaleDownStabilizationSeconds": 0, "pollIntervalSeconds": 5}});

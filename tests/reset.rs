@@ -16,7 +16,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -32,23 +31,6 @@ fn kafka(bootstrap: &str) -> KafkaClient {
 
 fn tp(topic: &str, partition: i32) -> TopicPartition {
     TopicPartition { topic: topic.to_string(), partition }
-}
-
-/// Messages with known timestamps: partition p holds `counts[p]` records stamped
-/// `base_ms + i * 1000`.
-fn produce(bootstrap: &str, topic: &str, counts: &[usize], base_ms: i64) {
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
-    for (partition, &count) in counts.iter().enumerate() {
-        for i in 0..count {
-            let payload = format!("p{partition}-m{i}");
-            let record = BaseRecord::<(), _>::to(topic)
-                .partition(partition as i32)
-                .payload(&payload)
-                .timestamp(base_ms + i as i64 * 1000);
-            producer.send(record).unwrap();
-        }
-    }
-    producer.flush(TIMEOUT).unwrap();
 }
 
 async fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
@@ -120,7 +102,7 @@ async fn dry_run_plans_equal_kafka_consumer_groups_for_every_scenario() {
     client.create_topic(&topic, 4, 1, TIMEOUT).await.unwrap();
     // Timestamps an hour back, one second apart; partition 3 stays empty.
     let base = k8s_openapi::jiff::Timestamp::now().as_millisecond() - 3_600_000;
-    produce(&bootstrap, &topic, &[10, 10, 10, 0], base);
+    common::produce(&bootstrap, &topic, &[10, 10, 10, 0], Some(base));
     // Partition 1 loses its first 4 records (as retention would): log start 4.
     let delete_file = std::env::temp_dir().join(format!("{}.json", testenv::unique_name("delete")));
     std::fs::write(
@@ -267,7 +249,7 @@ async fn execute_commits_the_plan_consumers_resume_from_it_and_rollback_undoes_i
     let client = kafka(&bootstrap);
     let topic = testenv::unique_name("reset-topic");
     client.create_topic(&topic, 3, 1, TIMEOUT).await.unwrap();
-    produce(&bootstrap, &topic, &[10, 10, 10], k8s_openapi::jiff::Timestamp::now().as_millisecond());
+    common::produce(&bootstrap, &topic, &[10, 10, 10], Some(k8s_openapi::jiff::Timestamp::now().as_millisecond()));
     let group_id = testenv::unique_name("g");
     let commits = BTreeMap::from([(tp(&topic, 0), 8), (tp(&topic, 1), 5), (tp(&topic, 2), 10)]);
     client.alter_consumer_group_offsets(&group_id, &commits, TIMEOUT).await.unwrap();
@@ -362,7 +344,7 @@ async fn a_group_with_an_outside_member_is_refused_and_untouched() {
     let client = kafka(&bootstrap);
     let topic = testenv::unique_name("reset-topic");
     client.create_topic(&topic, 2, 1, TIMEOUT).await.unwrap();
-    produce(&bootstrap, &topic, &[5, 5], k8s_openapi::jiff::Timestamp::now().as_millisecond());
+    common::produce(&bootstrap, &topic, &[5, 5], Some(k8s_openapi::jiff::Timestamp::now().as_millisecond()));
     let group_id = testenv::unique_name("g");
     client
         .alter_consumer_group_offsets(&group_id, &BTreeMap::from([(tp(&topic, 0), 3), (tp(&topic, 1), 4)]), TIMEOUT)
@@ -445,7 +427,7 @@ async fn a_reset_interrupted_by_an_operator_crash_completes_once_after_restart()
     let client = kafka(&bootstrap);
     let topic = testenv::unique_name("reset-topic");
     client.create_topic(&topic, 2, 1, TIMEOUT).await.unwrap();
-    produce(&bootstrap, &topic, &[20, 20], k8s_openapi::jiff::Timestamp::now().as_millisecond());
+    common::produce(&bootstrap, &topic, &[20, 20], Some(k8s_openapi::jiff::Timestamp::now().as_millisecond()));
     let group_id = testenv::unique_name("g");
     client
         .alter_consumer_group_offsets(&group_id, &BTreeMap::from([(tp(&topic, 0), 15), (tp(&topic, 1), 12)]), TIMEOUT)

@@ -127,3 +127,70 @@ pub fn consumer_group(name: &str, spec: serde_json::Value) -> consumer_group_ope
     }))
     .expect("a valid ConsumerGroup")
 }
+
+/// Real consumers of `group_id`, standing in for pods (no kubelet runs here): each polls on its own
+/// thread, with client id `<prefix>-<i>`, and commits what it reads, until dropped.
+pub struct Consumers {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Consumers {
+    pub fn start(bootstrap: &str, group_id: &str, topic: &str, count: usize, prefix: &str) -> Consumers {
+        use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..count)
+            .map(|i| {
+                let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+                    .set("bootstrap.servers", bootstrap)
+                    .set("group.id", group_id)
+                    .set("client.id", format!("{prefix}-{i}"))
+                    .set("session.timeout.ms", "6000")
+                    .set("auto.offset.reset", "earliest")
+                    .set("enable.auto.commit", "false")
+                    .create()
+                    .expect("create a consumer");
+                consumer.subscribe(&[topic]).expect("subscribe");
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+                            let _ = consumer.commit_message(&message, CommitMode::Async);
+                        }
+                    }
+                    let _ = consumer.commit_consumer_state(CommitMode::Sync);
+                    consumer.unsubscribe();
+                })
+            })
+            .collect();
+        Consumers { stop, threads }
+    }
+}
+
+impl Drop for Consumers {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Produces `counts[p]` records to partition p, stamped `base_ms + i * 1000` when `base_ms` is set.
+pub fn produce(bootstrap: &str, topic: &str, counts: &[usize], base_ms: Option<i64>) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("create a producer");
+    for (partition, &count) in counts.iter().enumerate() {
+        for i in 0..count {
+            let payload = format!("p{partition}-m{i}");
+            let mut record = BaseRecord::<(), _>::to(topic).partition(partition as i32).payload(&payload);
+            if let Some(base) = base_ms {
+                record = record.timestamp(base + i as i64 * 1000);
+            }
+            producer.send(record).expect("enqueue a record");
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
