@@ -12,5 +12,5 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "==> cargo test (unit tests, then integration tests against a real Kafka broker and kube-apiserver)"
-cargo test --workspace --all-targets
+cargo test --workspace --lib --bins --tests
 echo "==> make test finished in $(( $(date +%s) - start ))s"

@@ -379,6 +379,13 @@ async fn a_group_with_an_outside_member_is_refused_and_untouched() {
     assert!(stable.is_some());
     let spec = serde_json::json!({"consumerGroup": "outside", "target": {"toEarliest": true}, "mode": "Execute", "quiesceTimeoutSeconds": 5});
     s.resets.create(&PostParams::default(), &offset_reset("refused", spec)).await.unwrap();
+    // A second reset of the same group waits for the first.
+    wait_phase(&s.resets, "refused", &[ResetPhase::Quiescing]).await;
+    let spec = serde_json::json!({"consumerGroup": "outside", "target": {"toLatest": true}, "mode": "Execute", "quiesceTimeoutSeconds": 5});
+    s.resets.create(&PostParams::default(), &offset_reset("waiting", spec)).await.unwrap();
+    let pending = wait_phase(&s.resets, "waiting", &[ResetPhase::Pending]).await;
+    let reason = pending.status.unwrap().message.unwrap();
+    assert!(reason.contains("refused"), "the Pending reason names the running reset: {reason}");
     let failed = wait_phase(&s.resets, "refused", &[ResetPhase::Failed, ResetPhase::Succeeded]).await;
     let status = failed.status.unwrap();
     assert_eq!(status.phase, Some(ResetPhase::Failed));
@@ -390,8 +397,13 @@ async fn a_group_with_an_outside_member_is_refused_and_untouched() {
     })
     .await;
     assert!(restored.is_some(), "replicas restored after the refused reset");
+    // The waiting reset runs next; with the outside member gone it succeeds.
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     outside.join().unwrap();
+    let next = wait_phase(&s.resets, "waiting", &[ResetPhase::Succeeded, ResetPhase::Failed]).await;
+    let status = next.status.unwrap();
+    assert_eq!(status.phase, Some(ResetPhase::Succeeded), "{:?}", status.message);
+    assert_eq!(committed(&bootstrap, &group_id, &topic, 2).await, vec![Some(5), Some(5)], "moved to the log end");
 }
 
 /// The operator binary as a separate process, so that it can die mid-reset.
