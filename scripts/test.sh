@@ -12,5 +12,10 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "==> cargo test (unit tests, then integration tests against a real Kafka broker and kube-apiserver)"
-cargo test --workspace --lib --bins --tests
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --tests 2>&1 | tee "$log"
 echo "==> make test finished in $(( $(date +%s) - start ))s"
+# One closing line over every test binary.
+awk '/^test result: / { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
