@@ -338,9 +338,6 @@ pub struct MemberStatus {
     pub client_id: String,
     /// Host the consumer connects from.
     pub host: String,
-    /// Static membership id, if the consumer set `group.instance.id`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group_instance_id: Option<String>,
     /// Assigned partitions by topic.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub assignment: BTreeMap<String, Vec<i32>>,

@@ -323,6 +323,14 @@ async fn faults_are_conditions_naming_what_is_wrong() {
     assert_eq!(reason, "SecretNotFound");
     assert!(message.contains("kafka-auth"), "{message}");
 
+    // A template the CRD schema lets through but the Deployment API refuses.
+    let bad_template = serde_json::json!({"spec": {"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "lots"}}}]}});
+    let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "template": bad_template});
+    s.groups.create(&PostParams::default(), &common::consumer_group("bad-template", spec)).await.unwrap();
+    let (reason, message) = condition(&s.groups, "bad-template", "Ready", "False").await.unwrap();
+    assert_eq!(reason, "WorkloadApplyFailed");
+    assert!(message.contains("quantities must match") && message.contains("fix spec.template"), "{message}");
+
     // Two ConsumerGroups claiming one groupId in one cluster: the later one is not acted on.
     let shared_id = testenv::unique_name("g");
     let first =

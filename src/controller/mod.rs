@@ -481,7 +481,7 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
 
     // Decide.
     let reset_in_progress = ctx.resets.iter().find_map(|store| crate::reset::holding_reset(store, &group));
-    let plan = plan::plan(&Observed {
+    let mut plan = plan::plan(&Observed {
         group: &group,
         reset_in_progress,
         conflict_with,
@@ -505,9 +505,32 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
         // are reconciled even while the replica decision is on hold.
         if let Some(replicas) = plan.replicas.or(current) {
             let deployment = workload::deployment(&group, template, &connection.bootstrap_servers, replicas);
-            act::apply_deployment(&ctx.client, &deployment).await?;
-            replicas_now = Some(replicas);
-            scaled = current != Some(replicas);
+            match act::apply_deployment(&ctx.client, &deployment).await {
+                Ok(()) => {
+                    replicas_now = Some(replicas);
+                    scaled = current != Some(replicas);
+                }
+                // The apiserver refused the Deployment built from spec.template (a field the CRD
+                // schema leaves open, e.g. a malformed quantity): only a spec change fixes it.
+                // Server-side apply reports an undecodable field as a 500 "failed to convert".
+                Err(kube::Error::Api(status))
+                    if matches!(status.code, 400 | 422)
+                        || (status.code == 500 && status.message.contains("failed to convert")) =>
+                {
+                    plan.permanent = true;
+                    plan.conditions.retain(|c| c.type_ != conditions::READY);
+                    plan.conditions.push(conditions::Desired::new(
+                        conditions::READY,
+                        false,
+                        conditions::reason::WORKLOAD_APPLY_FAILED,
+                        format!(
+                            "the Deployment built from spec.template was refused: {}; fix spec.template",
+                            status.message
+                        ),
+                    ));
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
     } else if let (Some(target), Some(replicas)) = (&group.spec.scale_target_ref, plan.replicas)
         && current != Some(replicas)
@@ -633,12 +656,7 @@ fn members(description: Option<&GroupDescription>) -> Vec<MemberStatus> {
             for partitions in assignment.values_mut() {
                 partitions.sort_unstable();
             }
-            MemberStatus {
-                client_id: m.client_id.clone(),
-                host: m.host.clone(),
-                group_instance_id: m.group_instance_id.clone(),
-                assignment,
-            }
+            MemberStatus { client_id: m.client_id.clone(), host: m.host.clone(), assignment }
         })
         .collect();
     // Stable order so an unchanged group does not rewrite status.

@@ -1,5 +1,5 @@
 //! The only `unsafe` code of the operator: librdkafka admin calls that the rdkafka crate does not
-//! wrap (ListConsumerGroups, DescribeConsumerGroups, ListConsumerGroupOffsets,
+//! wrap (ListConsumerGroups, ListConsumerGroupOffsets,
 //! AlterConsumerGroupOffsets, DeleteConsumerGroupOffsets, ListOffsets).
 //!
 //! Each call follows one pattern: build owned C inputs (RAII guards below free them on every
@@ -15,10 +15,7 @@ use std::time::Duration;
 use rdkafka_sys as rd;
 use rdkafka_sys::types::RDKafkaErrorCode;
 
-use super::{
-    GroupDescription, GroupListing, GroupState, IsolationLevel, KafkaError, ListedOffset, MemberDescription,
-    OffsetSpec, TopicPartition,
-};
+use super::{GroupListing, GroupState, IsolationLevel, KafkaError, ListedOffset, OffsetSpec, TopicPartition};
 
 /// A `rd_kafka_t` handle kept alive by its owner (the `KafkaClient`) for the duration of a call.
 #[derive(Clone, Copy)]
@@ -189,62 +186,6 @@ fn group_state(state: rd::rd_kafka_consumer_group_state_t) -> GroupState {
         RD_KAFKA_CONSUMER_GROUP_STATE_EMPTY => GroupState::Empty,
         _ => GroupState::Unknown,
     }
-}
-
-pub(super) fn describe_consumer_groups(
-    handle: Handle,
-    groups: &[String],
-    timeout: Duration,
-) -> Result<Vec<GroupDescription>, KafkaError> {
-    if groups.is_empty() {
-        return Ok(Vec::new());
-    }
-    let names: Vec<CString> = groups.iter().map(|g| cstring(g)).collect::<Result<_, _>>()?;
-    let mut pointers: Vec<*const c_char> = names.iter().map(|n| n.as_ptr()).collect();
-    let options = options(handle, rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS, timeout)?;
-    // SAFETY: librdkafka copies the group names during the call; `names` outlives it anyway.
-    let queue = Queue(unsafe { rd::rd_kafka_queue_new(handle.0) });
-    unsafe { rd::rd_kafka_DescribeConsumerGroups(handle.0, pointers.as_mut_ptr(), pointers.len(), options.0, queue.0) };
-    let event = wait(&queue, timeout, "DescribeConsumerGroups")?;
-    let mut descriptions = Vec::new();
-    // SAFETY: the event is a DescribeConsumerGroups result; pointers are valid while it lives.
-    unsafe {
-        let result = rd::rd_kafka_event_DescribeConsumerGroups_result(event.0);
-        let mut count = 0;
-        let items = rd::rd_kafka_DescribeConsumerGroups_result_groups(result, &mut count);
-        for i in 0..count {
-            let group = *items.add(i);
-            let coordinator = rd::rd_kafka_ConsumerGroupDescription_coordinator(group);
-            let members = (0..rd::rd_kafka_ConsumerGroupDescription_member_count(group))
-                .map(|m| {
-                    let member = rd::rd_kafka_ConsumerGroupDescription_member(group, m);
-                    let assignment = rd::rd_kafka_MemberDescription_assignment(member);
-                    let partitions = if assignment.is_null() {
-                        ptr::null()
-                    } else {
-                        rd::rd_kafka_MemberAssignment_partitions(assignment)
-                    };
-                    let instance = rd::rd_kafka_MemberDescription_group_instance_id(member);
-                    MemberDescription {
-                        member_id: string(rd::rd_kafka_MemberDescription_consumer_id(member)),
-                        client_id: string(rd::rd_kafka_MemberDescription_client_id(member)),
-                        host: string(rd::rd_kafka_MemberDescription_host(member)),
-                        group_instance_id: (!instance.is_null()).then(|| string(instance)),
-                        assignment: read_list(partitions).into_iter().map(|(tp, ..)| tp).collect(),
-                    }
-                })
-                .collect();
-            descriptions.push(GroupDescription {
-                group_id: string(rd::rd_kafka_ConsumerGroupDescription_group_id(group)),
-                state: group_state(rd::rd_kafka_ConsumerGroupDescription_state(group)),
-                partition_assignor: string(rd::rd_kafka_ConsumerGroupDescription_partition_assignor(group)),
-                coordinator_id: (!coordinator.is_null()).then(|| rd::rd_kafka_Node_id(coordinator)),
-                members,
-                error: error_message(rd::rd_kafka_ConsumerGroupDescription_error(group)).map(|(_, m)| m),
-            });
-        }
-    }
-    Ok(descriptions)
 }
 
 /// Offsets of one group; librdkafka accepts one group per call.

@@ -90,6 +90,52 @@ impl GroupState {
     }
 }
 
+impl GroupState {
+    /// Kafka's state names, as group listings carry them.
+    pub fn parse(state: &str) -> GroupState {
+        match state {
+            "PreparingRebalance" => GroupState::PreparingRebalance,
+            "CompletingRebalance" | "AwaitingSync" => GroupState::CompletingRebalance,
+            "Stable" => GroupState::Stable,
+            "Dead" => GroupState::Dead,
+            "Empty" => GroupState::Empty,
+            _ => GroupState::Unknown,
+        }
+    }
+}
+
+/// The partitions of a consumer-protocol member assignment (ConsumerProtocolAssignment: int16
+/// version, then [topic string, [int32 partition]]; the user data after it is ignored). A
+/// malformed assignment yields what could be read.
+pub fn parse_assignment(bytes: &[u8]) -> Vec<TopicPartition> {
+    fn take<const N: usize>(bytes: &[u8], at: &mut usize) -> Option<[u8; N]> {
+        let slice = bytes.get(*at..*at + N)?;
+        *at += N;
+        slice.try_into().ok()
+    }
+    let mut at = 0;
+    let mut partitions = Vec::new();
+    let parsed = (|| {
+        take::<2>(bytes, &mut at)?;
+        let topics = i32::from_be_bytes(take::<4>(bytes, &mut at)?);
+        for _ in 0..topics.max(0) {
+            let length = i16::from_be_bytes(take::<2>(bytes, &mut at)?).max(0) as usize;
+            let topic = String::from_utf8_lossy(bytes.get(at..at + length)?).into_owned();
+            at += length;
+            let count = i32::from_be_bytes(take::<4>(bytes, &mut at)?);
+            for _ in 0..count.max(0) {
+                let partition = i32::from_be_bytes(take::<4>(bytes, &mut at)?);
+                partitions.push(TopicPartition { topic: topic.clone(), partition });
+            }
+        }
+        Some(())
+    })();
+    if parsed.is_none() {
+        tracing::debug!(bytes = bytes.len(), "member assignment cut short");
+    }
+    partitions
+}
+
 impl fmt::Display for GroupState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -107,10 +153,9 @@ pub struct GroupListing {
 pub struct GroupDescription {
     pub group_id: String,
     pub state: GroupState,
+    /// The assignor the members agreed on (range, roundrobin, cooperative-sticky, ...).
     pub partition_assignor: String,
-    pub coordinator_id: Option<i32>,
     pub members: Vec<MemberDescription>,
-    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,7 +163,6 @@ pub struct MemberDescription {
     pub member_id: String,
     pub client_id: String,
     pub host: String,
-    pub group_instance_id: Option<String>,
     pub assignment: Vec<TopicPartition>,
 }
 
@@ -409,14 +453,50 @@ impl KafkaClient {
         self.blocking(timeout, move |h| ffi::list_consumer_groups(h, timeout)).await
     }
 
-    /// One DescribeGroups batch for all `groups` (librdkafka sends one request per coordinator).
+    /// Describes groups with librdkafka's group listing (rdkafka's safe `fetch_group_list`), one
+    /// DescribeGroups per group. Not the admin DescribeConsumerGroups: in librdkafka 2.12 that
+    /// call aborts the process when the coordinator connection drops mid-request
+    /// (librdkafka #4605), which a broker restart does to an operator polling every group.
     pub async fn describe_consumer_groups(
         &self,
         groups: &[String],
         timeout: Duration,
     ) -> Result<Vec<GroupDescription>, KafkaError> {
+        let client = self.handle.clone();
         let groups = groups.to_vec();
-        self.blocking(timeout, move |h| ffi::describe_consumer_groups(h, &groups, timeout)).await
+        tokio::task::spawn_blocking(move || {
+            let mut descriptions = Vec::with_capacity(groups.len());
+            for group in &groups {
+                let list = client.fetch_group_list(Some(group), timeout).map_err(KafkaError::from_client)?;
+                let description = match list.groups().iter().find(|g| g.name() == group) {
+                    Some(info) => GroupDescription {
+                        group_id: group.clone(),
+                        state: GroupState::parse(info.state()),
+                        partition_assignor: info.protocol().to_string(),
+                        members: info
+                            .members()
+                            .iter()
+                            .map(|m| MemberDescription {
+                                member_id: m.id().to_string(),
+                                client_id: m.client_id().to_string(),
+                                host: m.client_host().to_string(),
+                                assignment: m.assignment().map(parse_assignment).unwrap_or_default(),
+                            })
+                            .collect(),
+                    },
+                    None => GroupDescription {
+                        group_id: group.clone(),
+                        state: GroupState::Dead,
+                        partition_assignor: String::new(),
+                        members: Vec::new(),
+                    },
+                };
+                descriptions.push(description);
+            }
+            Ok(descriptions)
+        })
+        .await
+        .map_err(|e| KafkaError::Internal(format!("describe task failed: {e}")))?
     }
 
     /// Committed offsets of `group` (all committed partitions when `partitions` is None); a
@@ -488,6 +568,21 @@ mod tests {
             Err(e) => e.to_string(),
         };
         assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn member_assignments_are_decoded() {
+        // version 1, two topics: "ab" [0, 2], "c" [5]; user data after it.
+        let mut bytes = vec![0, 1, 0, 0, 0, 2];
+        bytes.extend([0, 2, b'a', b'b', 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 2]);
+        bytes.extend([0, 1, b'c', 0, 0, 0, 1, 0, 0, 0, 5]);
+        bytes.extend([0xff, 0xff, 0xff, 0xff]);
+        let tp = |t: &str, p| TopicPartition { topic: t.into(), partition: p };
+        assert_eq!(parse_assignment(&bytes), vec![tp("ab", 0), tp("ab", 2), tp("c", 5)]);
+        assert_eq!(parse_assignment(&bytes[..12]), Vec::<TopicPartition>::new(), "cut inside the first topic");
+        assert_eq!(parse_assignment(&[]), Vec::<TopicPartition>::new());
+        assert_eq!(GroupState::parse("Stable"), GroupState::Stable);
+        assert_eq!(GroupState::parse("whatever"), GroupState::Unknown);
     }
 
     #[test]
