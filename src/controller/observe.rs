@@ -150,7 +150,7 @@ pub struct KafkaView {
     pub group: Option<GroupDescription>,
 }
 
-/// Partition counts (one metadata request) and the group description (one DescribeGroups).
+/// Partition counts (one metadata request per topic) and the group description.
 pub async fn kafka(
     cache: &ClientCache,
     connection: &Connection,

@@ -453,10 +453,12 @@ impl KafkaClient {
         self.blocking(timeout, move |h| ffi::list_consumer_groups(h, timeout)).await
     }
 
-    /// Describes groups with librdkafka's group listing (rdkafka's safe `fetch_group_list`), one
-    /// DescribeGroups per group. Not the admin DescribeConsumerGroups: in librdkafka 2.12 that
-    /// call aborts the process when the coordinator connection drops mid-request
-    /// (librdkafka #4605), which a broker restart does to an operator polling every group.
+    /// Describes groups with librdkafka's group listing (rdkafka's safe `fetch_group_list`): per
+    /// group, a ListGroups to each broker and a DescribeGroups to the one coordinating it. Not the
+    /// admin DescribeConsumerGroups (one FindCoordinator + one DescribeGroups, cheaper): in
+    /// librdkafka 2.12 that call aborts the process when the coordinator connection drops
+    /// mid-request (librdkafka #4605), which a broker restart does to an operator polling every
+    /// group. Switch back once the upstream fix (PR #5397) is released.
     pub async fn describe_consumer_groups(
         &self,
         groups: &[String],
