@@ -12,6 +12,12 @@ if path=$(command -v helm 2>/dev/null); then
 fi
 dest="$CACHE/helm-$HELM_VERSION/helm"
 if [[ ! -x "$dest" ]]; then
+  # Parallel callers (test threads, `make demo` beside `make test`) wait for one build.
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/.helm-$HELM_VERSION.lock"
+  flock 9
+fi
+if [[ ! -x "$dest" ]]; then
   command -v go >/dev/null || { log "Go is required to build helm (or put helm on PATH)"; exit 1; }
   work="$CACHE/build/helm-$HELM_VERSION"
   mkdir -p "$work" "$(dirname "$dest")"

@@ -45,6 +45,14 @@ if [[ -f "$dest/.complete" ]]; then
   exit 0
 fi
 
+# Parallel callers wait for one download instead of racing in the same folder.
+mkdir -p "$(dirname "$dest")"
+exec 9>"$dest.lock"
+flock 9
+if [[ -f "$dest/.complete" ]]; then
+  echo "$dest"
+  exit 0
+fi
 command -v mvn >/dev/null || { log "Maven is required to fetch Kafka (or set KAFKA_HOME)"; exit 1; }
 work="$CACHE/build/kafka-$KAFKA_VERSION"
 mkdir -p "$work"

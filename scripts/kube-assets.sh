@@ -22,6 +22,13 @@ fi
 dest="$CACHE/kube-$KUBE_VERSION-etcd-$ETCD_VERSION"
 log() { echo "[kube-assets] $*" >&2; }
 
+if [[ ! -x "$dest/kube-apiserver" || ! -x "$dest/etcd" || ! -x "$dest/kubectl" || -L "$dest/kubectl" ]]; then
+  # Parallel callers wait for one build instead of racing in the same work folder.
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/.kube-$KUBE_VERSION-etcd-$ETCD_VERSION.lock"
+  flock 9
+fi
+
 if [[ ! -x "$dest/kube-apiserver" ]]; then
   command -v go >/dev/null || { log "Go is required to build kube-apiserver (or set KUBEBUILDER_ASSETS)"; exit 1; }
   work="$CACHE/build/kube-$KUBE_VERSION"

@@ -7,6 +7,7 @@ echo "==> tools (cached under ${CGO_CACHE:-$HOME/.cache/consumer-group-operator}
 eval "$(scripts/deps.sh)"
 echo "    Kafka jars: $CGO_KAFKA_LIBS"
 echo "    kube-apiserver, etcd, kubectl: $KUBEBUILDER_ASSETS"
+echo "    helm: $CGO_HELM"
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
@@ -14,7 +15,8 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "==> cargo test (unit tests, then integration tests against a real Kafka broker and kube-apiserver)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --tests 2>&1 | tee "$log"
+# --no-fail-fast: one failing binary must not hide the results of the others.
+cargo test --workspace --tests --no-fail-fast 2>&1 | tee "$log"
 echo "==> make test finished in $(( $(date +%s) - start ))s"
 # One closing line over every test binary.
 awk '/^test result: / { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

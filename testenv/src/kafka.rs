@@ -210,12 +210,25 @@ fn tail(text: &str, lines: usize) -> String {
 }
 
 /// A KRaft cluster id: 16 random bytes in URL-safe base64 without padding (22 characters).
+///
+/// Like Kafka's own `Uuid.randomUuid()`, an id starting with `-` is drawn again: StorageTool's
+/// argument parser would take it for an option (`argument --cluster-id/-t: expected one
+/// argument`), which once failed a CI run (1 start in 64).
 fn random_cluster_id() -> String {
+    loop {
+        let mut bytes = [0u8; 16];
+        // SAFETY: getrandom writes at most `len` bytes into the buffer we own.
+        let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+        assert_eq!(n, 16, "getrandom failed");
+        let id = url_safe_base64(&bytes);
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
+}
+
+fn url_safe_base64(bytes: &[u8; 16]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut bytes = [0u8; 16];
-    // SAFETY: getrandom writes at most `len` bytes into the buffer we own.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    assert_eq!(n, 16, "getrandom failed");
     let mut out = String::with_capacity(22);
     for chunk in bytes.chunks(3) {
         let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
@@ -226,4 +239,28 @@ fn random_cluster_id() -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_rfc_4648_url_safe_alphabet() {
+        // 0xfb 0xff ... exercises both URL-safe characters ('-' = 62, '_' = 63).
+        let mut bytes = [0u8; 16];
+        bytes[0] = 0xfb;
+        bytes[1] = 0xff;
+        bytes[15] = 0x01;
+        assert_eq!(url_safe_base64(&bytes), "-_8AAAAAAAAAAAAAAAAAAQ");
+    }
+
+    #[test]
+    fn cluster_ids_never_start_with_a_dash() {
+        for _ in 0..2000 {
+            let id = random_cluster_id();
+            assert_eq!(id.len(), 22, "{id}");
+            assert!(!id.starts_with('-'), "{id}");
+        }
+    }
 }
