@@ -334,6 +334,27 @@ async fn execute_commits_the_plan_consumers_resume_from_it_and_rollback_undoes_i
     let deleted = wait_phase(&s.resets, "forget", &[ResetPhase::Succeeded, ResetPhase::Failed]).await;
     assert_eq!(deleted.status.as_ref().unwrap().phase, Some(ResetPhase::Succeeded), "{:?}", deleted.status);
     assert_eq!(committed(&bootstrap, &group_id, &topic, 3).await, vec![None, None, None]);
+
+    // A paused group is frozen: a reset waits instead of leaving its consumers stopped.
+    let pause = |paused: bool| Patch::Merge(serde_json::json!({"spec": {"paused": paused}}));
+    s.groups.patch("exec", &PatchParams::default(), &pause(true)).await.unwrap();
+    let spec = serde_json::json!({"consumerGroup": "exec", "target": {"toLatest": true}, "mode": "Execute"});
+    s.resets.create(&PostParams::default(), &offset_reset("while-paused", spec)).await.unwrap();
+    let waiting = wait_phase(&s.resets, "while-paused", &[ResetPhase::Pending]).await;
+    let message = waiting.status.unwrap().message.unwrap_or_default();
+    assert!(message.contains("paused"), "{message}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(s.deployments.get("exec").await.unwrap().spec.unwrap().replicas, Some(2), "not stopped while paused");
+    assert_eq!(committed(&bootstrap, &group_id, &topic, 3).await, vec![None, None, None], "nothing committed");
+    s.groups.patch("exec", &PatchParams::default(), &pause(false)).await.unwrap();
+    let done = wait_phase(&s.resets, "while-paused", &[ResetPhase::Succeeded, ResetPhase::Failed]).await;
+    assert_eq!(done.status.as_ref().unwrap().phase, Some(ResetPhase::Succeeded), "{:?}", done.status);
+    assert_eq!(committed(&bootstrap, &group_id, &topic, 3).await, vec![Some(10), Some(10), Some(10)]);
+    let restored = common::eventually(WAIT, || async {
+        (s.deployments.get("exec").await.ok()?.spec?.replicas? == 2).then_some(())
+    })
+    .await;
+    assert!(restored.is_some(), "replicas are restored after the reset");
 }
 
 #[tokio::test]

@@ -137,6 +137,17 @@ pub async fn reconcile(reset: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Act
             Ok(Action::await_change())
         }
         (ResetMode::Execute, None | Some(ResetPhase::Pending | ResetPhase::Planned)) => {
+            // A paused group's replicas are frozen: stopping its consumers for the reset would
+            // leave them stopped afterwards, so the reset waits for the pause to end.
+            if group.spec.paused {
+                status.phase = Some(ResetPhase::Pending);
+                status.message = Some(format!(
+                    "ConsumerGroup {} is paused (spec.paused): a reset stops and restarts its consumers, which a paused group does not allow; set spec.paused to false to run this reset",
+                    group.name_any()
+                ));
+                write_if_changed(&ctx, &reset, &status).await?;
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            }
             if let Some(other) = other_active_reset(&ctx, &reset) {
                 status.phase = Some(ResetPhase::Pending);
                 status.message = Some(format!("waiting for OffsetReset {other} of the same ConsumerGroup to finish"));
