@@ -1,6 +1,7 @@
 //! `make bench`: one full lag collection for G groups x P partitions on one real broker, measured
 //! in the same run against Kafka's own `kafka-consumer-groups --describe --all-groups` and a naive
-//! per-partition watermark loop. Prints times, ratios, request counts and the process RSS.
+//! per-partition watermark loop. Prints times, ratios, the Kafka requests each client sent
+//! (counted by librdkafka's statistics, not estimated) and the process RSS.
 //!
 //! Sizes: BENCH_GROUPS (default 100), BENCH_TOPICS (10) x BENCH_PARTITIONS_PER_TOPIC (100): every
 //! group reads every topic, so each group spans TOPICS x PARTITIONS partitions (1,000 by default)
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use consumer_group_operator::kafka::log_offsets::LogOffsetCache;
+use consumer_group_operator::kafka::stats::{RequestCounting, RequestCounts, delta};
 use consumer_group_operator::kafka::{KafkaClient, TopicPartition};
 use futures::StreamExt;
 use rdkafka::ClientConfig;
@@ -30,6 +32,27 @@ fn rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Requests of a client once its statistics (every 100 ms) stopped changing.
+async fn settled(counts: impl Fn() -> RequestCounts) -> RequestCounts {
+    let mut last = counts();
+    loop {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let now = counts();
+        if now == last && !now.is_empty() {
+            return now;
+        }
+        last = now;
+    }
+}
+
+fn total(counts: &RequestCounts) -> i64 {
+    counts.values().sum()
+}
+
+fn describe(counts: &RequestCounts) -> String {
+    counts.iter().map(|(request, n)| format!("{request} {n}")).collect::<Vec<_>>().join(", ")
+}
+
 #[tokio::main]
 async fn main() {
     let groups = env_usize("BENCH_GROUPS", 100);
@@ -41,7 +64,10 @@ async fn main() {
     eprintln!("starting a Kafka broker ...");
     let kafka = Arc::new(tokio::task::spawn_blocking(testenv::Kafka::start).await.unwrap().expect("start Kafka"));
     let bootstrap = kafka.bootstrap_servers();
-    let properties = BTreeMap::from([("bootstrap.servers".to_string(), bootstrap.clone())]);
+    let properties = BTreeMap::from([
+        ("bootstrap.servers".to_string(), bootstrap.clone()),
+        ("statistics.interval.ms".to_string(), "100".to_string()),
+    ]);
     let client = Arc::new(KafkaClient::new(&properties).unwrap());
 
     eprintln!("setting up {groups} groups x {topics} topics x {per_topic} partitions ...");
@@ -81,6 +107,7 @@ async fn main() {
         .await;
     let partitions_per_group = all.len();
     let rss_before = rss_mib();
+    let requests_before = settled(|| client.request_counts()).await;
 
     // 1. The operator's Kafka module: one OffsetFetch per group, log offsets shared by all groups
     //    (two batched ListOffsets), as one reconcile cycle over every ConsumerGroup does.
@@ -116,10 +143,7 @@ async fn main() {
         .await;
     let operator_time = started.elapsed();
     let rss_after = rss_mib();
-    // Requests: one OffsetFetch per group (librdkafka: one group per request) and two ListOffsets
-    // (earliest, latest) per broker per snapshot; a single broker here.
-    let brokers = 1;
-    let operator_requests = groups + 2 * brokers;
+    let operator_requests = delta(&settled(|| client.request_counts()).await, &requests_before);
 
     // 2. Kafka's own tool, the reference.
     let started = Instant::now();
@@ -140,15 +164,21 @@ async fn main() {
 
     // 3. Naive: per group, committed offsets, then one watermark request per partition (what
     //    per-partition exporters and scalers do). Timed on a sample of groups and extrapolated.
-    let started = Instant::now();
     let sample: Vec<String> = group_ids.iter().take(naive_sample).cloned().collect();
-    let naive_lag = tokio::task::spawn_blocking({
+    let (naive_lag, naive_requests, naive_sample_time) = tokio::task::spawn_blocking({
         let (bootstrap, all) = (bootstrap.clone(), all.clone());
         move || {
             let mut lag = 0i64;
+            let mut requests = RequestCounts::new();
+            let mut elapsed = Duration::ZERO;
             for group in sample {
-                let consumer: BaseConsumer =
-                    ClientConfig::new().set("bootstrap.servers", &bootstrap).set("group.id", &group).create().unwrap();
+                let started = Instant::now();
+                let consumer: BaseConsumer<RequestCounting> = ClientConfig::new()
+                    .set("bootstrap.servers", &bootstrap)
+                    .set("group.id", &group)
+                    .set("statistics.interval.ms", "100")
+                    .create_with_context(RequestCounting::default())
+                    .unwrap();
                 let mut list = rdkafka::TopicPartitionList::new();
                 for tp in &all {
                     list.add_partition(&tp.topic, tp.partition);
@@ -162,15 +192,31 @@ async fn main() {
                         lag += (high - c).max(0);
                     }
                 }
+                elapsed += started.elapsed();
+                // Serve the statistics events until they stop changing (not timed).
+                let mut last = RequestCounts::new();
+                loop {
+                    let until = Instant::now() + Duration::from_millis(400);
+                    while Instant::now() < until {
+                        let _ = consumer.poll(Duration::from_millis(50));
+                    }
+                    let now = consumer.context().counts();
+                    if now == last && !now.is_empty() {
+                        break;
+                    }
+                    last = now;
+                }
+                for (request, n) in last {
+                    *requests.entry(request).or_default() += n;
+                }
             }
-            lag
+            (lag, requests, elapsed)
         }
     })
     .await
     .unwrap();
-    let naive_sample_time = started.elapsed();
-    let naive_time = naive_sample_time.mul_f64(groups as f64 / naive_sample.max(1) as f64);
-    let naive_requests = groups * (1 + partitions_per_group);
+    let scale = groups as f64 / naive_sample.max(1) as f64;
+    let naive_time = naive_sample_time.mul_f64(scale);
 
     let expected_lag: i64 =
         (0..groups).map(|g| (0..partitions_per_group).map(|i| 20 - ((g + i) % 20) as i64).sum::<i64>()).sum();
@@ -187,7 +233,7 @@ async fn main() {
         "  {:<44} {:>10.3} {:>16} {:>10}",
         "operator (batched, shared log offsets)",
         operator_time.as_secs_f64(),
-        operator_requests,
+        total(&operator_requests),
         "1.0x"
     );
     println!(
@@ -201,10 +247,15 @@ async fn main() {
         "  {:<44} {:>10.3} {:>16} {:>9.1}x",
         format!("naive per-partition watermarks (x{groups}/{naive_sample} extrapolated)"),
         naive_time.as_secs_f64(),
-        naive_requests,
+        (total(&naive_requests) as f64 * scale).round() as i64,
         naive_time.as_secs_f64() / operator_time.as_secs_f64()
     );
-    println!("  naive sample: {naive_sample} groups in {:.3}s, lag {naive_lag}", naive_sample_time.as_secs_f64());
+    println!("  operator requests (counted by librdkafka): {}", describe(&operator_requests));
+    println!(
+        "  naive sample: {naive_sample} groups in {:.3}s, lag {naive_lag}, requests {}",
+        naive_sample_time.as_secs_f64(),
+        describe(&naive_requests)
+    );
     println!("  operator process RSS: {rss_before:.1} MiB before the cycle, {rss_after:.1} MiB after");
     assert_eq!(total_lag, expected_lag, "the operator's lag must be exact");
 }

@@ -46,6 +46,12 @@ pub struct ErrorLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Kafka request type as librdkafka names it (OffsetFetch, ListOffsets, Metadata, ...).
+    pub request: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric of the operator.
@@ -64,6 +70,7 @@ pub struct Metrics {
     pub partitions: Family<GroupLabels, Gauge>,
     pub reconciles: Family<ResultLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
+    pub kafka_requests: Family<RequestLabels, Counter>,
     pub reconcile_duration: Histogram,
     pub lag_collection_duration: Histogram,
     partition_series: Mutex<BTreeMap<GroupLabels, BTreeSet<PartitionLabels>>>,
@@ -92,6 +99,7 @@ impl Metrics {
         let partitions = Family::<GroupLabels, Gauge>::default();
         let reconciles = Family::<ResultLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
+        let kafka_requests = Family::<RequestLabels, Counter>::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let lag_collection_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register(
@@ -140,6 +148,11 @@ impl Metrics {
         registry.register("consumergroup_operator_reconciles", "Reconciles by result", reconciles.clone());
         registry.register("consumergroup_operator_reconcile_errors", "Reconcile errors by reason", errors.clone());
         registry.register(
+            "consumergroup_operator_kafka_requests",
+            "Kafka requests sent by the operator's shared clients, by request type (from librdkafka statistics)",
+            kafka_requests.clone(),
+        );
+        registry.register(
             "consumergroup_operator_reconcile_duration_seconds",
             "Duration of one reconcile",
             reconcile_duration.clone(),
@@ -164,6 +177,7 @@ impl Metrics {
             partitions,
             reconciles,
             errors,
+            kafka_requests,
             reconcile_duration,
             lag_collection_duration,
             partition_series: Mutex::default(),
@@ -209,6 +223,15 @@ impl Metrics {
         let stale = self.partition_series.lock().expect("metrics lock").remove(group).unwrap_or_default();
         for labels in &stale {
             self.remove_partition(labels);
+        }
+    }
+
+    /// Adds requests counted since the last call (see [`crate::kafka::ClientCache::take_new_requests`]).
+    pub fn count_kafka_requests(&self, new: &crate::kafka::stats::RequestCounts) {
+        for (request, count) in new {
+            if let Ok(count) = u64::try_from(*count) {
+                self.kafka_requests.get_or_create(&RequestLabels { request: request.clone() }).inc_by(count);
+            }
         }
     }
 
@@ -288,5 +311,16 @@ mod tests {
         metrics.forget_group(&group());
         let text = metrics.encode();
         assert!(!text.contains(r#"consumergroup="cg""#), "{text}");
+    }
+
+    #[test]
+    fn kafka_requests_accumulate_by_type() {
+        let metrics = Metrics::new();
+        let counts = |n| BTreeMap::from([("OffsetFetch".to_string(), n), ("ListOffsets".to_string(), 2)]);
+        metrics.count_kafka_requests(&counts(3));
+        metrics.count_kafka_requests(&counts(4));
+        let text = metrics.encode();
+        assert!(text.contains(r#"consumergroup_operator_kafka_requests_total{request="OffsetFetch"} 7"#), "{text}");
+        assert!(text.contains(r#"consumergroup_operator_kafka_requests_total{request="ListOffsets"} 4"#), "{text}");
     }
 }

@@ -178,3 +178,60 @@ fn one_client_per_connection_is_shared() {
     let c = cache.get_or_create(&props("127.0.0.1:2")).unwrap();
     assert!(std::sync::Arc::ptr_eq(&a, &b) && !std::sync::Arc::ptr_eq(&a, &c));
 }
+
+/// The request counts of `client` once librdkafka's statistics stopped changing (they are emitted
+/// every `statistics.interval.ms`, 100 ms here).
+async fn settled_requests(client: &KafkaClient) -> BTreeMap<String, i64> {
+    let mut last = client.request_counts();
+    loop {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let now = client.request_counts();
+        if now == last && !now.is_empty() {
+            return now;
+        }
+        last = now;
+    }
+}
+
+#[tokio::test]
+async fn a_lag_cycle_costs_requests_per_broker_and_group_not_per_partition() {
+    use consumer_group_operator::kafka::log_offsets::LogOffsetCache;
+    use consumer_group_operator::kafka::stats::delta;
+
+    let kafka = broker().await;
+    let bootstrap = kafka.bootstrap_servers();
+    let properties = BTreeMap::from([
+        ("bootstrap.servers".to_string(), bootstrap.clone()),
+        ("statistics.interval.ms".to_string(), "100".to_string()),
+    ]);
+    let client = KafkaClient::new(&properties).unwrap();
+    let topic = testenv::unique_name("k-cost");
+    client.create_topic(&topic, 200, 1, TIMEOUT).await.unwrap();
+    let all: Vec<TopicPartition> = (0..200).map(|p| tp(&topic, p)).collect();
+    let groups = [testenv::unique_name("g"), testenv::unique_name("g")];
+    for group in &groups {
+        let commits = all.iter().map(|t| (t.clone(), 0)).collect();
+        client.alter_consumer_group_offsets(group, &commits, TIMEOUT).await.unwrap();
+    }
+    let cache = LogOffsetCache::default();
+    let before = settled_requests(&client).await;
+
+    // One cycle per group, as the controller runs them: committed offsets and shared log ranges.
+    for group in &groups {
+        let committed = client.list_consumer_group_offsets(group, Some(&all), TIMEOUT).await.unwrap();
+        let (ranges, _) = cache.get(&client, &all, Duration::from_secs(60), TIMEOUT).await.unwrap();
+        assert_eq!((committed.len(), ranges.len()), (200, 200));
+    }
+    let sent = delta(&settled_requests(&client).await, &before);
+    // One broker: one OffsetFetch per group; one earliest and one latest ListOffsets, shared.
+    assert_eq!(sent.get("OffsetFetch"), Some(&2), "{sent:?}");
+    assert_eq!(sent.get("ListOffsets"), Some(&2), "{sent:?}");
+
+    // What `/metrics` exports: the counts since the previous report.
+    let cache_of_clients = ClientCache::default();
+    let shared = cache_of_clients.get_or_create(&properties).unwrap();
+    shared.list_consumer_group_offsets(&groups[0], Some(&all), TIMEOUT).await.unwrap();
+    settled_requests(&shared).await;
+    assert_eq!(cache_of_clients.take_new_requests().get("OffsetFetch"), Some(&1));
+    assert_eq!(cache_of_clients.take_new_requests().get("OffsetFetch"), None, "each request is counted once");
+}

@@ -119,6 +119,8 @@ impl Context {
                 consumergroup: key.name.clone(),
             });
         }
+        // Before idle clients close, so their last requests are counted.
+        self.metrics.count_kafka_requests(&self.kafka.take_new_requests());
         self.kafka.sweep();
     }
 }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::stats::RequestCounts;
 use super::{KafkaClient, KafkaError};
 
 /// How long an unused client is kept (a ConsumerGroup between two reconciles still uses it).
@@ -30,6 +31,18 @@ impl ClientCache {
         clients.insert(properties.clone(), (client.clone(), Instant::now()));
         tracing::info!(connections = clients.len(), "opened a Kafka connection");
         Ok(client)
+    }
+
+    /// Requests every open client sent since the previous call, by type.
+    pub fn take_new_requests(&self) -> RequestCounts {
+        let clients = self.clients.lock().expect("client cache lock");
+        let mut total = RequestCounts::new();
+        for (client, _) in clients.values() {
+            for (request, count) in client.take_new_requests() {
+                *total.entry(request).or_default() += count;
+            }
+        }
+        total
     }
 
     /// Closes clients nobody used for a while and nobody holds.

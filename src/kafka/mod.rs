@@ -7,6 +7,7 @@ mod cache;
 mod ffi;
 pub mod log_offsets;
 pub mod markers;
+pub mod stats;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,6 +22,7 @@ use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
 pub use cache::ClientCache;
+use stats::{RequestCounting, RequestCounts};
 
 /// A partition of a topic.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -315,9 +317,11 @@ const HANDLE_GROUP_ID: &str = "consumer-group-operator-admin";
 /// [`HANDLE_GROUP_ID`]), used for metadata and every admin call, and served by a small thread that
 /// drains its event queue.
 pub struct KafkaClient {
-    handle: Arc<BaseConsumer>,
+    handle: Arc<BaseConsumer<RequestCounting>>,
     properties: BTreeMap<String, String>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Request counts already handed to [`KafkaClient::take_new_requests`].
+    reported: std::sync::Mutex<RequestCounts>,
 }
 
 impl Drop for KafkaClient {
@@ -333,11 +337,16 @@ impl fmt::Debug for KafkaClient {
 }
 
 impl KafkaClient {
-    /// `properties`: librdkafka client properties, at least `bootstrap.servers`.
+    /// `properties`: librdkafka client properties, at least `bootstrap.servers`. Request counts
+    /// are refreshed every `statistics.interval.ms` (15 s unless the properties say).
     pub fn new(properties: &BTreeMap<String, String>) -> Result<KafkaClient, KafkaError> {
         let mut config = config(properties);
         config.set("group.id", HANDLE_GROUP_ID).set("enable.auto.commit", "false");
-        let handle: Arc<BaseConsumer> = Arc::new(config.create().map_err(KafkaError::from_client)?);
+        if !properties.contains_key("statistics.interval.ms") {
+            config.set("statistics.interval.ms", stats::DEFAULT_INTERVAL_MS);
+        }
+        let handle: Arc<BaseConsumer<RequestCounting>> =
+            Arc::new(config.create_with_context(RequestCounting::default()).map_err(KafkaError::from_client)?);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // Errors and statistics arrive as events on the client's queue; drain it so they are
         // logged and never pile up. Never subscribed, it receives no messages.
@@ -352,7 +361,22 @@ impl KafkaClient {
                 }
             })
             .map_err(|e| KafkaError::Internal(format!("cannot start the Kafka event thread: {e}")))?;
-        Ok(KafkaClient { handle, properties: properties.clone(), stop })
+        Ok(KafkaClient { handle, properties: properties.clone(), stop, reported: Default::default() })
+    }
+
+    /// Requests this client sent since it was created, by type, as of librdkafka's last
+    /// statistics emission.
+    pub fn request_counts(&self) -> RequestCounts {
+        self.handle.context().counts()
+    }
+
+    /// Requests sent since the previous call (for the requests counter of `/metrics`).
+    pub fn take_new_requests(&self) -> RequestCounts {
+        let now = self.request_counts();
+        let mut reported = self.reported.lock().expect("reported requests lock");
+        let new = stats::delta(&now, &reported);
+        *reported = now;
+        new
     }
 
     /// A short-lived admin client for topic administration (tests, benchmarks, the demo).
