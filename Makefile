@@ -40,9 +40,10 @@ crds:
 demo:
 	@scripts/demo.sh
 
-# Lag collection and offset resets against Kafka's own tool on a real broker; prints ratios.
+# Lag collection and offset resets against Kafka's own tool on a real broker, and reconcile latency
+# against a bare apiserver round trip; each prints ratios against its reference from the same run.
 bench:
-	@eval "$$(scripts/deps.sh)" && $(CARGO) bench --bench lag && $(CARGO) bench --bench reset
+	@eval "$$(scripts/deps.sh)" && $(CARGO) bench --bench lag && $(CARGO) bench --bench reset && $(CARGO) bench --bench reconcile
 
 clean-cache:
 	rm -rf $(CGO_CACHE)

@@ -13,6 +13,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the controller against the cluster of the current kubeconfig (or in-cluster config).
@@ -38,6 +40,13 @@ pub struct RunArgs {
     /// Bootstrap servers for ConsumerGroups that do not set spec.kafka.bootstrapServers.
     #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
     pub default_bootstrap_servers: Option<String>,
+
+    /// A folder of librdkafka client properties (one file per property, as a Secret mounted as a
+    /// volume: `security.protocol`, `sasl.username`, `sasl.password`, `ssl.ca.pem`, ...) for
+    /// ConsumerGroups without spec.kafka.clientPropertiesSecretRef. Read on every use, so rotated
+    /// credentials apply without a restart.
+    #[arg(long, env = "KAFKA_CLIENT_PROPERTIES_DIR")]
+    pub default_client_properties_dir: Option<std::path::PathBuf>,
 
     /// Timeout of each Kafka request, in seconds.
     #[arg(long, env = "KAFKA_REQUEST_TIMEOUT_SECONDS", default_value_t = 10)]

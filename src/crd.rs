@@ -131,7 +131,8 @@ pub struct KafkaConnection {
     /// A Secret in the ConsumerGroup's namespace whose keys are librdkafka client properties
     /// (for example `security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password`,
     /// `ssl.ca.pem`) used by the operator's own Kafka client for this group. Its content is
-    /// never logged or copied into status or Events.
+    /// never logged or copied into status or Events. Unset: the operator's default properties
+    /// (`--default-client-properties-dir`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_properties_secret_ref: Option<SecretReference>,
 }

@@ -348,3 +348,51 @@ async fn faults_are_conditions_naming_what_is_wrong() {
     let first_ready = condition(&s.groups, "first", "Ready", "True").await;
     assert!(first_ready.is_some(), "the first one keeps being served");
 }
+
+#[tokio::test]
+async fn default_client_properties_come_from_a_mounted_secret_folder_and_follow_rotation() {
+    let env = common::shared_env().await;
+    let s = setup("default-props").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 2).await;
+    // The layout of a Secret mounted as a volume, holding a property librdkafka refuses.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("no.such.property"), "1\n").unwrap();
+    let dir_flag = dir.path().to_str().unwrap().to_string();
+    let args = common::run_args(
+        &s.namespace,
+        &bootstrap,
+        &["--kafka-timeout-seconds", "3", "--default-client-properties-dir", &dir_flag],
+    );
+    let _operator = common::Operator::start(&s.client, args).await;
+
+    let spec =
+        serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "template": template("img:1")});
+    s.groups.create(&PostParams::default(), &common::consumer_group("defaults", spec)).await.unwrap();
+    let (_, message) = condition(&s.groups, "defaults", "KafkaReachable", "False").await.unwrap();
+    assert!(message.contains("no.such.property"), "the folder's properties are used: {message}");
+
+    // A ConsumerGroup with its own Secret does not use the operator's defaults.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(s.client.clone(), &s.namespace);
+    let secret = serde_json::from_value(serde_json::json!({"metadata": {"name": "own"},
+        "stringData": {"security.protocol": "plaintext"}}))
+    .unwrap();
+    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "template": template("img:1"),
+        "kafka": {"clientPropertiesSecretRef": {"name": "own"}}});
+    s.groups.create(&PostParams::default(), &common::consumer_group("own-secret", spec)).await.unwrap();
+    assert!(condition(&s.groups, "own-secret", "Ready", "True").await.is_some());
+
+    // The Secret's content changes (the kubelet rewrites the mounted files): no restart needed.
+    std::fs::remove_file(dir.path().join("no.such.property")).unwrap();
+    std::fs::write(dir.path().join("security.protocol"), "plaintext").unwrap();
+    assert!(condition(&s.groups, "defaults", "Ready", "True").await.is_some(), "rotated properties apply");
+    assert!(deployment_replicas(&s.deployments, "defaults", 1).await);
+
+    // An unreadable folder is a condition naming it, and nothing is scaled.
+    drop(dir);
+    let (reason, message) = condition(&s.groups, "defaults", "Ready", "False").await.unwrap();
+    assert_eq!(reason, "KafkaNotConfigured");
+    assert!(message.contains(&dir_flag) && message.contains("--default-client-properties-dir"), "{message}");
+    assert_eq!(s.deployments.get("defaults").await.unwrap().spec.unwrap().replicas, Some(1));
+}

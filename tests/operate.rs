@@ -68,7 +68,8 @@ async fn chart_lints_renders_and_is_accepted_by_the_apiserver() {
     let client = common::kube_client(&env.kube).await;
     common::install_crds(&client).await;
 
-    for (release, extra) in [("all-ns", vec![]), ("scoped", vec!["--set", "watchNamespaces={team-a,team-b}"])] {
+    let scoped = vec!["--set", "watchNamespaces={team-a,team-b}", "--set", "kafka.clientPropertiesSecret=kafka-client"];
+    for (release, extra) in [("all-ns", vec![]), ("scoped", scoped)] {
         let namespace = common::namespace(&client, release).await;
         let mut template = Command::new(&helm);
         template
@@ -79,6 +80,11 @@ async fn chart_lints_renders_and_is_accepted_by_the_apiserver() {
         let rendered = run(&mut template);
         assert!(rendered.contains("kind: Deployment") && rendered.contains("--leader-election"));
         assert!(rendered.contains("readOnlyRootFilesystem: true") && rendered.contains("runAsNonRoot: true"));
+        // The default client-properties Secret is mounted and handed to the operator, or absent.
+        let default_properties = rendered
+            .contains("--default-client-properties-dir=/etc/consumer-group-operator/kafka-client")
+            && rendered.contains("secretName: kafka-client");
+        assert_eq!(default_properties, !extra.is_empty(), "{rendered}");
         for ns in ["team-a", "team-b"] {
             if extra.is_empty() {
                 continue;
@@ -132,8 +138,9 @@ async fn chart_rbac_is_enough_for_the_operator() {
     let bootstrap = env.kafka.bootstrap_servers();
     let topic = create_topic(&bootstrap, 2).await;
     let metrics = std::sync::Arc::new(consumer_group_operator::metrics::Metrics::new());
-    let args = common::run_args(&namespace, &bootstrap, &[]);
-    let operator = tokio::spawn(consumer_group_operator::controller::run_with_client(
+    // Leader election as the chart runs it: the Lease lives in the release namespace.
+    let args = common::run_args(&namespace, &bootstrap, &["--leader-election", "--lease-namespace", &namespace]);
+    let operator = tokio::spawn(consumer_group_operator::controller::run_elected(
         operator_client,
         args,
         metrics,
@@ -167,6 +174,37 @@ async fn chart_rbac_is_enough_for_the_operator() {
     })
     .await;
     assert!(recorded.is_some(), "Events are recorded with the chart's RBAC");
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), &namespace);
+    assert!(lease_holder(&leases, "consumer-group-operator").await.is_some(), "the Lease is held");
+
+    // A workload deployed by someone else: only its scale subresource is written.
+    let target: Deployment = serde_json::from_value(serde_json::json!({"metadata": {"name": "theirs"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "theirs"}},
+            "template": {"metadata": {"labels": {"app": "theirs"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}))
+    .unwrap();
+    deployments.create(&PostParams::default(), &target).await.unwrap();
+    let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "replicas": 2,
+        "scaleTargetRef": {"kind": "Deployment", "name": "theirs"}});
+    groups.create(&PostParams::default(), &common::consumer_group("scaled", spec)).await.unwrap();
+    let scaled = common::eventually(WAIT, || async {
+        (deployments.get("theirs").await.ok()?.spec?.replicas? == 2).then_some(())
+    })
+    .await;
+    assert!(scaled.is_some(), "the scale subresource is patched with the chart's RBAC");
+
+    // OffsetResets are watched and their status written.
+    let resets: Api<consumer_group_operator::crd::OffsetReset> = Api::namespaced(admin.clone(), &namespace);
+    let reset = serde_json::from_value(serde_json::json!({"apiVersion": "kafka.operators.dev/v1alpha1",
+        "kind": "OffsetReset", "metadata": {"name": "preview"},
+        "spec": {"consumerGroup": "rbac", "target": {"toEarliest": true}}}))
+    .unwrap();
+    resets.create(&PostParams::default(), &reset).await.unwrap();
+    let planned = common::eventually(WAIT, || async {
+        let phase = resets.get("preview").await.ok()?.status?.phase?;
+        (phase == consumer_group_operator::crd::ResetPhase::Planned).then_some(())
+    })
+    .await;
+    assert!(planned.is_some(), "an OffsetReset is planned with the chart's RBAC");
     assert!(!operator.is_finished(), "the operator must still be running");
     operator.abort();
 }

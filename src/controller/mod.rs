@@ -63,7 +63,8 @@ pub struct Context {
     pub stores: Vec<Store<ConsumerGroup>>,
     /// OffsetResets, to hold a group's workload at zero while one of its resets runs.
     pub resets: Vec<Store<OffsetReset>>,
-    pub default_bootstrap_servers: Option<String>,
+    /// The operator's default Kafka connection (bootstrap servers, client-properties folder).
+    pub defaults: observe::DefaultConnection,
     pub kafka_timeout: Duration,
     pub resync: Duration,
     pub metrics: Arc<Metrics>,
@@ -140,7 +141,10 @@ impl Context {
             kafka: ClientCache::default(),
             stores,
             resets,
-            default_bootstrap_servers: args.default_bootstrap_servers.clone(),
+            defaults: observe::DefaultConnection {
+                bootstrap_servers: args.default_bootstrap_servers.clone(),
+                properties_dir: args.default_client_properties_dir.clone(),
+            },
             kafka_timeout: Duration::from_secs(args.kafka_timeout_seconds),
             resync: Duration::from_secs(args.resync_seconds),
             metrics,
@@ -164,8 +168,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     });
     tracing::info!(%address, "serving /metrics, /healthz and /readyz");
+    run_elected(client, args, metrics, shutdown_signal()).await
+}
+
+/// Runs the controller until `shutdown` completes; with `--leader-election`, only while this
+/// instance holds the Lease (a lost Lease stops it with an error, so only the new leader acts).
+pub async fn run_elected(
+    client: Client,
+    args: RunArgs,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
     if !args.leader_election {
-        return run_with_client(client, args, metrics, shutdown_signal()).await;
+        return run_with_client(client, args, metrics, shutdown).await;
     }
 
     let namespace = args
@@ -185,7 +200,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await?;
     let (mut leading, lease_task) = manager.watch().await;
     tracing::info!(lease = %args.lease_name, %namespace, %identity, "waiting to become the leader");
-    let mut signal = Box::pin(shutdown_signal());
+    let mut signal = Box::pin(shutdown);
     loop {
         if *leading.borrow_and_update() {
             break;
@@ -341,6 +356,7 @@ pub async fn run_with_client(
     tracing::info!(
         namespaces = ?args.namespaces,
         default_bootstrap_servers = ?args.default_bootstrap_servers,
+        default_client_properties_dir = ?args.default_client_properties_dir,
         "consumer-group-operator started"
     );
     let streams = controllers.into_iter().map(|controller| {
@@ -391,7 +407,7 @@ fn backoff(attempt: u32) -> Duration {
 
 /// The earliest-created other ConsumerGroup claiming the same groupId in the same Kafka cluster.
 fn conflicting_owner(ctx: &Context, group: &ConsumerGroup) -> Option<String> {
-    let default = ctx.default_bootstrap_servers.as_deref();
+    let default = ctx.defaults.bootstrap_servers.as_deref();
     let cluster = observe::bootstrap_servers(group, default).map(|b| observe::cluster_key(&b));
     let rank = |g: &ConsumerGroup| (g.metadata.creation_timestamp.clone(), g.namespace(), g.name_any());
     ctx.stores
@@ -425,7 +441,7 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
     let mut connection = None;
     let mut connection_problem = None;
     if conflict_with.is_none() {
-        match observe::connection(&ctx.client, &group, ctx.default_bootstrap_servers.as_deref()).await? {
+        match observe::connection(&ctx.client, &group, &ctx.defaults).await? {
             Ok(c) => connection = Some(c),
             Err(problem) => connection_problem = Some(problem),
         }

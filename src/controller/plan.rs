@@ -79,22 +79,15 @@ pub fn plan(o: &Observed) -> Plan {
     }
 
     if let Some(problem) = &o.connection {
-        let (reason, message) = match problem {
-            ConnectionProblem::NoBootstrapServers => (
-                reason::KAFKA_NOT_CONFIGURED,
-                "no Kafka bootstrap servers: set spec.kafka.bootstrapServers or start the operator with --default-bootstrap-servers".to_string(),
-            ),
-            ConnectionProblem::SecretNotFound(name) => (
-                reason::SECRET_NOT_FOUND,
-                format!("Secret {name:?} named in spec.kafka.clientPropertiesSecretRef does not exist in this namespace; create it or fix the reference"),
-            ),
-            ConnectionProblem::SecretInvalid { name, key } => (
-                reason::SECRET_INVALID,
-                format!("key {key:?} of Secret {name:?} is not UTF-8 text; librdkafka properties must be text (PEM for certificates)"),
-            ),
+        let reason = match problem {
+            ConnectionProblem::NoBootstrapServers | ConnectionProblem::DefaultPropertiesUnreadable { .. } => {
+                reason::KAFKA_NOT_CONFIGURED
+            }
+            ConnectionProblem::SecretNotFound(_) => reason::SECRET_NOT_FOUND,
+            ConnectionProblem::SecretInvalid { .. } => reason::SECRET_INVALID,
         };
         plan.permanent = matches!(problem, ConnectionProblem::NoBootstrapServers);
-        plan.conditions.push(Desired::new(READY, false, reason, message));
+        plan.conditions.push(Desired::new(READY, false, reason, problem.to_string()));
         return plan;
     }
 

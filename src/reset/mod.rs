@@ -99,10 +99,10 @@ pub async fn reconcile(reset: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Act
         write_status(&ctx, &reset, &finished(&status, ResetPhase::Failed, message)).await?;
         return Ok(Action::await_change());
     };
-    let connection = match observe::connection(&ctx.client, &group, ctx.default_bootstrap_servers.as_deref()).await? {
+    let connection = match observe::connection(&ctx.client, &group, &ctx.defaults).await? {
         Ok(connection) => connection,
         Err(problem) => {
-            status.message = Some(format!("cannot reach Kafka for ConsumerGroup {}: {problem:?}", group.name_any()));
+            status.message = Some(format!("cannot reach Kafka for ConsumerGroup {}: {problem}", group.name_any()));
             write_if_changed(&ctx, &reset, &status).await?;
             return Ok(Action::requeue(Duration::from_secs(10)));
         }
