@@ -92,8 +92,15 @@ async fn main() {
             "replicas": 1, "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
         groups_api.create(&PostParams::default(), &common::consumer_group(name, spec)).await.unwrap();
     }
-    for name in &names {
-        seen(&mut events, name, 1).await;
+    let mut pending: std::collections::BTreeSet<&String> = names.iter().collect();
+    while !pending.is_empty() {
+        let (name, replicas, _) = tokio::time::timeout(Duration::from_secs(120), events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("Deployments never created for {pending:?}"))
+            .expect("watch stream ended");
+        if replicas == 1 {
+            pending.remove(&name);
+        }
     }
     // A Deployment no operator touches, for the reference.
     let plain: Deployment = serde_json::from_value(serde_json::json!({
