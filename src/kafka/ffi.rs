@@ -381,7 +381,7 @@ pub(super) fn list_offsets(
             let tp = TopicPartition { topic: string(element.topic), partition: element.partition };
             let code: RDKafkaErrorCode = element.err.into();
             if code != RDKafkaErrorCode::NoError {
-                failed.push((tp, code.to_string()));
+                failed.push((tp, code));
                 continue;
             }
             let timestamp = rd::rd_kafka_ListOffsetsResultInfo_timestamp(info);
@@ -394,8 +394,25 @@ pub(super) fn list_offsets(
             );
         }
     }
-    if !failed.is_empty() {
-        return Err(KafkaError::PartitionErrors(failed));
+    if failed.is_empty() {
+        return Ok(offsets);
     }
-    Ok(offsets)
+    // Each call looks leaders up afresh, so these clear up on a retry once the election is over.
+    let moving = |code: &RDKafkaErrorCode| {
+        matches!(
+            code,
+            RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::OffsetNotAvailable
+                | RDKafkaErrorCode::FencedLeaderEpoch
+                | RDKafkaErrorCode::UnknownLeaderEpoch
+        )
+    };
+    let failed_text = failed.iter().map(|(tp, code)| (tp.clone(), code.to_string())).collect();
+    if failed.iter().all(|(_, code)| moving(code)) {
+        Err(KafkaError::LeaderUnavailable(failed_text))
+    } else {
+        Err(KafkaError::PartitionErrors(failed_text))
+    }
 }

@@ -186,6 +186,9 @@ pub enum KafkaError {
     CoordinatorUnavailable(String),
     #[error("Kafka refused {} partition(s): {}", .0.len(), summarize_partition_errors(.0))]
     PartitionErrors(Vec<(TopicPartition, String)>),
+    /// Partitions whose leader is moving (an election, a broker restart, a topic just created).
+    #[error("{} partition(s) have no leader right now (an election or a new topic): {}; retrying", .0.len(), summarize_partition_errors(.0))]
+    LeaderUnavailable(Vec<(TopicPartition, String)>),
     #[error("Kafka returned no offsets for {0}")]
     MissingOffsets(TopicPartition),
     #[error("authentication or authorization failed: {0}; check the credentials in the client-properties Secret")]
@@ -208,6 +211,7 @@ impl KafkaError {
             KafkaError::GroupNotEmpty(_) => "group_not_empty",
             KafkaError::CoordinatorUnavailable(_) => "coordinator_unavailable",
             KafkaError::PartitionErrors(_) => "partition_errors",
+            KafkaError::LeaderUnavailable(_) => "leader_unavailable",
             KafkaError::MissingOffsets(_) => "missing_offsets",
             KafkaError::Auth(_) => "auth",
             KafkaError::InvalidArgument(_) => "invalid_argument",
@@ -225,6 +229,7 @@ impl KafkaError {
                 | KafkaError::Request(_)
                 | KafkaError::CoordinatorUnavailable(_)
                 | KafkaError::PartitionErrors(_)
+                | KafkaError::LeaderUnavailable(_)
                 | KafkaError::MissingOffsets(_)
                 | KafkaError::GroupNotEmpty(_)
         )
@@ -389,8 +394,9 @@ impl KafkaClient {
     }
 
     /// Runs an `ffi` call on a blocking thread, keeping the client alive until it returns. A group
-    /// coordinator that is moving or loading (right after a broker start, during elections) is
-    /// waited for, within `timeout`.
+    /// coordinator or partition leaders that are moving or loading (right after a broker start or
+    /// a topic creation, during elections) are waited for, within `timeout`: a short election must
+    /// not fail a lag cycle or a reset.
     async fn blocking<T: Send + 'static>(
         &self,
         timeout: Duration,
@@ -403,7 +409,9 @@ impl KafkaClient {
             let mut pause = Duration::from_millis(100);
             loop {
                 match call(handle) {
-                    Err(KafkaError::CoordinatorUnavailable(_)) if std::time::Instant::now() + pause < deadline => {
+                    Err(KafkaError::CoordinatorUnavailable(_) | KafkaError::LeaderUnavailable(_))
+                        if std::time::Instant::now() + pause < deadline =>
+                    {
                         std::thread::sleep(pause);
                         pause = (pause * 2).min(Duration::from_secs(1));
                     }
