@@ -193,3 +193,54 @@ async fn topic_partitions_are_read_back_through_the_kafka_module() {
     let counts = client.partition_counts(std::slice::from_ref(&topic), timeout).await.unwrap();
     assert_eq!(counts.get(&topic), Some(&5));
 }
+
+#[tokio::test]
+async fn an_offset_reset_holds_the_largest_plan_the_size_check_lets_through() {
+    use consumer_group_operator::crd::{OffsetReset, OffsetResetStatus, PlannedOffset, ResetPhase};
+    use consumer_group_operator::reset::plan::check_size;
+
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let namespace = common::namespace(&client, "big-plan").await;
+    let api: Api<OffsetReset> = Api::namespaced(client.clone(), &namespace);
+    // A large spec too: a seek of 2,000 explicit offsets.
+    let offsets: Vec<_> =
+        (0..2000).map(|p| serde_json::json!({"topic": "t".repeat(200), "partition": p, "offset": 1})).collect();
+    let reset: OffsetReset = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kafka.operators.dev/v1alpha1", "kind": "OffsetReset", "metadata": {"name": "big"},
+        "spec": {"consumerGroup": "cg", "target": {"offsets": offsets}}
+    }))
+    .unwrap();
+    let created = api.create(&PostParams::default(), &reset).await.unwrap();
+    // The longest topic names and offsets: the worst a plan entry takes. Grow the plan until the
+    // check refuses it, then store the largest one it accepted.
+    let entry = |i: usize| PlannedOffset {
+        topic: format!("{}-{}", "t".repeat(240), i / 500),
+        partition: (i % 500) as i32,
+        current_offset: Some(9_000_000_000_000_000 + i as i64),
+        new_offset: Some(1_000_000_000_000_000),
+        delta: Some(-8_000_000_000_000_000 - i as i64),
+    };
+    let mut plan: Vec<PlannedOffset> = (0..1000).map(entry).collect();
+    while check_size(&created, &plan).is_ok() {
+        plan.extend((plan.len()..plan.len() + 100).map(entry));
+    }
+    let refused = check_size(&created, &plan).unwrap_err();
+    assert!(refused.contains("split it into several OffsetResets"), "{refused}");
+    while check_size(&created, &plan).is_err() {
+        plan.pop();
+    }
+    let largest = plan.len();
+    let status = OffsetResetStatus {
+        phase: Some(ResetPhase::Planned),
+        partition_count: Some(largest as i32),
+        plan,
+        ..OffsetResetStatus::default()
+    };
+    let body =
+        serde_json::json!({"apiVersion": "kafka.operators.dev/v1alpha1", "kind": "OffsetReset", "status": status});
+    api.patch_status("big", &PatchParams::apply("tests").force(), &Patch::Apply(body)).await.unwrap();
+    let stored = api.get("big").await.unwrap().status.unwrap();
+    assert_eq!(stored.plan.len(), largest, "the apiserver stored every planned partition");
+}

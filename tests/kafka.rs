@@ -208,7 +208,7 @@ async fn a_lag_cycle_costs_requests_per_broker_and_group_not_per_partition() {
     let topic = testenv::unique_name("k-cost");
     client.create_topic(&topic, 200, 1, TIMEOUT).await.unwrap();
     let all: Vec<TopicPartition> = (0..200).map(|p| tp(&topic, p)).collect();
-    let groups = [testenv::unique_name("g"), testenv::unique_name("g")];
+    let groups: Vec<String> = (0..4).map(|_| testenv::unique_name("g")).collect();
     for group in &groups {
         let commits = all.iter().map(|t| (t.clone(), 0)).collect();
         client.alter_consumer_group_offsets(group, &commits, TIMEOUT).await.unwrap();
@@ -216,15 +216,17 @@ async fn a_lag_cycle_costs_requests_per_broker_and_group_not_per_partition() {
     let cache = LogOffsetCache::default();
     let before = settled_requests(&client).await;
 
-    // One cycle per group, as the controller runs them: committed offsets and shared log ranges.
-    for group in &groups {
+    // One cycle per group, at the same time as the controller runs them: committed offsets and
+    // shared log ranges.
+    let cycles = groups.iter().map(|group| async {
         let committed = client.list_consumer_group_offsets(group, Some(&all), TIMEOUT).await.unwrap();
         let (ranges, _) = cache.get(&client, &all, Duration::from_secs(60), TIMEOUT).await.unwrap();
         assert_eq!((committed.len(), ranges.len()), (200, 200));
-    }
+    });
+    futures::future::join_all(cycles).await;
     let sent = delta(&settled_requests(&client).await, &before);
     // One broker: one OffsetFetch per group; one earliest and one latest ListOffsets, shared.
-    assert_eq!(sent.get("OffsetFetch"), Some(&2), "{sent:?}");
+    assert_eq!(sent.get("OffsetFetch"), Some(&(groups.len() as i64)), "{sent:?}");
     assert_eq!(sent.get("ListOffsets"), Some(&2), "{sent:?}");
 
     // What `/metrics` exports: the counts since the previous report.
@@ -234,4 +236,22 @@ async fn a_lag_cycle_costs_requests_per_broker_and_group_not_per_partition() {
     settled_requests(&shared).await;
     assert_eq!(cache_of_clients.take_new_requests().get("OffsetFetch"), Some(&1));
     assert_eq!(cache_of_clients.take_new_requests().get("OffsetFetch"), None, "each request is counted once");
+}
+
+#[tokio::test]
+async fn offsets_of_topics_just_created_wait_for_their_leaders() {
+    // Right after creation (and during elections) ListOffsets answers NOT_LEADER for partitions
+    // whose leadership the broker has not taken up yet; a lag cycle or a reset plan must wait for
+    // them within its timeout rather than fail.
+    let kafka = broker().await;
+    let client = client(&kafka.bootstrap_servers());
+    let mut all = Vec::new();
+    for _ in 0..2 {
+        let topic = testenv::unique_name("k-new");
+        client.create_topic(&topic, 500, 1, TIMEOUT).await.unwrap();
+        all.extend((0..500).map(|p| (tp(&topic, p), OffsetSpec::Latest)));
+    }
+    let offsets = client.list_offsets(&all, IsolationLevel::ReadUncommitted, TIMEOUT).await.unwrap();
+    assert_eq!(offsets.len(), 1000);
+    assert!(offsets.values().all(|o| o.offset == Some(0)), "new topics are empty");
 }

@@ -425,6 +425,18 @@ async fn a_group_with_an_outside_member_is_refused_and_untouched() {
     let status = next.status.unwrap();
     assert_eq!(status.phase, Some(ResetPhase::Succeeded), "{:?}", status.message);
     assert_eq!(committed(&bootstrap, &group_id, &topic, 2).await, vec![Some(5), Some(5)], "moved to the log end");
+
+    // A reset that cannot be planned fails before any consumer is stopped.
+    let spec = serde_json::json!({"consumerGroup": "outside", "target": {"toEarliest": true}, "mode": "Execute",
+        "topics": [{"name": topic, "partitions": [7]}]});
+    s.resets.create(&PostParams::default(), &offset_reset("impossible", spec)).await.unwrap();
+    let failed = wait_phase(&s.resets, "impossible", &[ResetPhase::Failed, ResetPhase::Succeeded]).await;
+    let status = failed.status.unwrap();
+    assert_eq!(status.phase, Some(ResetPhase::Failed));
+    let message = status.message.unwrap();
+    assert!(message.contains("partition 7 does not exist") && message.contains("nothing was stopped"), "{message}");
+    assert_eq!(status.started_at, None, "never started quiescing");
+    assert_eq!(s.deployments.get("outside").await.unwrap().spec.unwrap().replicas, Some(1));
 }
 
 /// The operator binary as a separate process, so that it can die mid-reset.

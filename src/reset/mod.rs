@@ -154,6 +154,19 @@ pub async fn reconcile(reset: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Act
                 write_if_changed(&ctx, &reset, &status).await?;
                 return Ok(Action::requeue(Duration::from_secs(2)));
             }
+            // Plan once before stopping anything: a reset that cannot be planned (a partition that
+            // does not exist, a missing topic, too large a scope) fails without touching the
+            // consumers. The plan that is committed is resolved again once they are stopped.
+            match plan_now(&ctx, &client, &group, &reset).await {
+                Ok(_) => {}
+                Err(PlanError::Invalid(message)) => {
+                    let message = format!("{message}; nothing was stopped or changed");
+                    write_status(&ctx, &reset, &finished(&status, ResetPhase::Failed, message.clone())).await?;
+                    event(&ctx, &reset, EventType::Warning, "Failed", message).await;
+                    return Ok(Action::await_change());
+                }
+                Err(PlanError::Kafka(error)) => return Err(Error::Kafka(error)),
+            }
             status.phase = Some(ResetPhase::Quiescing);
             status.previous_replicas = group.status.as_ref().and_then(|s| s.replicas);
             status.started_at = Some(Time(k8s_openapi::jiff::Timestamp::now()));
@@ -395,6 +408,7 @@ async fn plan_now(
         }
         scope.extend(chosen.into_iter().map(|partition| TopicPartition { topic: topic.clone(), partition }));
     }
+
     let timeout = ctx.kafka_timeout;
     let spec = |s: OffsetSpec| scope.iter().map(|tp| (tp.clone(), s)).collect::<Vec<_>>();
     // Read-uncommitted log ends, as kafka-consumer-groups uses.
@@ -423,5 +437,7 @@ async fn plan_now(
             (tp.clone(), state)
         })
         .collect();
-    plan::resolve(&target, &partitions).map_err(PlanError::Invalid)
+    let plan = plan::resolve(&target, &partitions).map_err(PlanError::Invalid)?;
+    plan::check_size(reset, &plan).map_err(PlanError::Invalid)?;
+    Ok(plan)
 }

@@ -6,8 +6,30 @@
 
 use std::collections::BTreeMap;
 
-use crate::crd::{PlannedOffset, ResetTarget};
+use crate::crd::{OffsetReset, OffsetResetStatus, PlannedOffset, ResetTarget};
 use crate::kafka::TopicPartition;
+
+/// Largest serialized OffsetReset (spec and the plan in status) the operator writes: etcd refuses
+/// requests over 1.5 MiB by default, and the stored object carries a little more (managed fields).
+/// A plan takes 60 to 350 bytes a partition depending on topic names and offsets, so this holds
+/// about 10,000 partitions with short topic names and about 4,000 with the longest.
+pub const MAX_OBJECT_BYTES: usize = 1_400_000;
+
+/// Refuses a plan that would not fit in its OffsetReset once stored in status.
+pub fn check_size(reset: &OffsetReset, plan: &[PlannedOffset]) -> Result<(), String> {
+    let mut object = reset.clone();
+    object.status = Some(OffsetResetStatus { plan: plan.to_vec(), ..OffsetResetStatus::default() });
+    let bytes = serde_json::to_vec(&object).map_err(|e| format!("cannot serialize the plan: {e}"))?.len();
+    if bytes > MAX_OBJECT_BYTES {
+        return Err(format!(
+            "the plan covers {} partitions and would make this OffsetReset {} KiB, more than the {} KiB an object can hold; split it into several OffsetResets with spec.topics",
+            plan.len(),
+            bytes / 1024,
+            MAX_OBJECT_BYTES / 1024
+        ));
+    }
+    Ok(())
+}
 
 /// What Kafka says about one partition, for planning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
