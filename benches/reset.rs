@@ -52,9 +52,12 @@ async fn main() {
             }
         }
 
+        let spec = |s: OffsetSpec| all.iter().map(|tp| (tp.clone(), s)).collect::<Vec<_>>();
+        // New partitions take a moment to get their leaders; the timed runs start after that.
+        client.list_offsets(&spec(OffsetSpec::Latest), IsolationLevel::ReadUncommitted, timeout).await.unwrap();
+
         // The operator's path: plan reads, commit, verification.
         let started = Instant::now();
-        let spec = |s: OffsetSpec| all.iter().map(|tp| (tp.clone(), s)).collect::<Vec<_>>();
         let (earliest, latest) = (spec(OffsetSpec::Earliest), spec(OffsetSpec::Latest));
         let (committed, starts, ends) = futures::try_join!(
             client.list_consumer_group_offsets(&ours, Some(&all), timeout),

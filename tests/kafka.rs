@@ -242,16 +242,17 @@ async fn a_lag_cycle_costs_requests_per_broker_and_group_not_per_partition() {
 async fn offsets_of_topics_just_created_wait_for_their_leaders() {
     // Right after creation (and during elections) ListOffsets answers NOT_LEADER for partitions
     // whose leadership the broker has not taken up yet; a lag cycle or a reset plan must wait for
-    // them within its timeout rather than fail.
+    // them within its timeout rather than fail. 2,200 partitions also cross a ListOffsets batch.
     let kafka = broker().await;
     let client = client(&kafka.bootstrap_servers());
     let mut all = Vec::new();
     for _ in 0..2 {
         let topic = testenv::unique_name("k-new");
-        client.create_topic(&topic, 500, 1, TIMEOUT).await.unwrap();
-        all.extend((0..500).map(|p| (tp(&topic, p), OffsetSpec::Latest)));
+        client.create_topic(&topic, 1100, 1, TIMEOUT).await.unwrap();
+        all.extend((0..1100).map(|p| (tp(&topic, p), OffsetSpec::Latest)));
     }
+    assert!(all.len() > consumer_group_operator::kafka::LIST_OFFSETS_BATCH);
     let offsets = client.list_offsets(&all, IsolationLevel::ReadUncommitted, TIMEOUT).await.unwrap();
-    assert_eq!(offsets.len(), 1000);
+    assert_eq!(offsets.len(), all.len());
     assert!(offsets.values().all(|o| o.offset == Some(0)), "new topics are empty");
 }

@@ -147,6 +147,11 @@ fn wait(queue: &Queue, timeout: Duration, what: &'static str) -> Result<Event, K
         {
             return Err(KafkaError::CoordinatorUnavailable(format!("{what}: {message}")));
         }
+        // ListOffsets whose partitions have no leader at all yet (a topic just created): "Failed
+        // to query partition leaders: No leaders found". The caller names the partitions.
+        if code == RDKafkaErrorCode::NoEnt && message.contains("leaders") {
+            return Err(KafkaError::LeaderUnavailable(Vec::new()));
+        }
         return Err(KafkaError::from_code(code, format!("{what}: {message}")));
     }
     Ok(event)
@@ -367,7 +372,13 @@ pub(super) fn list_offsets(
     // SAFETY: librdkafka copies the list into the request.
     let queue = Queue(unsafe { rd::rd_kafka_queue_new(handle.0) });
     unsafe { rd::rd_kafka_ListOffsets(handle.0, list.0, options.0, queue.0) };
-    let event = wait(&queue, timeout, "ListOffsets")?;
+    let event = match wait(&queue, timeout, "ListOffsets") {
+        Err(KafkaError::LeaderUnavailable(_)) => {
+            let partitions = requests.iter().map(|(tp, _)| (tp.clone(), "no leader found".to_string()));
+            return Err(KafkaError::LeaderUnavailable(partitions.collect()));
+        }
+        other => other?,
+    };
     let mut offsets = BTreeMap::new();
     let mut failed = Vec::new();
     // SAFETY: the event is a ListOffsets result.

@@ -311,6 +311,12 @@ fn is_secret_key(key: &str) -> bool {
     ["password", "secret", "key", "token", "jaas", "credential", "pem"].iter().any(|word| key.contains(word))
 }
 
+/// Most partitions in one admin ListOffsets call. librdkafka (2.12) merges each broker's answer
+/// into the result with a linear search per partition, so one call costs time quadratic in its
+/// partitions (measured: 0.6-0.8 s for 10,000 on one broker); batches of 2,000 keep that to a
+/// few milliseconds, for one more request per broker per 2,000 partitions.
+pub const LIST_OFFSETS_BATCH: usize = 2_000;
+
 /// Group id of the operator's own client handle. It never subscribes, joins or commits; it exists
 /// because librdkafka (2.12) dereferences the client's consumer-group handle when an OffsetFetch
 /// answers NOT_COORDINATOR, which crashes a producer-type (admin) client. A consumer-type client
@@ -568,15 +574,20 @@ impl KafkaClient {
         self.blocking(timeout, move |h| ffi::delete_consumer_group_offsets(h, &group, &partitions, timeout)).await
     }
 
-    /// Offsets by spec for many partitions in one call.
+    /// Offsets by spec for many partitions: one ListOffsets request per leader broker for every
+    /// [`LIST_OFFSETS_BATCH`] partitions, the batches in parallel.
     pub async fn list_offsets(
         &self,
         requests: &[(TopicPartition, OffsetSpec)],
         isolation: IsolationLevel,
         timeout: Duration,
     ) -> Result<BTreeMap<TopicPartition, ListedOffset>, KafkaError> {
-        let requests = requests.to_vec();
-        self.blocking(timeout, move |h| ffi::list_offsets(h, &requests, isolation, timeout)).await
+        let batches = requests.chunks(LIST_OFFSETS_BATCH).map(|batch| {
+            let batch = batch.to_vec();
+            self.blocking(timeout, move |h| ffi::list_offsets(h, &batch, isolation, timeout))
+        });
+        let answers = futures::future::try_join_all(batches).await?;
+        Ok(answers.into_iter().flatten().collect())
     }
 }
 
