@@ -23,13 +23,18 @@ fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn rss_mib() -> f64 {
+/// A memory figure of this process from /proc/self/status (`VmRSS`: now, `VmHWM`: peak), in MiB.
+fn memory_mib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim_start_matches(':').trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn rss_mib() -> f64 {
+    memory_mib("VmRSS")
 }
 
 /// Requests of a client once its statistics (every 100 ms) stopped changing.
@@ -147,9 +152,9 @@ async fn main() {
 
     // 2. Kafka's own tool, the reference.
     let started = Instant::now();
-    let out = tokio::task::spawn_blocking({
+    let (out, tool_peak_kib) = tokio::task::spawn_blocking({
         let kafka = kafka.clone();
-        move || kafka.consumer_groups(&["--describe", "--all-groups"]).unwrap()
+        move || kafka.consumer_groups_measured(&["--describe", "--all-groups"]).unwrap()
     })
     .await
     .unwrap();
@@ -256,6 +261,12 @@ async fn main() {
         naive_sample_time.as_secs_f64(),
         describe(&naive_requests)
     );
+    let peak = memory_mib("VmHWM");
+    let tool_peak = tool_peak_kib as f64 / 1024.0;
     println!("  operator process RSS: {rss_before:.1} MiB before the cycle, {rss_after:.1} MiB after");
+    println!(
+        "  peak RSS: kafka-consumer-groups {tool_peak:.1} MiB, this process {peak:.1} MiB (set-up included): {:.1}x less",
+        tool_peak / peak
+    );
     assert_eq!(total_lag, expected_lag, "the operator's lag must be exact");
 }

@@ -29,7 +29,10 @@ async fn main() {
 
     println!();
     println!("offset reset (Execute, Empty group, to earliest), 1 broker");
-    println!("  {:>10} {:>14} {:>22} {:>8}", "partitions", "operator (s)", "kafka-consumer-groups (s)", "ratio");
+    println!(
+        "  {:>10} {:>14} {:>22} {:>8} {:>20}",
+        "partitions", "operator (s)", "kafka-consumer-groups (s)", "ratio", "tool peak RSS (MiB)"
+    );
     for size in sizes {
         let topics: Vec<String> = (0..size.div_ceil(PER_TOPIC)).map(|t| format!("reset-bench-{size}-{t}")).collect();
         let mut all = Vec::new();
@@ -103,9 +106,9 @@ async fn main() {
             args.push(topic.clone());
         }
         let started = Instant::now();
-        let out = tokio::task::spawn_blocking({
+        let (out, tool_peak_kib) = tokio::task::spawn_blocking({
             let kafka = kafka.clone();
-            move || kafka.consumer_groups(&args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap()
+            move || kafka.consumer_groups_measured(&args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap()
         })
         .await
         .unwrap();
@@ -114,11 +117,15 @@ async fn main() {
         let theirs_now = client.list_consumer_group_offsets(&theirs, Some(&all), timeout).await.unwrap();
         assert_eq!(theirs_now, verified, "both ways reach the same offsets");
         println!(
-            "  {:>10} {:>14.3} {:>22.3} {:>7.1}x",
+            "  {:>10} {:>14.3} {:>22.3} {:>7.1}x {:>20.1}",
             all.len(),
             operator_time.as_secs_f64(),
             tool_time.as_secs_f64(),
-            tool_time.as_secs_f64() / operator_time.as_secs_f64()
+            tool_time.as_secs_f64() / operator_time.as_secs_f64(),
+            tool_peak_kib as f64 / 1024.0
         );
     }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let peak = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).map_or("?", str::trim);
+    println!("  this process's peak RSS (the operator's Kafka path and the benchmark's set-up): {peak}");
 }

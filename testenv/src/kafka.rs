@@ -169,7 +169,12 @@ impl Kafka {
 
     /// Runs a Kafka main class (a tool) with this broker's jars and returns its output.
     pub fn run_class(&self, main_class: &str, args: &[&str]) -> Result<Output> {
-        Command::new(java())
+        self.tool(main_class, args).output().with_context(|| format!("run {main_class}"))
+    }
+
+    fn tool(&self, main_class: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(java());
+        command
             .args(jvm_tool_flags())
             .arg(format!("-Dlog4j2.configurationFile={}", self.dir.path().join("log4j2.properties").display()))
             .arg(format!("-Dcgo.log.file={}", self.dir.path().join("tools.log").display()))
@@ -177,9 +182,49 @@ impl Kafka {
             .arg(classpath(&self.libs))
             .arg(main_class)
             .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("run {main_class}"))
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// `kafka-consumer-groups` with its peak resident memory in KiB (from `wait4`), for
+    /// benchmarks that compare memory with the reference tool.
+    pub fn consumer_groups_measured(&self, args: &[&str]) -> Result<(Output, u64)> {
+        use std::io::Read;
+        use std::os::unix::process::ExitStatusExt;
+        let bootstrap = self.bootstrap_servers();
+        let mut full = vec!["--bootstrap-server", bootstrap.as_str()];
+        full.extend_from_slice(args);
+        let mut child = self
+            .tool("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand", &full)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("run kafka-consumer-groups")?;
+        // Drain both pipes while the tool runs: its output can exceed a pipe's buffer.
+        let drain = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                pipe.read_to_end(&mut bytes).map(|_| bytes)
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+        let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+        let pid = child.id() as libc::pid_t;
+        let mut status = 0;
+        // SAFETY: rusage is plain data; wait4 fills it for our own child, which is reaped here
+        // (the `Child` is not waited on again).
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if reaped != pid {
+            bail!("wait4 on kafka-consumer-groups failed: {}", std::io::Error::last_os_error());
+        }
+        let output = Output {
+            status: std::process::ExitStatus::from_raw(status),
+            stdout: stdout.join().expect("stdout reader")?,
+            stderr: stderr.join().expect("stderr reader")?,
+        };
+        // Linux reports ru_maxrss in KiB.
+        Ok((output, usage.ru_maxrss as u64))
     }
 
     /// Kafka's own `kafka-consumer-groups` (the reference implementation) against this broker.
