@@ -213,6 +213,10 @@ async fn a_lag_cycle_costs_requests_per_broker_and_group_not_per_partition() {
         let commits = all.iter().map(|t| (t.clone(), 0)).collect();
         client.alter_consumer_group_offsets(group, &commits, TIMEOUT).await.unwrap();
     }
+    // Partitions of a new topic get their leader a moment later, and ListOffsets retries until
+    // then: wait for that before counting.
+    let latest: Vec<_> = all.iter().map(|t| (t.clone(), OffsetSpec::Latest)).collect();
+    client.list_offsets(&latest, IsolationLevel::ReadCommitted, TIMEOUT).await.unwrap();
     let cache = LogOffsetCache::default();
     let before = settled_requests(&client).await;
 
