@@ -16,6 +16,10 @@ if [[ ! -x "$dest" ]]; then
   mkdir -p "$CACHE"
   exec 9>"$CACHE/.helm-$HELM_VERSION.lock"
   flock 9
+  # Go caches of this build only, removed once helm exists (see kube-assets.sh).
+  go_caches="$CACHE/build/go-helm"
+  export GOMODCACHE="$go_caches/mod" GOCACHE="$go_caches/build"
+  trap 'if [[ -x "$dest" ]]; then chmod -R u+w "$go_caches" 2>/dev/null; rm -rf "$go_caches"; fi' EXIT
 fi
 if [[ ! -x "$dest" ]]; then
   command -v go >/dev/null || { log "Go is required to build helm (or put helm on PATH)"; exit 1; }

@@ -27,6 +27,11 @@ if [[ ! -x "$dest/kube-apiserver" || ! -x "$dest/etcd" || ! -x "$dest/kubectl" |
   mkdir -p "$CACHE"
   exec 9>"$CACHE/.kube-$KUBE_VERSION-etcd-$ETCD_VERSION.lock"
   flock 9
+  # These builds get Go module and build caches of their own (about 4 GB), removed once the
+  # binaries exist: nothing else needs them, and a user's own Go caches stay untouched.
+  go_caches="$CACHE/build/go-kube"
+  export GOMODCACHE="$go_caches/mod" GOCACHE="$go_caches/build"
+  trap 'if [[ -x "$dest/kube-apiserver" && -x "$dest/etcd" && -x "$dest/kubectl" ]]; then chmod -R u+w "$go_caches" 2>/dev/null; rm -rf "$go_caches"; fi' EXIT
 fi
 
 if [[ ! -x "$dest/kube-apiserver" ]]; then
