@@ -402,7 +402,8 @@ async fn a_group_with_an_outside_member_is_refused_and_untouched() {
     s.resets.create(&PostParams::default(), &offset_reset("refused", spec)).await.unwrap();
     // A second reset of the same group waits for the first.
     wait_phase(&s.resets, "refused", &[ResetPhase::Quiescing]).await;
-    let spec = serde_json::json!({"consumerGroup": "outside", "target": {"toLatest": true}, "mode": "Execute", "quiesceTimeoutSeconds": 5});
+    // It may start quiescing before the test stops the outside consumer: a timeout that is not a race.
+    let spec = serde_json::json!({"consumerGroup": "outside", "target": {"toLatest": true}, "mode": "Execute", "quiesceTimeoutSeconds": 60});
     s.resets.create(&PostParams::default(), &offset_reset("waiting", spec)).await.unwrap();
     let pending = wait_phase(&s.resets, "waiting", &[ResetPhase::Pending]).await;
     let reason = pending.status.unwrap().message.unwrap();
@@ -413,8 +414,11 @@ async fn a_group_with_an_outside_member_is_refused_and_untouched() {
     let message = status.message.unwrap();
     assert!(message.contains("laptop-consumer") && message.contains("No offset changed"), "{message}");
     assert_eq!(committed(&bootstrap, &group_id, &topic, 2).await, vec![Some(3), Some(4)], "offsets untouched");
+    // The workload comes back, unless the waiting reset already holds it at zero again.
     let restored = common::eventually(WAIT, || async {
-        (s.deployments.get("outside").await.ok()?.spec?.replicas? == 1).then_some(())
+        let replicas = s.deployments.get("outside").await.ok()?.spec?.replicas?;
+        let next = s.resets.get("waiting").await.ok()?.status.and_then(|s| s.phase);
+        (replicas == 1 || next.is_some_and(ResetPhase::holds_workload)).then_some(())
     })
     .await;
     assert!(restored.is_some(), "replicas restored after the refused reset");
@@ -425,6 +429,11 @@ async fn a_group_with_an_outside_member_is_refused_and_untouched() {
     let status = next.status.unwrap();
     assert_eq!(status.phase, Some(ResetPhase::Succeeded), "{:?}", status.message);
     assert_eq!(committed(&bootstrap, &group_id, &topic, 2).await, vec![Some(5), Some(5)], "moved to the log end");
+    let restored = common::eventually(WAIT, || async {
+        (s.deployments.get("outside").await.ok()?.spec?.replicas? == 1).then_some(())
+    })
+    .await;
+    assert!(restored.is_some(), "replicas restored after the reset that ran next");
 
     // A reset that cannot be planned fails before any consumer is stopped.
     let spec = serde_json::json!({"consumerGroup": "outside", "target": {"toEarliest": true}, "mode": "Execute",
