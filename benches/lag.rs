@@ -7,6 +7,9 @@
 //! group reads every topic, so each group spans TOPICS x PARTITIONS partitions (1,000 by default)
 //! with a committed offset on each.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,33 +24,6 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// A memory figure of this process from /proc/self/status (`VmRSS`: now, `VmHWM`: peak), in MiB.
-fn memory_mib(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim_start_matches(':').trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn rss_mib() -> f64 {
-    memory_mib("VmRSS")
-}
-
-/// Requests of a client once its statistics (every 100 ms) stopped changing.
-async fn settled(counts: impl Fn() -> RequestCounts) -> RequestCounts {
-    let mut last = counts();
-    loop {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        let now = counts();
-        if now == last && !now.is_empty() {
-            return now;
-        }
-        last = now;
-    }
 }
 
 fn total(counts: &RequestCounts) -> i64 {
@@ -111,8 +87,8 @@ async fn main() {
         })
         .await;
     let partitions_per_group = all.len();
-    let rss_before = rss_mib();
-    let requests_before = settled(|| client.request_counts()).await;
+    let rss_before = common::memory_mib("VmRSS");
+    let requests_before = common::settled_requests(&client).await;
 
     // 1. The operator's Kafka module: one OffsetFetch per group, log offsets shared by all groups
     //    (two batched ListOffsets), as one reconcile cycle over every ConsumerGroup does.
@@ -147,8 +123,8 @@ async fn main() {
         .fold(0i64, |sum, lag| async move { sum + lag })
         .await;
     let operator_time = started.elapsed();
-    let rss_after = rss_mib();
-    let operator_requests = delta(&settled(|| client.request_counts()).await, &requests_before);
+    let rss_after = common::memory_mib("VmRSS");
+    let operator_requests = delta(&common::settled_requests(&client).await, &requests_before);
 
     // 2. Kafka's own tool, the reference.
     let started = Instant::now();
@@ -261,7 +237,7 @@ async fn main() {
         naive_sample_time.as_secs_f64(),
         describe(&naive_requests)
     );
-    let peak = memory_mib("VmHWM");
+    let peak = common::memory_mib("VmHWM");
     let tool_peak = tool_peak_kib as f64 / 1024.0;
     println!("  operator process RSS: {rss_before:.1} MiB before the cycle, {rss_after:.1} MiB after");
     println!(

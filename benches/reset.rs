@@ -4,6 +4,9 @@
 //! state, in the same run. Sizes: BENCH_RESET_SIZES (default "1000,10000"), partitions spread over
 //! topics of 500 partitions each.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -125,7 +128,8 @@ async fn main() {
             tool_peak_kib as f64 / 1024.0
         );
     }
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let peak = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).map_or("?", str::trim);
-    println!("  this process's peak RSS (the operator's Kafka path and the benchmark's set-up): {peak}");
+    println!(
+        "  this process's peak RSS (the operator's Kafka path and the benchmark's set-up): {:.1} MiB",
+        common::memory_mib("VmHWM")
+    );
 }

@@ -179,20 +179,6 @@ fn one_client_per_connection_is_shared() {
     assert!(std::sync::Arc::ptr_eq(&a, &b) && !std::sync::Arc::ptr_eq(&a, &c));
 }
 
-/// The request counts of `client` once librdkafka's statistics stopped changing (they are emitted
-/// every `statistics.interval.ms`, 100 ms here).
-async fn settled_requests(client: &KafkaClient) -> BTreeMap<String, i64> {
-    let mut last = client.request_counts();
-    loop {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        let now = client.request_counts();
-        if now == last && !now.is_empty() {
-            return now;
-        }
-        last = now;
-    }
-}
-
 #[tokio::test]
 async fn a_lag_cycle_costs_requests_per_broker_and_group_not_per_partition() {
     use consumer_group_operator::kafka::log_offsets::LogOffsetCache;
@@ -218,7 +204,7 @@ async fn a_lag_cycle_costs_requests_per_broker_and_group_not_per_partition() {
     let latest: Vec<_> = all.iter().map(|t| (t.clone(), OffsetSpec::Latest)).collect();
     client.list_offsets(&latest, IsolationLevel::ReadCommitted, TIMEOUT).await.unwrap();
     let cache = LogOffsetCache::default();
-    let before = settled_requests(&client).await;
+    let before = common::settled_requests(&client).await;
 
     // One cycle per group, at the same time as the controller runs them: committed offsets and
     // shared log ranges.
@@ -228,7 +214,7 @@ async fn a_lag_cycle_costs_requests_per_broker_and_group_not_per_partition() {
         assert_eq!((committed.len(), ranges.len()), (200, 200));
     });
     futures::future::join_all(cycles).await;
-    let sent = delta(&settled_requests(&client).await, &before);
+    let sent = delta(&common::settled_requests(&client).await, &before);
     // One broker: one OffsetFetch per group; one earliest and one latest ListOffsets, shared.
     assert_eq!(sent.get("OffsetFetch"), Some(&(groups.len() as i64)), "{sent:?}");
     assert_eq!(sent.get("ListOffsets"), Some(&2), "{sent:?}");
@@ -237,7 +223,7 @@ async fn a_lag_cycle_costs_requests_per_broker_and_group_not_per_partition() {
     let cache_of_clients = ClientCache::default();
     let shared = cache_of_clients.get_or_create(&properties).unwrap();
     shared.list_consumer_group_offsets(&groups[0], Some(&all), TIMEOUT).await.unwrap();
-    settled_requests(&shared).await;
+    common::settled_requests(&shared).await;
     assert_eq!(cache_of_clients.take_new_requests().get("OffsetFetch"), Some(&1));
     assert_eq!(cache_of_clients.take_new_requests().get("OffsetFetch"), None, "each request is counted once");
 }

@@ -194,3 +194,29 @@ pub fn produce(bootstrap: &str, topic: &str, counts: &[usize], base_ms: Option<i
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
 }
+
+/// The request counts of `client` once librdkafka's statistics stopped changing (they are emitted
+/// every `statistics.interval.ms`; tests and benchmarks set 100 ms).
+pub async fn settled_requests(
+    client: &consumer_group_operator::kafka::KafkaClient,
+) -> std::collections::BTreeMap<String, i64> {
+    let mut last = client.request_counts();
+    loop {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let now = client.request_counts();
+        if now == last && !now.is_empty() {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// A memory figure of this process from /proc/self/status (`VmRSS`: now, `VmHWM`: peak), in MiB.
+pub fn memory_mib(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim_start_matches(':').trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
