@@ -67,6 +67,8 @@ impl Kafka {
              share.coordinator.state.topic.min.isr=1\n\
              group.initial.rebalance.delay.ms=0\n\
              auto.create.topics.enable=false\n\
+             authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
+             allow.everyone.if.no.acl.found=true\n\
              log.segment.bytes=1048576\n",
             data = data.display()
         );
@@ -233,6 +235,32 @@ impl Kafka {
         let mut full = vec!["--bootstrap-server", bootstrap.as_str()];
         full.extend_from_slice(args);
         self.run_class("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand", &full)
+    }
+
+    /// `kafka-acls --add` with these arguments (e.g. `--deny-principal User:ANONYMOUS --operation
+    /// Read --topic t`). The broker authorizes with StandardAuthorizer and allows everything on
+    /// resources without ACLs, so tests take a permission away from one topic or group only.
+    pub fn add_acls(&self, args: &[&str]) -> Result<()> {
+        let bootstrap = self.bootstrap_servers();
+        let mut full = vec!["--bootstrap-server", bootstrap.as_str(), "--add", "--force"];
+        full.extend_from_slice(args);
+        let out = self.run_class("org.apache.kafka.tools.AclCommand", &full)?;
+        if !out.status.success() {
+            bail!(
+                "kafka-acls {args:?} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Kills the broker and deletes its folder, from a shared reference (at process exit).
+    pub(crate) fn discard(&self) {
+        if let Some(process) = &self.process {
+            process.kill_now();
+        }
+        let _ = fs::remove_dir_all(self.dir.path());
     }
 
     pub fn data_dir(&self) -> &Path {

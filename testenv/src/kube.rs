@@ -93,6 +93,14 @@ impl KubeApiServer {
         Ok(server)
     }
 
+    /// Kills the apiserver and etcd and deletes their folder, from a shared reference (at process
+    /// exit).
+    pub(crate) fn discard(&self) {
+        self.apiserver.kill_now();
+        self.etcd.kill_now();
+        let _ = fs::remove_dir_all(self.dir.path());
+    }
+
     fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {

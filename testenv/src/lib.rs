@@ -45,15 +45,29 @@ pub struct SharedEnv {
     pub kube: KubeApiServer,
 }
 
-/// Starts the shared servers on first use (both at once), then returns them.
+static ENV: OnceLock<SharedEnv> = OnceLock::new();
+
+/// Starts the shared servers on first use (both at once), then returns them. A static is never
+/// dropped, so they are stopped and their folders (hundreds of MB of broker and etcd data)
+/// deleted when the process exits.
 pub fn shared() -> &'static SharedEnv {
-    static ENV: OnceLock<SharedEnv> = OnceLock::new();
     ENV.get_or_init(|| {
         let kafka = std::thread::spawn(Kafka::start);
         let kube = KubeApiServer::start().expect("start kube-apiserver + etcd");
         let kafka = kafka.join().expect("kafka start thread").expect("start Kafka");
+        // SAFETY: registers a plain `extern "C"` function; it runs once, at exit.
+        unsafe {
+            libc::atexit(discard_shared);
+        }
         SharedEnv { kafka, kube }
     })
+}
+
+extern "C" fn discard_shared() {
+    if let Some(env) = ENV.get() {
+        env.kafka.discard();
+        env.kube.discard();
+    }
 }
 
 /// A name unique within this test process and across runs, for topics, groups and namespaces.

@@ -83,6 +83,18 @@ impl Guarded {
         }
     }
 
+    /// Kills the process and reaps it, through a shared reference (the guard stays, empty-handed
+    /// in effect: a later kill finds the process gone).
+    pub fn kill_now(&self) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: plain syscalls on a child we own; waitpid reaps it.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+                libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+
     /// Kills the process and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
