@@ -307,7 +307,23 @@ fn partition_errors(group: &str, partitions: Vec<(TopicPartition, i64, RDKafkaEr
     }) {
         return Err(KafkaError::GroupNotEmpty(group.to_string()));
     }
-    Err(KafkaError::PartitionErrors(failed.into_iter().map(|(tp, code)| (tp, code.to_string())).collect()))
+    // Refusals that no retry fixes: a permission, a topic deleted since the plan was made.
+    let refused = |code: &RDKafkaErrorCode| {
+        matches!(
+            code,
+            RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::InvalidCommitOffsetSize
+                | RDKafkaErrorCode::OffsetMetadataTooLarge
+        )
+    };
+    let failed_text = failed.iter().map(|(tp, code)| (tp.clone(), code.to_string())).collect();
+    if failed.iter().any(|(_, code)| refused(code)) {
+        return Err(KafkaError::PartitionsRefused(failed_text));
+    }
+    Err(KafkaError::PartitionErrors(failed_text))
 }
 
 pub(super) fn delete_consumer_group_offsets(

@@ -46,7 +46,7 @@ pub fn partitions_with_records(
         .set("isolation.level", "read_committed")
         .set("fetch.max.bytes", "1048576")
         .set("max.partition.fetch.bytes", "65536");
-    let consumer: BaseConsumer = config.create().map_err(KafkaError::from_client)?;
+    let consumer: BaseConsumer = config.create().map_err(|e| KafkaError::from_client_with(e, properties))?;
 
     // librdkafka reports end-of-partition with the partition number only, so probe one topic at a
     // time: within a topic the number identifies the partition.

@@ -172,7 +172,9 @@ pub struct MemberDescription {
 /// metrics; `is_transient()` tells a retry from a fix.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
-    #[error("Kafka client configuration is invalid: {0}; check spec.kafka and the client-properties Secret")]
+    /// The client properties were refused before anything was sent. The message names keys and
+    /// reasons only, never a value (see [`config_error`]).
+    #[error("Kafka client configuration is invalid: {0}")]
     Config(String),
     #[error("Kafka did not answer {0} in time; is the cluster reachable from the operator?")]
     Timeout(&'static str),
@@ -186,6 +188,10 @@ pub enum KafkaError {
     CoordinatorUnavailable(String),
     #[error("Kafka refused {} partition(s): {}", .0.len(), summarize_partition_errors(.0))]
     PartitionErrors(Vec<(TopicPartition, String)>),
+    /// Partitions refused for good (no permission, topic deleted): the partitions not listed
+    /// were applied.
+    #[error("Kafka refused {} partition(s) for good: {}", .0.len(), summarize_partition_errors(.0))]
+    PartitionsRefused(Vec<(TopicPartition, String)>),
     /// Partitions whose leader is moving (an election, a broker restart, a topic just created).
     #[error("{} partition(s) have no leader right now (an election or a new topic): {}; retrying", .0.len(), summarize_partition_errors(.0))]
     LeaderUnavailable(Vec<(TopicPartition, String)>),
@@ -211,6 +217,7 @@ impl KafkaError {
             KafkaError::GroupNotEmpty(_) => "group_not_empty",
             KafkaError::CoordinatorUnavailable(_) => "coordinator_unavailable",
             KafkaError::PartitionErrors(_) => "partition_errors",
+            KafkaError::PartitionsRefused(_) => "partitions_refused",
             KafkaError::LeaderUnavailable(_) => "leader_unavailable",
             KafkaError::MissingOffsets(_) => "missing_offsets",
             KafkaError::Auth(_) => "auth",
@@ -259,9 +266,27 @@ impl KafkaError {
         }
     }
 
+    /// Maps an error of a client built from `properties`: a configuration error is rebuilt from
+    /// its key and kind (rdkafka's text carries the value), and any other text is scrubbed of the
+    /// properties' values.
+    pub(crate) fn from_client_with(error: RdKafkaError, properties: &BTreeMap<String, String>) -> KafkaError {
+        match &error {
+            RdKafkaError::ClientConfig(result, _, key, _) => KafkaError::Config(config_error(*result, key)),
+            RdKafkaError::ClientCreation(message) => {
+                KafkaError::Config(format!("{}; check the client-properties Secret", scrub(message, properties)))
+            }
+            _ => match KafkaError::from_client(error) {
+                KafkaError::Config(text) => KafkaError::Config(scrub(&text, properties)),
+                other => other,
+            },
+        }
+    }
+
     pub(crate) fn from_client(error: RdKafkaError) -> KafkaError {
         match &error {
-            RdKafkaError::ClientConfig(..) => KafkaError::Config(error.to_string()),
+            RdKafkaError::ClientConfig(result, _, key, _) => KafkaError::Config(config_error(*result, key)),
+            // librdkafka's creation errors name properties (`ssl.key.pem failed: ...`), not values;
+            // callers that hold the properties scrub them anyway (`from_client_with`).
             RdKafkaError::ClientCreation(message) => KafkaError::Config(message.clone()),
             _ => match error.rdkafka_error_code() {
                 Some(code) => KafkaError::from_code(code, error.to_string()),
@@ -269,6 +294,65 @@ impl KafkaError {
             },
         }
     }
+}
+
+/// Java-client properties librdkafka does not have, and what to use instead.
+const JAVA_ONLY_PROPERTIES: &[(&str, &str)] = &[
+    (
+        "sasl.jaas.config",
+        "librdkafka has no JAAS: set sasl.mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) with sasl.username and sasl.password instead",
+    ),
+    ("ssl.truststore.location", "librdkafka reads PEM: set ssl.ca.location (a file) or ssl.ca.pem (the certificates)"),
+    ("ssl.truststore.password", "librdkafka reads PEM: set ssl.ca.location or ssl.ca.pem, which need no password"),
+    ("ssl.truststore.type", "librdkafka reads PEM: set ssl.ca.location or ssl.ca.pem"),
+    (
+        "ssl.keystore.type",
+        "librdkafka takes a PKCS#12 keystore through ssl.keystore.location and ssl.keystore.password, or PEM through ssl.certificate.pem and ssl.key.pem",
+    ),
+    ("key.deserializer", "the operator reads no records; remove it"),
+    ("value.deserializer", "the operator reads no records; remove it"),
+];
+
+/// The message of a refused client property: its key and why, never its value.
+pub fn config_error(result: rdkafka::types::RDKafkaConfRes, key: &str) -> String {
+    use rdkafka::types::RDKafkaConfRes;
+    if let Some((_, instead)) = JAVA_ONLY_PROPERTIES.iter().find(|(java, _)| *java == key) {
+        return format!(
+            "property {key:?} is a Java client property that librdkafka does not know: {instead}; fix the client-properties Secret"
+        );
+    }
+    match result {
+        RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN => format!(
+            "librdkafka has no property {key:?} (misspelled?); fix or remove it in the client-properties Secret (librdkafka's CONFIGURATION.md lists the properties)"
+        ),
+        _ => format!(
+            "librdkafka refused the value of property {key:?} (the value is not shown); fix it in the client-properties Secret"
+        ),
+    }
+}
+
+/// `text` with every value of `properties` that could be a secret replaced by `<redacted>`: all
+/// but the few properties whose values are plain settings, and only values long enough that the
+/// replacement cannot mangle the rest of the text.
+pub fn scrub(text: &str, properties: &BTreeMap<String, String>) -> String {
+    const PLAIN_SETTINGS: &[&str] =
+        &["bootstrap.servers", "security.protocol", "sasl.mechanism", "sasl.mechanisms", "client.id"];
+    let mut values: Vec<&str> = properties
+        .iter()
+        .filter(|(key, value)| !PLAIN_SETTINGS.contains(&key.as_str()) && value.trim().len() >= 3)
+        .map(|(_, value)| value.as_str())
+        .collect();
+    // Longest first, so a value containing another is replaced whole.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let mut text = text.to_string();
+    for value in values {
+        text = text.replace(value, "<redacted>");
+        let trimmed = value.trim();
+        if trimmed != value {
+            text = text.replace(trimmed, "<redacted>");
+        }
+    }
+    text
 }
 
 /// The first few failures of a partition list, so that messages stay short on 10,000 partitions.
@@ -356,8 +440,11 @@ impl KafkaClient {
         if !properties.contains_key("statistics.interval.ms") {
             config.set("statistics.interval.ms", stats::DEFAULT_INTERVAL_MS);
         }
-        let handle: Arc<BaseConsumer<RequestCounting>> =
-            Arc::new(config.create_with_context(RequestCounting::default()).map_err(KafkaError::from_client)?);
+        let handle: Arc<BaseConsumer<RequestCounting>> = Arc::new(
+            config
+                .create_with_context(RequestCounting::default())
+                .map_err(|e| KafkaError::from_client_with(e, properties))?,
+        );
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // Errors and statistics arrive as events on the client's queue; drain it so they are
         // logged and never pile up. Never subscribed, it receives no messages.
@@ -392,7 +479,7 @@ impl KafkaClient {
 
     /// A short-lived admin client for topic administration (tests, benchmarks, the demo).
     fn admin(&self) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
-        config(&self.properties).create().map_err(KafkaError::from_client)
+        config(&self.properties).create().map_err(|e| KafkaError::from_client_with(e, &self.properties))
     }
 
     pub fn properties(&self) -> &BTreeMap<String, String> {
@@ -613,6 +700,39 @@ mod tests {
             Err(e) => e.to_string(),
         };
         assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn refused_properties_are_named_with_their_reason_never_their_value() {
+        let value = "Zq9-do-not-show-7Xc";
+        for (key, hint) in [
+            ("sasl.pasword", "misspelled"),
+            ("sasl.jaas.config", "sasl.username and sasl.password"),
+            ("security.protocol", "refused the value"),
+        ] {
+            let mut properties = BTreeMap::from([("bootstrap.servers".to_string(), "127.0.0.1:1".to_string())]);
+            properties.insert(
+                key.to_string(),
+                format!("org.apache.kafka.common.security.plain.PlainLoginModule required password=\"{value}\";"),
+            );
+            let error = KafkaClient::new(&properties).expect_err("librdkafka refuses it");
+            let text = error.to_string();
+            assert_eq!(error.label(), "config");
+            assert!(text.contains(key) && text.contains(hint), "{text}");
+            assert!(!text.contains(value) && !format!("{error:?}").contains(value), "{text}");
+        }
+    }
+
+    #[test]
+    fn scrub_hides_every_value_but_plain_settings() {
+        let properties = BTreeMap::from([
+            ("bootstrap.servers".to_string(), "broker:9092".to_string()),
+            ("sasl.username".to_string(), "app-user".to_string()),
+            ("sasl.password".to_string(), "pw-123456".to_string()),
+            ("ssl.key.password".to_string(), "ab".to_string()),
+        ]);
+        let text = scrub("login app-user/pw-123456 at broker:9092 failed; about it", &properties);
+        assert_eq!(text, "login <redacted>/<redacted> at broker:9092 failed; about it");
     }
 
     #[test]
