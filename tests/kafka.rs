@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use consumer_group_operator::kafka::{
@@ -18,8 +17,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One broker for this test binary (no apiserver needed here).
 fn kafka() -> &'static testenv::Kafka {
-    static KAFKA: OnceLock<testenv::Kafka> = OnceLock::new();
-    KAFKA.get_or_init(|| testenv::Kafka::start().expect("start Kafka"))
+    testenv::shared_kafka()
 }
 
 async fn broker() -> &'static testenv::Kafka {

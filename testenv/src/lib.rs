@@ -70,6 +70,27 @@ extern "C" fn discard_shared() {
     }
 }
 
+static KAFKA_ONLY: OnceLock<Kafka> = OnceLock::new();
+
+/// A broker alone, shared by the tests of a binary that need no apiserver; stopped and deleted at
+/// process exit like [`shared`].
+pub fn shared_kafka() -> &'static Kafka {
+    KAFKA_ONLY.get_or_init(|| {
+        let kafka = Kafka::start().expect("start Kafka");
+        // SAFETY: registers a plain `extern "C"` function; it runs once, at exit.
+        unsafe {
+            libc::atexit(discard_shared_kafka);
+        }
+        kafka
+    })
+}
+
+extern "C" fn discard_shared_kafka() {
+    if let Some(kafka) = KAFKA_ONLY.get() {
+        kafka.discard();
+    }
+}
+
 /// A name unique within this test process and across runs, for topics, groups and namespaces.
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

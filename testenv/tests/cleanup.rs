@@ -16,12 +16,19 @@ fn shared_servers_are_stopped_and_their_folders_deleted_at_exit() {
         return;
     }
     let output = tempfile::NamedTempFile::new().expect("a temporary file");
-    let status = Command::new(std::env::current_exe().expect("this test binary"))
+    // Its output is captured: the child's own "test result" line must not count as another test.
+    let child = Command::new(std::env::current_exe().expect("this test binary"))
         .args(["--exact", "shared_servers_are_stopped_and_their_folders_deleted_at_exit", "--test-threads", "1"])
         .env(CHILD_OUTPUT, output.path())
-        .status()
+        .output()
         .expect("run the child test process");
-    assert!(status.success(), "the child test process failed: {status}");
+    assert!(
+        child.status.success(),
+        "the child test process failed ({}):\n{}{}",
+        child.status,
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr)
+    );
     let folders = std::fs::read_to_string(output.path()).expect("the child wrote its folders");
     let folders: Vec<&str> = folders.lines().collect();
     assert_eq!(folders.len(), 2, "{folders:?}");
