@@ -366,14 +366,20 @@ pub struct LagStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_lag_seconds: Option<i64>,
     /// Health over the last 10 polls, Burrow style: OK, WARN (lag keeps growing), REWIND (the
-    /// committed offset went back), STALL (commits stuck with lag), STOP (no progress while
-    /// producers go on). The worst partition decides.
+    /// committed offset went back), STALL (commits stuck with lag while members are there), STOP
+    /// (no progress while producers go on, or lag and no members). The worst partition decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,
     /// Partitions whose lag is left out of scaling because their committed offset has not moved for
-    /// spec.scaling.excludePersistentLagAfterPolls polls while their lag grew (`topic/partition`).
+    /// spec.scaling.excludePersistentLagAfterPolls polls while their lag grew (`topic/partition`;
+    /// at most 100 are named, `excludedCount` says how many there are). Never applied to a group
+    /// without members.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
     pub excluded_partitions: Vec<String>,
+    /// How many partitions are excluded from scaling in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excluded_count: Option<i32>,
 }
 
 fn is_zero(n: &i32) -> bool {
@@ -462,6 +468,10 @@ fn pod_template_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     printcolumn(name = "Message", type_ = "string", json_path = ".status.message", priority = "1"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
+#[x_kube(
+    validation = Rule::new("oldSelf.mode != 'Execute' || self == oldSelf")
+        .message("an OffsetReset in Execute mode cannot be changed (nor set back to DryRun): it may be stopping consumers or committing offsets; create a new OffsetReset")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct OffsetResetSpec {
     /// Name of the ConsumerGroup (same namespace) whose offsets change. Immutable.
@@ -484,10 +494,24 @@ pub struct OffsetResetSpec {
     #[serde(default)]
     pub mode: ResetMode,
 
-    /// How long to wait for the group to become Empty after its workload is scaled to zero.
+    /// How long to wait for the group to become Empty after its workload is scaled to zero; Kafka
+    /// errors while executing count toward the same limit. Past it the reset fails and the
+    /// workload resumes.
     #[serde(default = "default_quiesce_timeout")]
     #[schemars(range(min = 1, max = 3600))]
     pub quiesce_timeout_seconds: i32,
+
+    /// The consumers' `session.timeout.ms`, in seconds (Kafka's default: 45). Once the workload has
+    /// no pods left, members still in the group after this long are consumers outside the
+    /// workload (a stopped pod's member is gone by then): the reset fails at once naming them,
+    /// instead of holding the workload at zero until quiesceTimeoutSeconds.
+    #[serde(default = "default_session_timeout")]
+    #[schemars(range(min = 1, max = 1800))]
+    pub session_timeout_seconds: i32,
+}
+
+fn default_session_timeout() -> i32 {
+    45
 }
 
 fn default_quiesce_timeout() -> i32 {
@@ -517,8 +541,10 @@ pub struct ResetTarget {
     pub to_current: Option<bool>,
     /// Move to the first offset whose timestamp is at or after this RFC 3339 time (the log end
     /// where no message is that recent).
+    /// Impossible dates and times (February 30th, 25:61) are refused at apply: CEL's timestamp()
+    /// fails on them, naming the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$')").message("toDatetime must be an RFC 3339 time such as 2026-11-20T08:00:00Z"))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$') && timestamp(self) >= timestamp('0001-01-01T00:00:00Z')").message("toDatetime must be an RFC 3339 time such as 2026-11-20T08:00:00Z"))]
     pub to_datetime: Option<String>,
     /// Move back by an ISO-8601 duration from now (PT30M, P1DT2H), like toDatetime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -653,6 +679,21 @@ pub struct OffsetResetStatus {
     /// When the reset succeeded or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
+    /// Members of the group when the plan was made (a DryRun shows who an Execute would have to
+    /// stop; members outside the workload make an Execute fail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_count: Option<i32>,
+    /// Up to 50 of those members.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub members: Vec<MemberStatus>,
+    /// Since when the workload has had no pods while the group still had members (Quiescing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_gone_at: Option<Time>,
+    /// Since when Kafka has been failing during execution; errors count toward
+    /// quiesceTimeoutSeconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<Time>,
 }
 
 /// Every CRD of the operator, in the order `consumer-group-operator crd` prints them.

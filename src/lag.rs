@@ -136,7 +136,8 @@ impl PartitionHistory {
     }
 
     /// The verdict over the last [`WINDOW`] samples (OK until the window is full, except REWIND).
-    pub fn health(&self) -> Health {
+    /// `members_present`: whether the group had members (true when unknown).
+    pub fn health(&self, members_present: bool) -> Health {
         let window: Vec<&Sample> =
             self.samples.iter().rev().take(WINDOW).collect::<Vec<_>>().into_iter().rev().collect();
         let Some(last) = window.last() else { return Health::Ok };
@@ -153,8 +154,9 @@ impl PartitionHistory {
             // Commits not moving with lag the whole window: STOP when nothing ever committed or the
             // group stopped committing, STALL when the same offset keeps being committed. Without
             // commit timestamps both look alike; the log end tells: a moving log end with a fixed
-            // commit is a consumer that stopped (STOP), a fixed log end is a stalled one.
-            return if last.log_end > first.log_end { Health::Stop } else { Health::Stall };
+            // commit is a consumer that stopped (STOP), a fixed log end is a stalled one. A group
+            // without members cannot be stalled: its consumers are gone (STOP, Burrow's meaning).
+            return if !members_present || last.log_end > first.log_end { Health::Stop } else { Health::Stall };
         }
         if window.windows(2).all(|w| w[1].lag >= w[0].lag) && last.lag > first.lag {
             return Health::Warn;
@@ -178,6 +180,8 @@ pub type GroupHistory = BTreeMap<(String, i32), PartitionHistory>;
 
 /// Partitions listed one by one in status; beyond this, the ones with the most lag.
 pub const MAX_PARTITIONS_IN_STATUS: usize = 100;
+/// Excluded partitions named in status; the count says how many there are in all.
+pub const MAX_EXCLUDED_IN_STATUS: usize = 100;
 
 /// One partition's figures of a lag cycle.
 #[derive(Clone, Debug, PartialEq)]
@@ -200,15 +204,20 @@ pub struct Summary {
     pub max_lag_seconds: f64,
 }
 
-/// Folds one cycle's offsets into the history and summarizes it.
+/// Folds one cycle's offsets into the history and summarizes it. `members`: how many members the
+/// group has (None when unknown). Lag of a group without members is never excluded as
+/// persistent: nobody can move its commits, so its lag must be able to scale it up from zero.
 pub fn summarize(
     offsets: &BTreeMap<(String, i32), PartitionOffsets>,
     history: &mut GroupHistory,
     policy: AutoOffsetReset,
     now_ms: i64,
     exclude_persistent_after: Option<usize>,
+    members: Option<usize>,
     measured_at: Time,
 ) -> Summary {
+    let members_present = members != Some(0);
+    let exclude_persistent_after = exclude_persistent_after.filter(|_| members_present);
     history.retain(|key, _| offsets.contains_key(key));
     let mut partitions = Vec::with_capacity(offsets.len());
     let mut health = Health::Ok;
@@ -218,7 +227,7 @@ pub fn summarize(
         let lag = partition_lag(*o, policy);
         let entry = history.entry((topic.clone(), *partition)).or_default();
         entry.push(Sample { at_ms: now_ms, committed: o.committed, log_end: o.log_end, lag });
-        health = health.max(entry.health());
+        health = health.max(entry.health(members_present));
         if exclude_persistent_after.is_some_and(|polls| entry.persistent_lag(polls)) {
             excluded.push(format!("{topic}/{partition}"));
         } else {
@@ -260,7 +269,8 @@ pub fn summarize(
             .collect(),
         max_lag_seconds: Some(max_lag_seconds.round() as i64),
         health: Some(health.as_str().to_string()),
-        excluded_partitions: excluded,
+        excluded_count: (!excluded.is_empty()).then_some(excluded.len() as i32),
+        excluded_partitions: excluded.into_iter().take(MAX_EXCLUDED_IN_STATUS).collect(),
     };
     Summary { status, scaling_lag, partitions, health, max_lag_seconds }
 }
@@ -336,12 +346,12 @@ mod tests {
 
     #[test]
     fn health_verdicts() {
-        assert_eq!(window(|i| (Some(100 + i * 10), 100 + i * 10)).health(), Health::Ok, "caught up");
-        assert_eq!(window(|i| (Some(i * 10), 100 + i * 20)).health(), Health::Warn, "moving but falling behind");
-        assert_eq!(window(|_| (Some(10), 100)).health(), Health::Stall, "same commit, same log end, lag");
-        assert_eq!(window(|i| (Some(10), 100 + i)).health(), Health::Stop, "no progress while producers go on");
-        assert_eq!(window(|i| (Some(if i == 5 { 0 } else { 50 + i }), 200)).health(), Health::Rewind);
-        assert_eq!(history(&[(0, Some(1), 100)]).health(), Health::Ok, "not enough samples yet");
+        assert_eq!(window(|i| (Some(100 + i * 10), 100 + i * 10)).health(true), Health::Ok, "caught up");
+        assert_eq!(window(|i| (Some(i * 10), 100 + i * 20)).health(true), Health::Warn, "moving but falling behind");
+        assert_eq!(window(|_| (Some(10), 100)).health(true), Health::Stall, "same commit, same log end, lag");
+        assert_eq!(window(|i| (Some(10), 100 + i)).health(true), Health::Stop, "no progress while producers go on");
+        assert_eq!(window(|i| (Some(if i == 5 { 0 } else { 50 + i }), 200)).health(true), Health::Rewind);
+        assert_eq!(history(&[(0, Some(1), 100)]).health(true), Health::Ok, "not enough samples yet");
     }
 
     #[test]
@@ -350,7 +360,7 @@ mod tests {
             (0..150).map(|p| (("t".to_string(), p), offsets(Some(0), 0, i64::from(p)))).collect();
         let mut history = GroupHistory::new();
         let time = Time(k8s_openapi::jiff::Timestamp::from_second(1).unwrap());
-        let s = summarize(&offsets, &mut history, AutoOffsetReset::Latest, 1000, None, time);
+        let s = summarize(&offsets, &mut history, AutoOffsetReset::Latest, 1000, None, None, time);
         assert_eq!(s.status.total, (0..150).sum::<i64>());
         assert_eq!(s.status.max_partition_lag, 149);
         assert_eq!(s.status.partitions.len(), MAX_PARTITIONS_IN_STATUS);
@@ -369,12 +379,70 @@ mod tests {
                 (("t".to_string(), 0), offsets(Some(10), 0, 100 + cycle * 10)),
                 (("t".to_string(), 1), offsets(Some(cycle * 5), 0, 20)),
             ]);
-            last = Some(summarize(&offsets, &mut history, AutoOffsetReset::Latest, cycle * 1000, Some(3), time()));
+            last = Some(summarize(
+                &offsets,
+                &mut history,
+                AutoOffsetReset::Latest,
+                cycle * 1000,
+                Some(3),
+                Some(1),
+                time(),
+            ));
         }
         let s = last.unwrap();
         assert_eq!(s.status.excluded_partitions, vec!["t/0".to_string()]);
         assert_eq!(s.scaling_lag, 10, "only partition 1's lag counts for scaling");
         assert_eq!(s.status.total, 120, "status still shows all lag");
+    }
+
+    #[test]
+    fn a_group_without_members_is_stopped_and_its_lag_always_counts() {
+        let stuck = window(|_| (Some(10), 100));
+        assert_eq!(stuck.health(false), Health::Stop, "lag, no members: consumers gone, not stalled");
+        assert_eq!(window(|i| (Some(100 + i * 10), 100 + i * 10)).health(false), Health::Ok, "no lag");
+
+        let mut history = GroupHistory::new();
+        let time = || Time(k8s_openapi::jiff::Timestamp::from_second(1).unwrap());
+        let mut last = None;
+        for cycle in 0..4 {
+            let offsets = BTreeMap::from([(("t".to_string(), 0), offsets(Some(10), 0, 100 + cycle * 10))]);
+            last = Some(summarize(
+                &offsets,
+                &mut history,
+                AutoOffsetReset::Latest,
+                cycle * 1000,
+                Some(2),
+                Some(0),
+                time(),
+            ));
+        }
+        let s = last.unwrap();
+        assert!(s.status.excluded_partitions.is_empty(), "nobody can move the commit of a group without members");
+        assert_eq!(s.scaling_lag, 120);
+    }
+
+    #[test]
+    fn excluded_partitions_are_bounded_in_status() {
+        let mut history = GroupHistory::new();
+        let time = || Time(k8s_openapi::jiff::Timestamp::from_second(1).unwrap());
+        let mut last = None;
+        for cycle in 0..3 {
+            let offsets: BTreeMap<(String, i32), PartitionOffsets> =
+                (0..1000).map(|p| (("t".to_string(), p), offsets(Some(1), 0, 100 + cycle))).collect();
+            last = Some(summarize(
+                &offsets,
+                &mut history,
+                AutoOffsetReset::Latest,
+                cycle * 1000,
+                Some(2),
+                Some(3),
+                time(),
+            ));
+        }
+        let s = last.unwrap();
+        assert_eq!(s.status.excluded_partitions.len(), MAX_EXCLUDED_IN_STATUS);
+        assert_eq!(s.status.excluded_count, Some(1000));
+        assert_eq!(s.scaling_lag, 0);
     }
 
     #[test]

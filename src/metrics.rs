@@ -71,6 +71,10 @@ pub struct Metrics {
     pub reconciles: Family<ResultLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
     pub kafka_requests: Family<RequestLabels, Counter>,
+    /// Open Kafka connections (one per distinct connection settings in use).
+    pub kafka_connections: Gauge,
+    /// 1 while this instance acts (leader, or no leader election), 0 while it waits as a follower.
+    pub leader: Gauge,
     pub reconcile_duration: Histogram,
     pub lag_collection_duration: Histogram,
     partition_series: Mutex<BTreeMap<GroupLabels, BTreeSet<PartitionLabels>>>,
@@ -100,6 +104,8 @@ impl Metrics {
         let reconciles = Family::<ResultLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
         let kafka_requests = Family::<RequestLabels, Counter>::default();
+        let kafka_connections = Gauge::default();
+        let leader = Gauge::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let lag_collection_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register(
@@ -153,6 +159,16 @@ impl Metrics {
             kafka_requests.clone(),
         );
         registry.register(
+            "consumergroup_operator_kafka_connections",
+            "Open Kafka connections: one per distinct connection settings in use; a rotated credential or a deleted ConsumerGroup closes its connection",
+            kafka_connections.clone(),
+        );
+        registry.register(
+            "consumergroup_operator_leader",
+            "1 while this instance acts (the leader, or no leader election), 0 while it waits as a follower",
+            leader.clone(),
+        );
+        registry.register(
             "consumergroup_operator_reconcile_duration_seconds",
             "Duration of one reconcile",
             reconcile_duration.clone(),
@@ -178,6 +194,8 @@ impl Metrics {
             reconciles,
             errors,
             kafka_requests,
+            kafka_connections,
+            leader,
             reconcile_duration,
             lag_collection_duration,
             partition_series: Mutex::default(),
@@ -206,17 +224,18 @@ impl Metrics {
         self.current_offset.remove(labels);
     }
 
-    /// Removes every series of a ConsumerGroup (deleted, or no longer lag-measured).
+    /// Removes every series of a ConsumerGroup (deleted).
     pub fn forget_group(&self, group: &GroupLabels) {
-        for family in [
-            &self.lag_sum,
-            &self.max_lag,
-            &self.members,
-            &self.health,
-            &self.replicas,
-            &self.desired_replicas,
-            &self.partitions,
-        ] {
+        for family in [&self.members, &self.replicas, &self.desired_replicas, &self.partitions] {
+            family.remove(group);
+        }
+        self.forget_lag(group);
+    }
+
+    /// Removes the lag series of a ConsumerGroup whose lag was not measured this time (Kafka
+    /// unreachable, offsets unreadable): a missing series is visible, a frozen one misleads.
+    pub fn forget_lag(&self, group: &GroupLabels) {
+        for family in [&self.lag_sum, &self.max_lag, &self.health] {
             family.remove(group);
         }
         self.max_lag_seconds.remove(group);

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use consumer_group_operator::crd::ConsumerGroup;
+use consumer_group_operator::crd::{ConsumerGroup, OffsetReset};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
@@ -243,4 +243,37 @@ async fn an_offset_reset_holds_the_largest_plan_the_size_check_lets_through() {
     api.patch_status("big", &PatchParams::apply("tests").force(), &Patch::Apply(body)).await.unwrap();
     let stored = api.get("big").await.unwrap().status.unwrap();
     assert_eq!(stored.plan.len(), largest, "the apiserver stored every planned partition");
+}
+
+#[tokio::test]
+async fn an_execute_offset_reset_cannot_be_changed_nor_set_back_to_dry_run() {
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let namespace = common::namespace(&client, "frozen").await;
+    let api: Api<OffsetReset> = Api::namespaced(client.clone(), &namespace);
+    let reset: OffsetReset = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kafka.operators.dev/v1alpha1", "kind": "OffsetReset", "metadata": {"name": "r"},
+        "spec": {"consumerGroup": "cg", "target": {"shiftBy": -10}, "topics": [{"name": "a"}]}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &reset).await.unwrap();
+    let patch = |spec: serde_json::Value| Patch::Merge(serde_json::json!({ "spec": spec }));
+    // A DryRun may still be edited, then approved.
+    api.patch("r", &PatchParams::default(), &patch(serde_json::json!({"topics": [{"name": "b"}]}))).await.unwrap();
+    api.patch("r", &PatchParams::default(), &patch(serde_json::json!({"mode": "Execute"}))).await.unwrap();
+    for change in [
+        serde_json::json!({"mode": "DryRun"}),
+        serde_json::json!({"topics": [{"name": "c"}]}),
+        serde_json::json!({"quiesceTimeoutSeconds": 10}),
+    ] {
+        let error = api
+            .patch("r", &PatchParams::default(), &patch(change.clone()))
+            .await
+            .expect_err("an Execute OffsetReset is frozen");
+        assert!(error.to_string().contains("cannot be changed (nor set back to DryRun)"), "{change}: {error}");
+    }
+    let stored = api.get("r").await.unwrap();
+    assert_eq!(stored.spec.mode, consumer_group_operator::crd::ResetMode::Execute);
+    assert_eq!(stored.spec.topics[0].name, "b");
 }

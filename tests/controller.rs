@@ -83,7 +83,7 @@ async fn replicas_are_capped_at_partitions_and_follow_scale_and_new_partitions()
     let s = setup("cap").await;
     let bootstrap = env.kafka.bootstrap_servers();
     let topic = create_topic(&bootstrap, 6).await;
-    let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
+    let operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
 
     let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "replicas": 10, "template": template("img:1")});
     s.groups.create(&PostParams::default(), &common::consumer_group("orders", spec)).await.unwrap();
@@ -121,7 +121,7 @@ async fn replicas_are_capped_at_partitions_and_follow_scale_and_new_partitions()
     assert!(deployment_replicas(&s.deployments, "orders", 8).await, "the cap must rise to 8 partitions");
 
     // The cap Event is recorded once per transition, not on every reconcile.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    operator.wait_reconciles(3).await;
     // Identical Events are folded into one object with a series count by the recorder.
     let events: Api<Event> = Api::namespaced(s.client.clone(), &s.namespace);
     let capped_events: i32 = events
@@ -268,7 +268,7 @@ async fn kafka_outage_keeps_replicas_and_reports_it() {
     let mut kafka = tokio::task::spawn_blocking(testenv::Kafka::start).await.unwrap().unwrap();
     let bootstrap = kafka.bootstrap_servers();
     let topic = create_topic(&bootstrap, 3).await;
-    let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
+    let operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
     let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "replicas": 2, "template": template("img:1")});
     s.groups.create(&PostParams::default(), &common::consumer_group("outage", spec)).await.unwrap();
     assert!(deployment_replicas(&s.deployments, "outage", 2).await);
@@ -285,7 +285,7 @@ async fn kafka_outage_keeps_replicas_and_reports_it() {
     let ready = condition(&s.groups, "outage", "Ready", "False").await.expect("not ready during the outage");
     assert_eq!(ready.0, "KafkaUnreachable");
     // Several reconciles later the workload still has its replicas.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    operator.wait_reconciles(3).await;
     assert_eq!(s.deployments.get("outage").await.unwrap().spec.unwrap().replicas, Some(2));
     assert_eq!(s.groups.get("outage").await.unwrap().status.unwrap().replicas, Some(2));
 
@@ -330,23 +330,39 @@ async fn faults_are_conditions_naming_what_is_wrong() {
     let (reason, message) = condition(&s.groups, "bad-template", "Ready", "False").await.unwrap();
     assert_eq!(reason, "WorkloadApplyFailed");
     assert!(message.contains("quantities must match") && message.contains("fix spec.template"), "{message}");
+}
 
-    // Two ConsumerGroups claiming one groupId in one cluster: the later one is not acted on.
+#[tokio::test]
+async fn a_group_id_conflict_ends_when_the_older_group_is_deleted() {
+    let env = common::shared_env().await;
+    let s = setup("conflict").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 2).await;
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
+
+    // Two ConsumerGroups claiming one groupId in one cluster: the later one is not acted on. Created
+    // within the same second, the tie goes to namespace, then name ("first" < "second").
     let shared_id = testenv::unique_name("g");
-    let first =
+    let spec =
         serde_json::json!({"groupId": shared_id, "topics": [topic], "replicas": 1, "template": template("img:1")});
-    s.groups.create(&PostParams::default(), &common::consumer_group("first", first)).await.unwrap();
-    assert!(deployment_replicas(&s.deployments, "first", 1).await);
-    tokio::time::sleep(Duration::from_millis(1100)).await; // creationTimestamp has second precision
-    let second =
-        serde_json::json!({"groupId": shared_id, "topics": [topic], "replicas": 1, "template": template("img:1")});
-    s.groups.create(&PostParams::default(), &common::consumer_group("second", second)).await.unwrap();
+    s.groups.create(&PostParams::default(), &common::consumer_group("first", spec.clone())).await.unwrap();
+    s.groups.create(&PostParams::default(), &common::consumer_group("second", spec)).await.unwrap();
     let (reason, message) = condition(&s.groups, "second", "Ready", "False").await.unwrap();
     assert_eq!(reason, "GroupIdConflict");
     assert!(message.contains(&format!("{}/first", s.namespace)), "{message}");
+    assert!(deployment_replicas(&s.deployments, "first", 1).await);
     assert!(s.deployments.get_opt("second").await.unwrap().is_none(), "the conflicting one runs nothing");
-    let first_ready = condition(&s.groups, "first", "Ready", "True").await;
-    assert!(first_ready.is_some(), "the first one keeps being served");
+    assert!(condition(&s.groups, "first", "Ready", "True").await.is_some(), "the first one keeps being served");
+
+    // The older one goes away: the other takes over within a resync (1 s here), untouched.
+    s.groups.delete("first", &Default::default()).await.unwrap();
+    let took_over = common::eventually(Duration::from_secs(20), || async {
+        let replicas = s.deployments.get_opt("second").await.ok()??.spec?.replicas?;
+        (replicas == 1).then_some(())
+    })
+    .await;
+    assert!(took_over.is_some(), "the remaining ConsumerGroup must be served once the conflict is gone");
+    assert!(condition(&s.groups, "second", "Ready", "True").await.is_some());
 }
 
 #[tokio::test]

@@ -12,10 +12,9 @@ use consumer_group_operator::crd::ConsumerGroup;
 use consumer_group_operator::kafka::{KafkaClient, TopicPartition};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -23,21 +22,12 @@ async fn start_operator(client: &Client, namespace: &str, bootstrap: &str) -> co
     common::Operator::start(client, common::run_args(namespace, bootstrap, &["--kafka-timeout-seconds", "3"])).await
 }
 
-/// GET over plain HTTP/1.1 (the metrics endpoint): (status line, body).
 async fn http_request(address: std::net::SocketAddr, path: &str) -> (String, String) {
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+    common::http_request(address, path).await
 }
 
 async fn http_get(address: std::net::SocketAddr, path: &str) -> String {
-    let (status, body) = http_request(address, path).await;
-    assert_eq!(status, "HTTP/1.1 200 OK", "{path}: {body}");
-    body
+    common::http_get(address, path).await
 }
 
 fn kafka(bootstrap: &str) -> KafkaClient {
@@ -283,7 +273,7 @@ async fn kafka_outage_during_autoscaling_holds_replicas() {
     let bootstrap = kafka.bootstrap_servers();
     let topic = create_topic(&bootstrap, 4).await;
     common::produce(&bootstrap, &topic, &[50; 4], None);
-    let _operator = start_operator(&client, &namespace, &bootstrap).await;
+    let operator = start_operator(&client, &namespace, &bootstrap).await;
     let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "autoOffsetReset": "earliest", "template": template(),
         "scaling": {"minReplicas": 0, "lagThreshold": 100, "scaleDownStabilizationSeconds": 0, "pollIntervalSeconds": 5}});
     groups.create(&PostParams::default(), &common::consumer_group("hold", spec)).await.unwrap();
@@ -305,10 +295,202 @@ async fn kafka_outage_during_autoscaling_holds_replicas() {
     })
     .await;
     assert!(down.is_some(), "the outage is reported");
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    operator.wait_reconciles(3).await;
     assert_eq!(
         deployments.get("hold").await.unwrap().spec.unwrap().replicas,
         Some(2),
         "no scale to zero on missing data"
     );
+}
+
+/// Produces `per_tick` records to every partition every 300 ms until `stop` is set.
+fn produce_steadily(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    per_tick: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
+    std::thread::spawn(move || {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            common::produce(&bootstrap, &topic, &vec![per_tick; partitions as usize], None);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_group_without_members_scales_up_from_zero_and_is_reported_stopped() {
+    let env = common::shared_env().await;
+    let (client, namespace, groups, deployments) = setup("lag-zero").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 2).await;
+    let group_id = testenv::unique_name("g");
+    commit(&bootstrap, &group_id, &[(topic.clone(), 0, 0), (topic.clone(), 1, 0)]).await;
+    let _operator = start_operator(&client, &namespace, &bootstrap).await;
+    // At zero replicas nobody commits, so any new lag looks "persistent" to
+    // excludePersistentLagAfterPolls: it must still count, or the group never wakes up.
+    let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "template": template(),
+        "scaling": {"minReplicas": 0, "lagThreshold": 10, "activationLagThreshold": 60,
+                    "excludePersistentLagAfterPolls": 2, "scaleDownStabilizationSeconds": 0, "pollIntervalSeconds": 5}});
+    groups.create(&PostParams::default(), &common::consumer_group("zero", spec)).await.unwrap();
+    let at_zero =
+        common::eventually(WAIT, || async { (deployments.get("zero").await.ok()?.spec?.replicas? == 0).then_some(()) })
+            .await;
+    assert!(at_zero.is_some(), "no lag: the group rests at zero");
+
+    // Lag grows slowly, poll after poll, with commits that cannot move.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer = produce_steadily(&bootstrap, &topic, 2, 2, stop.clone());
+    let woke = common::eventually(WAIT, || async {
+        let replicas = deployments.get("zero").await.ok()?.spec?.replicas?;
+        (replicas >= 1).then_some(replicas)
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    producer.join().unwrap();
+    assert!(woke.is_some(), "lag above the activation threshold must scale a member-less group up from zero");
+    let lag = groups.get("zero").await.unwrap().status.unwrap().lag.unwrap();
+    assert!(lag.excluded_partitions.is_empty(), "nothing is excluded without members: {:?}", lag.excluded_partitions);
+
+    // Lag that no member works on while producers are quiet: the consumers are gone (STOP), not
+    // stuck on a message (STALL).
+    let verdict = common::eventually(WAIT, || async {
+        let lag = groups.get("zero").await.ok()?.status?.lag?;
+        (lag.health.as_deref() == Some("STOP")).then_some(lag)
+    })
+    .await;
+    assert!(
+        verdict.is_some(),
+        "a group with lag and no members is STOP: {:?}",
+        groups.get("zero").await.unwrap().status
+    );
+}
+
+#[tokio::test]
+async fn unreadable_offsets_are_reported_and_their_lag_metrics_withdrawn() {
+    let env = common::shared_env().await;
+    let (client, namespace, groups, _) = setup("lag-denied").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 2).await;
+    common::produce(&bootstrap, &topic, &[5, 5], None);
+    let group_id = testenv::unique_name("g");
+    commit(&bootstrap, &group_id, &[(topic.clone(), 0, 1), (topic.clone(), 1, 2)]).await;
+    let operator = start_operator(&client, &namespace, &bootstrap).await;
+    let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 1, "template": template()});
+    groups.create(&PostParams::default(), &common::consumer_group("denied", spec)).await.unwrap();
+    let sum = format!("kafka_consumergroup_lag_sum{{namespace=\"{namespace}\",consumergroup=\"denied\"}} 7");
+    let measured = common::eventually(WAIT, || async {
+        http_get(operator.metrics_address, "/metrics").await.contains(&sum).then_some(())
+    })
+    .await;
+    assert!(measured.is_some(), "lag is measured first: {sum}");
+
+    // The operator loses the right to read the group (metadata stays readable).
+    let group_id_for_acl = group_id.clone();
+    tokio::task::spawn_blocking(move || {
+        let kafka = &testenv::shared().kafka;
+        kafka.add_acls(&["--allow-principal", "User:ANONYMOUS", "--operation", "All", "--group", &group_id_for_acl])?;
+        kafka.add_acls(&["--deny-principal", "User:ANONYMOUS", "--operation", "Describe", "--group", &group_id_for_acl])
+    })
+    .await
+    .unwrap()
+    .expect("add the ACLs");
+    let reported = common::eventually(WAIT, || async {
+        let status = groups.get("denied").await.ok()?.status?;
+        let c = status.conditions.into_iter().find(|c| c.type_ == "KafkaReachable" && c.status == "False")?;
+        (c.reason == "OffsetsUnavailable").then_some(c.message)
+    })
+    .await
+    .expect("KafkaReachable=False/OffsetsUnavailable once the offsets cannot be read");
+    assert!(reported.contains("metadata read") && reported.to_lowercase().contains("authoriz"), "{reported}");
+    let series = "consumergroup=\"denied\"";
+    let withdrawn = common::eventually(WAIT, || async {
+        let metrics = http_get(operator.metrics_address, "/metrics").await;
+        let lag_lines: Vec<&str> =
+            metrics.lines().filter(|l| l.starts_with("kafka_consumergroup_") && l.contains(series)).collect();
+        lag_lines.is_empty().then_some(())
+    })
+    .await;
+    assert!(withdrawn.is_some(), "no lag figure of the group may stay frozen on /metrics");
+    let metrics = http_get(operator.metrics_address, "/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            "consumergroup_operator_replicas{{namespace=\"{namespace}\",consumergroup=\"denied\"}} 1"
+        )),
+        "workload figures stay: they are read from Kubernetes"
+    );
+    let ready = groups.get("denied").await.unwrap().status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready");
+    assert_eq!(ready.map(|c| c.status), Some("True".to_string()), "spec.replicas needs no offsets");
+}
+
+#[tokio::test]
+async fn a_rotated_secret_or_a_deleted_group_closes_its_kafka_connection() {
+    let env = common::shared_env().await;
+    let (client, namespace, groups, _) = setup("lag-conn").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 1).await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &namespace);
+    for (name, client_id) in [("a", "client-a"), ("b", "client-b")] {
+        let secret = serde_json::from_value(serde_json::json!({"metadata": {"name": name},
+            "stringData": {"security.protocol": "plaintext", "client.id": client_id}}))
+        .unwrap();
+        secrets.create(&PostParams::default(), &secret).await.unwrap();
+    }
+    let operator = start_operator(&client, &namespace, &bootstrap).await;
+    for name in ["a", "b"] {
+        let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "replicas": 1, "template": template(),
+            "kafka": {"clientPropertiesSecretRef": {"name": name}}});
+        groups.create(&PostParams::default(), &common::consumer_group(name, spec)).await.unwrap();
+    }
+    let connections = |expected: f64| {
+        let operator = &operator;
+        async move {
+            common::eventually(WAIT, || async {
+                (operator.metric("consumergroup_operator_kafka_connections").await? == expected).then_some(())
+            })
+            .await
+            .is_some()
+        }
+    };
+    assert!(connections(2.0).await, "one connection per distinct Secret");
+
+    // Secret a is rotated to settings librdkafka refuses: the connection made with the old ones
+    // is closed, since no ConsumerGroup uses them any more.
+    let rotate = |data: serde_json::Value| Patch::Merge(serde_json::json!({"data": null, "stringData": data}));
+    secrets
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &rotate(serde_json::json!({"security.protocol": "plaintext", "no.such.property": "1"})),
+        )
+        .await
+        .unwrap();
+    let refused = common::eventually(WAIT, || async {
+        let status = groups.get("a").await.ok()?.status?;
+        status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready" && c.reason == "KafkaConfigInvalid")
+            .map(|c| c.message)
+    })
+    .await
+    .expect("the rotated Secret is read");
+    assert!(refused.contains("no.such.property"), "{refused}");
+    assert!(connections(1.0).await, "the connection of the old credentials is closed");
+
+    // Rotated again to working settings: a new connection.
+    secrets
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &rotate(serde_json::json!({"security.protocol": "plaintext", "client.id": "client-a2"})),
+        )
+        .await
+        .unwrap();
+    assert!(connections(2.0).await);
+    // The last ConsumerGroup using a connection goes away: so does the connection.
+    groups.delete("b", &Default::default()).await.unwrap();
+    assert!(connections(1.0).await, "a deleted ConsumerGroup's connection is closed");
 }

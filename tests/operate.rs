@@ -217,10 +217,21 @@ struct OperatorProcess {
 
 impl OperatorProcess {
     fn start(kubeconfig: &Path, name: &str, namespace: &str, bootstrap: &str, extra: &[&str]) -> OperatorProcess {
+        OperatorProcess::start_with_format(kubeconfig, name, namespace, bootstrap, "json", extra)
+    }
+
+    fn start_with_format(
+        kubeconfig: &Path,
+        name: &str,
+        namespace: &str,
+        bootstrap: &str,
+        format: &str,
+        extra: &[&str],
+    ) -> OperatorProcess {
         let log = std::env::temp_dir().join(format!("{}.log", testenv::unique_name(name)));
         let child = Command::new(env!("CARGO_BIN_EXE_consumer-group-operator"))
             .args(["run", "--namespace", namespace, "--resync-seconds", "1", "--metrics-address", "127.0.0.1:0"])
-            .args(["--default-bootstrap-servers", bootstrap, "--log-format", "json"])
+            .args(["--default-bootstrap-servers", bootstrap, "--log-format", format])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", name)
@@ -236,6 +247,20 @@ impl OperatorProcess {
         let mut text = String::new();
         std::fs::File::open(&self.log).unwrap().read_to_string(&mut text).unwrap();
         text
+    }
+
+    /// The address of its /metrics endpoint, from its "serving /metrics" log line.
+    async fn metrics_address(&self) -> std::net::SocketAddr {
+        common::eventually(WAIT, || async {
+            let log = self.log();
+            let line = log.lines().find(|l| l.contains("serving /metrics"))?;
+            let start = line.find("127.0.0.1:")?;
+            let rest = &line[start..];
+            let end = start + rest.find(|c: char| c != '.' && c != ':' && !c.is_ascii_digit()).unwrap_or(rest.len());
+            line[start..end].parse().ok()
+        })
+        .await
+        .expect("the operator logs its metrics address")
     }
 
     fn signal(&self, signal: &str) {
@@ -282,10 +307,20 @@ async fn leader_election_hands_over_when_the_leader_dies_or_stops() {
         .unwrap();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
     assert!(common::eventually(WAIT, || async { deployments.get_opt("first").await.ok()? }).await.is_some());
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        common::eventually(WAIT, || async { b.log().contains("waiting to become the leader").then_some(()) })
+            .await
+            .is_some()
+    );
     assert!(a.log().contains("became the leader"), "a leads");
     assert!(!b.log().contains("became the leader"), "b must wait: {}", b.log());
     assert!(!b.log().contains("scaled workload"), "a follower never acts");
+    // The follower is ready (a rolling update must not wait for it); the metric tells who leads.
+    let (a_metrics, b_metrics) = (a.metrics_address().await, b.metrics_address().await);
+    let (status, body) = common::http_request(b_metrics, "/readyz").await;
+    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "ok"), "a follower is ready");
+    assert!(common::http_get(b_metrics, "/metrics").await.contains("consumergroup_operator_leader 0"));
+    assert!(common::http_get(a_metrics, "/metrics").await.contains("consumergroup_operator_leader 1"));
 
     // The leader dies without releasing: b takes over once the lease expires.
     let killed = Instant::now();
@@ -310,7 +345,11 @@ async fn leader_election_hands_over_when_the_leader_dies_or_stops() {
 
     // A graceful stop (SIGTERM) releases the lease at once.
     let c = OperatorProcess::start(&kubeconfig, "operator-c", &namespace, &bootstrap, &election);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        common::eventually(WAIT, || async { c.log().contains("waiting to become the leader").then_some(()) })
+            .await
+            .is_some()
+    );
     let stopped = Instant::now();
     b.signal("-TERM");
     let holder =
@@ -322,47 +361,158 @@ async fn leader_election_hands_over_when_the_leader_dies_or_stops() {
     drop(c);
 }
 
-#[tokio::test]
-async fn secret_content_never_reaches_logs_status_or_events() {
+/// Standard base64 (RFC 4648, padded), as Secret data travels in the API.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A value no log or message would contain by chance.
+fn random_value(label: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write(label.as_bytes());
+    format!("{label}-{:016x}", hasher.finish())
+}
+
+/// One operator process (log format `format`, trace level) in its own namespace, serving
+/// ConsumerGroups and OffsetResets whose Secrets hold random values under a misspelled key, a Java
+/// key, a refused value and valid SASL keys. Returns the values, and every text the operator
+/// produced: its log, statuses, Events and /metrics.
+async fn secret_scenario(format: &str) -> (Vec<String>, String, BTreeMap<String, (String, String)>, Vec<String>) {
     let env = common::shared_env().await;
     let client = common::kube_client(&env.kube).await;
     common::install_crds(&client).await;
-    let namespace = common::namespace(&client, "secret").await;
+    let namespace = common::namespace(&client, &format!("secret-{format}")).await;
     let bootstrap = env.kafka.bootstrap_servers();
     let topic = create_topic(&bootstrap, 1).await;
-    let password = "s3cr3t-Pa55w0rd-do-not-log";
+    let (misspelled, jaas, refused, user, password) = (
+        random_value("misspelled"),
+        random_value("jaas"),
+        random_value("refused"),
+        random_value("user"),
+        random_value("password"),
+    );
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let secret: Secret = serde_json::from_value(serde_json::json!({"metadata": {"name": "kafka-auth"}, "stringData": {
-        "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.username": "app", "sasl.password": password,
-    }}))
-    .unwrap();
-    secrets.create(&PostParams::default(), &secret).await.unwrap();
-    let operator = OperatorProcess::start(
+    let jaas_config = format!(
+        "org.apache.kafka.common.security.plain.PlainLoginModule required username=\"app\" password=\"{jaas}\";"
+    );
+    let contents = [
+        ("misspelled", serde_json::json!({"security.protocol": "plaintext", "sasl.pasword": misspelled})),
+        ("jaas", serde_json::json!({"security.protocol": "SASL_PLAINTEXT", "sasl.jaas.config": jaas_config})),
+        ("refused", serde_json::json!({"security.protocol": refused})),
+        (
+            "sasl",
+            serde_json::json!({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+            "sasl.username": user, "sasl.password": password}),
+        ),
+    ];
+    for (name, data) in &contents {
+        let secret: Secret =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "stringData": data})).unwrap();
+        secrets.create(&PostParams::default(), &secret).await.unwrap();
+    }
+    let operator = OperatorProcess::start_with_format(
         &env.kube.kubeconfig_path(),
-        "operator-secret",
+        &format!("operator-secret-{format}"),
         &namespace,
         &bootstrap,
-        &["--log-level", "debug", "--kafka-timeout-seconds", "2"],
+        format,
+        &["--log-level", "trace", "--kafka-timeout-seconds", "2"],
     );
     let groups: Api<ConsumerGroup> = Api::namespaced(client.clone(), &namespace);
-    let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "replicas": 1,
-        "kafka": {"clientPropertiesSecretRef": {"name": "kafka-auth"}},
-        "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
-    groups.create(&PostParams::default(), &common::consumer_group("sasl", spec)).await.unwrap();
-    // SASL against a plaintext listener fails: the error path is exercised, with the password in use.
-    let failed = common::eventually(WAIT, || async {
-        let status = groups.get("sasl").await.ok()?.status?;
-        status.conditions.iter().any(|c| c.type_ == "KafkaReachable" && c.status == "False").then_some(status)
+    let resets: Api<consumer_group_operator::crd::OffsetReset> = Api::namespaced(client.clone(), &namespace);
+    for (name, _) in &contents {
+        let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "replicas": 1,
+            "kafka": {"clientPropertiesSecretRef": {"name": name}},
+            "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
+        groups.create(&PostParams::default(), &common::consumer_group(name, spec)).await.unwrap();
+        let reset = serde_json::from_value(serde_json::json!({"apiVersion": "kafka.operators.dev/v1alpha1",
+            "kind": "OffsetReset", "metadata": {"name": name},
+            "spec": {"consumerGroup": name, "target": {"toEarliest": true}}}))
+        .unwrap();
+        resets.create(&PostParams::default(), &reset).await.unwrap();
+    }
+    // Every group reports its fault, and every reset says why it waits.
+    let reported = common::eventually(WAIT, || async {
+        let mut seen = BTreeMap::new();
+        for (name, _) in &contents {
+            let group = groups.get(name).await.ok()?;
+            let ready = group.status?.conditions.into_iter().find(|c| c.type_ == "Ready" && c.status == "False")?;
+            let reset = resets.get(name).await.ok()?.status?.message?;
+            seen.insert(name.to_string(), (format!("{}: {}", ready.reason, ready.message), reset));
+        }
+        Some(seen)
     })
     .await
-    .expect("the SASL connection must fail and be reported");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let log = operator.log();
-    assert!(log.contains("sasl"), "the debug log covered the reconcile: {log}");
-    assert!(!log.contains(password), "the password appeared in the log");
-    assert!(!serde_json::to_string(&failed).unwrap().contains(password), "the password appeared in status");
+    .expect("every ConsumerGroup and OffsetReset reports its connection problem");
+    let metrics = common::http_get(operator.metrics_address().await, "/metrics").await;
+    let mut texts = vec![operator.log(), metrics];
+    texts.extend(
+        groups.list(&ListParams::default()).await.unwrap().items.iter().map(|g| serde_json::to_string(g).unwrap()),
+    );
+    texts.extend(
+        resets.list(&ListParams::default()).await.unwrap().items.iter().map(|r| serde_json::to_string(r).unwrap()),
+    );
     let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
-    for event in events.list(&ListParams::default()).await.unwrap() {
-        assert!(!serde_json::to_string(&event).unwrap().contains(password), "the password appeared in an Event");
+    texts.extend(
+        events.list(&ListParams::default()).await.unwrap().items.iter().map(|e| serde_json::to_string(e).unwrap()),
+    );
+    (vec![misspelled, jaas, refused, user, password], format.to_string(), reported, texts)
+}
+
+#[tokio::test]
+async fn secret_values_never_reach_logs_status_events_or_metrics() {
+    let (plain, json) = tokio::join!(secret_scenario("plain"), secret_scenario("json"));
+    for (values, format, reported, texts) in [plain, json] {
+        let condition = |name: &str| reported[name].0.clone();
+        let reset_message = |name: &str| reported[name].1.clone();
+        // A configuration error is named by key and reason, with its own reason and a way out.
+        assert!(condition("misspelled").starts_with("KafkaConfigInvalid: "), "{}", condition("misspelled"));
+        assert!(condition("misspelled").contains("\"sasl.pasword\"") && condition("misspelled").contains("misspelled"));
+        assert!(condition("jaas").starts_with("KafkaConfigInvalid: "), "{}", condition("jaas"));
+        assert!(
+            condition("jaas").contains("sasl.mechanism")
+                && condition("jaas").contains("sasl.username and sasl.password")
+        );
+        assert!(
+            condition("refused").starts_with("KafkaConfigInvalid: ")
+                && condition("refused").contains("security.protocol")
+        );
+        assert!(!condition("sasl").starts_with("KafkaConfigInvalid"), "valid keys reach Kafka: {}", condition("sasl"));
+        for name in ["misspelled", "jaas", "refused", "sasl"] {
+            let message = reset_message(name);
+            assert!(message.starts_with("waiting: ") && message.contains("nothing was stopped"), "{name}: {message}");
+            assert!(message.matches("configuration is invalid").count() <= 1, "the prefix once: {message}");
+        }
+        assert!(reset_message("jaas").contains("sasl.jaas.config"), "{}", reset_message("jaas"));
+        // No value, plain or as Secret data (base64), in anything the operator wrote.
+        for value in &values {
+            for needle in [value.clone(), base64(value.as_bytes())] {
+                for text in &texts {
+                    assert!(
+                        !text.contains(&needle),
+                        "{format}: a secret value ({needle}) appeared in: {}",
+                        &text[..text.len().min(2000)]
+                    );
+                }
+            }
+        }
+        let log = &texts[0];
+        assert!(log.contains("sasl.pasword"), "{format}: the trace log covered the failing reconciles");
+        if format == "plain" {
+            assert!(!log.contains('\u{1b}'), "no colour codes when stdout is a file");
+        }
     }
 }

@@ -253,7 +253,7 @@ async fn execute_commits_the_plan_consumers_resume_from_it_and_rollback_undoes_i
     let group_id = testenv::unique_name("g");
     let commits = BTreeMap::from([(tp(&topic, 0), 8), (tp(&topic, 1), 5), (tp(&topic, 2), 10)]);
     client.alter_consumer_group_offsets(&group_id, &commits, TIMEOUT).await.unwrap();
-    let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
+    let operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
     let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 2,
         "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
     s.groups.create(&PostParams::default(), &common::consumer_group("exec", spec)).await.unwrap();
@@ -343,7 +343,8 @@ async fn execute_commits_the_plan_consumers_resume_from_it_and_rollback_undoes_i
     let waiting = wait_phase(&s.resets, "while-paused", &[ResetPhase::Pending]).await;
     let message = waiting.status.unwrap().message.unwrap_or_default();
     assert!(message.contains("paused"), "{message}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The ConsumerGroup controller is the one that would stop the workload: let it look again.
+    operator.wait_reconciles(3).await;
     assert_eq!(s.deployments.get("exec").await.unwrap().spec.unwrap().replicas, Some(2), "not stopped while paused");
     assert_eq!(committed(&bootstrap, &group_id, &topic, 3).await, vec![None, None, None], "nothing committed");
     s.groups.patch("exec", &PatchParams::default(), &pause(false)).await.unwrap();
@@ -412,7 +413,7 @@ async fn a_group_with_an_outside_member_is_refused_and_untouched() {
     let status = failed.status.unwrap();
     assert_eq!(status.phase, Some(ResetPhase::Failed));
     let message = status.message.unwrap();
-    assert!(message.contains("laptop-consumer") && message.contains("No offset changed"), "{message}");
+    assert!(message.contains("laptop-consumer") && message.contains("no offset changed"), "{message}");
     assert_eq!(committed(&bootstrap, &group_id, &topic, 2).await, vec![Some(3), Some(4)], "offsets untouched");
     // The workload comes back, unless the waiting reset already holds it at zero again.
     let restored = common::eventually(WAIT, || async {
@@ -526,4 +527,213 @@ async fn a_reset_interrupted_by_an_operator_crash_completes_once_after_restart()
         let _ = second.kill();
         let _ = second.wait();
     }
+}
+
+/// A consumer outside the cluster in `group_id`, polling until the returned flag is set.
+fn outside_consumer(
+    bootstrap: &str,
+    group_id: &str,
+    topic: &str,
+    session_timeout_ms: u32,
+) -> (std::sync::Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let thread = std::thread::spawn({
+        let (bootstrap, group_id, topic, stop) =
+            (bootstrap.to_string(), group_id.to_string(), topic.to_string(), stop.clone());
+        move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", &group_id)
+                .set("client.id", "laptop-consumer")
+                .set("session.timeout.ms", session_timeout_ms.to_string())
+                .set("enable.auto.commit", "false")
+                .create()
+                .unwrap();
+            consumer.subscribe(&[&topic]).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = consumer.poll(Duration::from_millis(100));
+            }
+        }
+    });
+    (stop, thread)
+}
+
+#[tokio::test]
+async fn members_outside_the_workload_are_shown_and_fail_an_execute_within_the_session_timeout() {
+    let env = common::shared_env().await;
+    let s = setup("reset-outsider").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let client = kafka(&bootstrap);
+    let topic = testenv::unique_name("reset-topic");
+    client.create_topic(&topic, 2, 1, TIMEOUT).await.unwrap();
+    common::produce(&bootstrap, &topic, &[5, 5], None);
+    let group_id = testenv::unique_name("g");
+    client
+        .alter_consumer_group_offsets(&group_id, &BTreeMap::from([(tp(&topic, 0), 3), (tp(&topic, 1), 4)]), TIMEOUT)
+        .await
+        .unwrap();
+    let (stop, outside) = outside_consumer(&bootstrap, &group_id, &topic, 6000);
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
+    let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 1,
+        "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
+    s.groups.create(&PostParams::default(), &common::consumer_group("outsider", spec)).await.unwrap();
+    let stable = common::eventually(WAIT, || async {
+        (s.groups.get("outsider").await.ok()?.status?.group_state? == "Stable").then_some(())
+    })
+    .await;
+    assert!(stable.is_some());
+
+    // The preview names who is in the group before anyone approves.
+    let spec = serde_json::json!({"consumerGroup": "outsider", "target": {"toEarliest": true}});
+    s.resets.create(&PostParams::default(), &offset_reset("preview", spec)).await.unwrap();
+    let status = wait_phase(&s.resets, "preview", &[ResetPhase::Planned, ResetPhase::Failed]).await.status.unwrap();
+    assert_eq!(status.member_count, Some(1));
+    assert_eq!(status.members.iter().map(|m| m.client_id.as_str()).collect::<Vec<_>>(), ["laptop-consumer"]);
+    let message = status.message.unwrap();
+    assert!(message.contains("1 member(s): laptop-consumer"), "{message}");
+
+    // Executed: the workload goes to zero (no pod exists here), the outsider stays; the reset gives up
+    // after sessionTimeoutSeconds instead of the 300 s quiesce timeout, and the workload returns.
+    let started = std::time::Instant::now();
+    let spec = serde_json::json!({"consumerGroup": "outsider", "target": {"toEarliest": true}, "mode": "Execute",
+        "quiesceTimeoutSeconds": 300, "sessionTimeoutSeconds": 6});
+    s.resets.create(&PostParams::default(), &offset_reset("execute", spec)).await.unwrap();
+    let status = wait_phase(&s.resets, "execute", &[ResetPhase::Failed, ResetPhase::Succeeded]).await.status.unwrap();
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    outside.join().unwrap();
+    assert_eq!(status.phase, Some(ResetPhase::Failed));
+    let message = status.message.unwrap();
+    assert!(
+        message.contains("laptop-consumer")
+            && message.contains("outside the workload")
+            && message.contains("no offset changed"),
+        "{message}"
+    );
+    assert!(took < Duration::from_secs(60), "failed after {took:?}, long before quiesceTimeoutSeconds");
+    assert_eq!(committed(&bootstrap, &group_id, &topic, 2).await, vec![Some(3), Some(4)], "offsets untouched");
+    let restored = common::eventually(WAIT, || async {
+        (s.deployments.get("outsider").await.ok()?.spec?.replicas? == 1).then_some(())
+    })
+    .await;
+    assert!(restored.is_some(), "the workload resumes");
+}
+
+#[tokio::test]
+async fn a_commit_kafka_refuses_fails_the_reset_changes_nothing_and_restores_the_workload() {
+    let env = common::shared_env().await;
+    let s = setup("reset-refused").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let client = kafka(&bootstrap);
+    let (open, guarded) = (testenv::unique_name("open"), testenv::unique_name("guarded"));
+    client.create_topic(&open, 2, 1, TIMEOUT).await.unwrap();
+    client.create_topic(&guarded, 1, 1, TIMEOUT).await.unwrap();
+    common::produce(&bootstrap, &open, &[10, 10], None);
+    common::produce(&bootstrap, &guarded, &[10], None);
+    let group_id = testenv::unique_name("g");
+    let before = BTreeMap::from([(tp(&open, 0), 7), (tp(&open, 1), 8), (tp(&guarded, 0), 9)]);
+    client.alter_consumer_group_offsets(&group_id, &before, TIMEOUT).await.unwrap();
+    // Committing needs Read on a topic: the operator may describe the guarded topic, not read it.
+    let topic = guarded.clone();
+    tokio::task::spawn_blocking(move || {
+        let kafka = &testenv::shared().kafka;
+        kafka.add_acls(&["--allow-principal", "User:ANONYMOUS", "--operation", "All", "--topic", &topic])?;
+        kafka.add_acls(&["--deny-principal", "User:ANONYMOUS", "--operation", "Read", "--topic", &topic])
+    })
+    .await
+    .unwrap()
+    .expect("add the ACLs");
+
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
+    let spec = serde_json::json!({"groupId": group_id, "topics": [open, guarded], "replicas": 1,
+        "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
+    s.groups.create(&PostParams::default(), &common::consumer_group("refused", spec)).await.unwrap();
+    let spec = serde_json::json!({"consumerGroup": "refused", "target": {"toEarliest": true}, "mode": "Execute"});
+    s.resets.create(&PostParams::default(), &offset_reset("to-earliest", spec)).await.unwrap();
+    let status =
+        wait_phase(&s.resets, "to-earliest", &[ResetPhase::Failed, ResetPhase::Succeeded]).await.status.unwrap();
+    assert_eq!(status.phase, Some(ResetPhase::Failed), "{:?}", status.message);
+    let message = status.message.unwrap();
+    assert!(message.contains(&format!("{guarded}/0")) && message.to_lowercase().contains("authorization"), "{message}");
+    assert!(message.contains("put back"), "{message}");
+    let scope: Vec<TopicPartition> = before.keys().cloned().collect();
+    let now = client.list_consumer_group_offsets(&group_id, Some(&scope), TIMEOUT).await.unwrap();
+    let now: BTreeMap<TopicPartition, i64> = now.into_iter().filter_map(|(tp, o)| Some((tp, o?))).collect();
+    assert_eq!(now, before, "the partitions Kafka accepted were put back: nothing changed");
+    let restored = common::eventually(WAIT, || async {
+        (s.deployments.get("refused").await.ok()?.spec?.replicas? == 1).then_some(())
+    })
+    .await;
+    assert!(restored.is_some(), "the workload resumes");
+}
+
+#[tokio::test]
+async fn kafka_failing_while_the_workload_is_stopped_fails_the_reset_by_its_deadline() {
+    let s = setup("reset-outage").await;
+    let mut broker = tokio::task::spawn_blocking(testenv::Kafka::start).await.unwrap().unwrap();
+    let bootstrap = broker.bootstrap_servers();
+    let client = kafka(&bootstrap);
+    let topic = testenv::unique_name("reset-topic");
+    client.create_topic(&topic, 1, 1, TIMEOUT).await.unwrap();
+    let group_id = testenv::unique_name("g");
+    client.alter_consumer_group_offsets(&group_id, &BTreeMap::from([(tp(&topic, 0), 0)]), TIMEOUT).await.unwrap();
+    // An outside member keeps the reset quiescing (its session outlasts the test).
+    let (stop, outside) = outside_consumer(&bootstrap, &group_id, &topic, 60_000);
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
+    let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 1,
+        "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
+    s.groups.create(&PostParams::default(), &common::consumer_group("outage", spec)).await.unwrap();
+    let stable = common::eventually(WAIT, || async {
+        (s.groups.get("outage").await.ok()?.status?.group_state? == "Stable").then_some(())
+    })
+    .await;
+    assert!(stable.is_some());
+    let spec = serde_json::json!({"consumerGroup": "outage", "target": {"toEarliest": true}, "mode": "Execute",
+        "quiesceTimeoutSeconds": 20, "sessionTimeoutSeconds": 300});
+    s.resets.create(&PostParams::default(), &offset_reset("during-outage", spec)).await.unwrap();
+    wait_phase(&s.resets, "during-outage", &[ResetPhase::Quiescing]).await;
+    let held = common::eventually(WAIT, || async {
+        (s.deployments.get("outage").await.ok()?.spec?.replicas? == 0).then_some(())
+    })
+    .await;
+    assert!(held.is_some(), "the workload is held at zero while quiescing");
+
+    let _broker = tokio::task::spawn_blocking(move || {
+        broker.stop();
+        broker
+    })
+    .await
+    .unwrap();
+    let status =
+        wait_phase(&s.resets, "during-outage", &[ResetPhase::Failed, ResetPhase::Succeeded]).await.status.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    outside.join().unwrap();
+    assert_eq!(status.phase, Some(ResetPhase::Failed));
+    let message = status.message.unwrap();
+    assert!(message.contains("Kafka kept failing") && message.contains("no offset changed"), "{message}");
+    let restored = common::eventually(WAIT, || async {
+        (s.deployments.get("outage").await.ok()?.spec?.replicas? == 1).then_some(())
+    })
+    .await;
+    assert!(restored.is_some(), "the workload resumes although Kafka is still down");
+}
+
+#[tokio::test]
+async fn status_writes_are_refused_when_decided_on_a_stale_object() {
+    let s = setup("reset-occ").await;
+    let spec = serde_json::json!({"consumerGroup": "absent", "target": {"toEarliest": true}});
+    let created = s.resets.create(&PostParams::default(), &offset_reset("occ", spec)).await.unwrap();
+    let committing =
+        consumer_group_operator::crd::OffsetResetStatus { phase: Some(ResetPhase::Committing), ..Default::default() };
+    let written = consumer_group_operator::reset::apply_status(&s.client, &created, &committing).await.unwrap();
+    // A second writer still holding the first version (a stale cache, a deposed leader) is refused.
+    let going_back =
+        consumer_group_operator::crd::OffsetResetStatus { phase: Some(ResetPhase::Quiescing), ..Default::default() };
+    match consumer_group_operator::reset::apply_status(&s.client, &created, &going_back).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 409, "{status:?}"),
+        other => panic!("a write decided on a stale object must conflict, got {other:?}"),
+    }
+    let stored = s.resets.get("occ").await.unwrap();
+    assert_eq!(stored.status.unwrap().phase, Some(ResetPhase::Committing), "the stale write changed nothing");
+    assert!(consumer_group_operator::reset::apply_status(&s.client, &written, &going_back).await.is_ok());
 }

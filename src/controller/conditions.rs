@@ -16,6 +16,12 @@ pub mod reason {
     pub const CONNECTED: &str = "Connected";
     pub const KAFKA_UNREACHABLE: &str = "KafkaUnreachable";
     pub const KAFKA_NOT_CONFIGURED: &str = "KafkaNotConfigured";
+    /// librdkafka refused the client properties (an unknown key, a bad value); nothing was sent.
+    pub const KAFKA_CONFIG_INVALID: &str = "KafkaConfigInvalid";
+    /// Kafka refused the operator's login or its permissions.
+    pub const KAFKA_AUTH_FAILED: &str = "KafkaAuthFailed";
+    /// Metadata answered, but the group's state or committed offsets could not be read.
+    pub const OFFSETS_UNAVAILABLE: &str = "OffsetsUnavailable";
     pub const TOPICS_NOT_FOUND: &str = "TopicsNotFound";
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     pub const SECRET_INVALID: &str = "SecretInvalid";

@@ -33,6 +33,10 @@ use act::Happening;
 use decide::Recommendation;
 use plan::{KafkaObservation, Observed};
 
+/// How long a Kafka connection is kept after it was opened even when no ConsumerGroup has recorded
+/// it as in use (an OffsetReset may open its group's connection before that group's reconcile).
+const CONNECTION_GRACE: Duration = Duration::from_secs(30);
+
 /// Members listed in status; memberCount carries the total.
 const MAX_MEMBERS_IN_STATUS: usize = 50;
 
@@ -77,6 +81,9 @@ pub struct Context {
     memory: Mutex<HashMap<ObjectRef<ConsumerGroup>, GroupMemory>>,
     /// Shared log-offset snapshots, one per distinct connection.
     log_offsets: Mutex<HashMap<std::collections::BTreeMap<String, String>, Arc<LogOffsetCache>>>,
+    /// The connection each ConsumerGroup used last, so that connections nobody uses any more
+    /// (a deleted group, a rotated Secret) are closed with their caches.
+    connections: Mutex<HashMap<ObjectRef<ConsumerGroup>, std::collections::BTreeMap<String, String>>>,
 }
 
 #[derive(Default)]
@@ -102,7 +109,16 @@ impl Context {
         caches.entry(properties.clone()).or_default().clone()
     }
 
-    /// Drops memory, metrics and Kafka clients of ConsumerGroups that no longer exist.
+    /// Records the connection a ConsumerGroup uses now (its previous one may be closed).
+    fn use_connection(&self, key: &ObjectRef<ConsumerGroup>, properties: &std::collections::BTreeMap<String, String>) {
+        let mut connections = self.connections.lock().expect("connections lock");
+        if connections.get(key) != Some(properties) {
+            connections.insert(key.clone(), properties.clone());
+        }
+    }
+
+    /// Drops memory, metrics, Kafka clients and log-offset caches of ConsumerGroups that no longer
+    /// exist, and the clients and caches of connections no ConsumerGroup uses any more.
     pub fn sweep(&self) {
         let live: std::collections::HashSet<ObjectRef<ConsumerGroup>> =
             self.stores.iter().flat_map(|s| s.state()).map(|g| ObjectRef::from(g.as_ref())).collect();
@@ -120,9 +136,16 @@ impl Context {
                 consumergroup: key.name.clone(),
             });
         }
-        // Before idle clients close, so their last requests are counted.
+        let in_use: std::collections::HashSet<std::collections::BTreeMap<String, String>> = {
+            let mut connections = self.connections.lock().expect("connections lock");
+            connections.retain(|key, _| live.contains(key));
+            connections.values().cloned().collect()
+        };
+        // Before unused clients close, so their last requests are counted.
         self.metrics.count_kafka_requests(&self.kafka.take_new_requests());
-        self.kafka.sweep();
+        self.kafka.retain_connections(&in_use, CONNECTION_GRACE);
+        self.log_offsets.lock().expect("log offsets lock").retain(|properties, _| in_use.contains(properties));
+        self.metrics.kafka_connections.set(self.kafka.len() as i64);
     }
 }
 
@@ -152,6 +175,7 @@ impl Context {
             failures: Mutex::default(),
             memory: Mutex::default(),
             log_offsets: Mutex::default(),
+            connections: Mutex::default(),
         }
     }
 }
@@ -180,6 +204,7 @@ pub async fn run_elected(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
     if !args.leader_election {
+        metrics.leader.set(1);
         return run_with_client(client, args, metrics, shutdown).await;
     }
 
@@ -199,6 +224,11 @@ pub async fn run_elected(
         .build()
         .await?;
     let (mut leading, lease_task) = manager.watch().await;
+    // A follower is ready: it reaches the apiserver and can take over. Were it not, a rolling
+    // update of two replicas would wait forever for the second one (the Lease and the
+    // `consumergroup_operator_leader` metric tell who leads).
+    metrics.leader.set(0);
+    metrics.set_ready(true);
     tracing::info!(lease = %args.lease_name, %namespace, %identity, "waiting to become the leader");
     let mut signal = Box::pin(shutdown);
     loop {
@@ -219,6 +249,7 @@ pub async fn run_elected(
         }
     }
     tracing::info!(%identity, "became the leader");
+    metrics.leader.set(1);
     let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
     let watch_leadership = tokio::spawn(async move {
         while leading.changed().await.is_ok() {
@@ -346,7 +377,7 @@ pub async fn run_with_client(
     {
         let context = context.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            let mut tick = tokio::time::interval(context.resync.min(Duration::from_secs(10)));
             loop {
                 tick.tick().await;
                 context.sweep();
@@ -454,12 +485,22 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
     };
     let mut kafka = KafkaObservation::NotQueried;
     let mut description: Option<GroupDescription> = None;
+    // Whether the group's state was read this time (else status keeps the last known one).
+    let mut described = false;
     let mut memory = ctx.take_memory(&key);
     let mut lag_summary = None;
     if let (Some(connection), Ok(_)) = (&connection, &workload_replicas) {
+        ctx.use_connection(&key, &connection.properties);
         kafka = match observe::kafka(&ctx.kafka, connection, &group, ctx.kafka_timeout).await {
             Ok((client, view)) => {
-                description = view.group;
+                let mut group_unreadable = None;
+                match view.group {
+                    Ok(found) => {
+                        description = found;
+                        described = true;
+                    }
+                    Err(error) => group_unreadable = Some(error.to_string()),
+                }
                 let lag_started = std::time::Instant::now();
                 let log_offsets = ctx.log_offsets_for(&connection.properties);
                 let sources = observe::LagSources {
@@ -485,23 +526,40 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
                             group.spec.auto_offset_reset,
                             now.0.as_millisecond(),
                             exclude_after,
+                            group_unreadable.is_none().then(|| description.as_ref().map_or(0, |d| d.members.len())),
                             now.clone(),
                         ));
                     }
-                    Err(error) => tracing::warn!(group = %group.name_any(), %error, "lag could not be measured"),
+                    Err(error) => {
+                        tracing::warn!(group = %group.name_any(), %error, "lag could not be measured");
+                        group_unreadable.get_or_insert_with(|| error.to_string());
+                        // A listing that hides a group it may not describe reads as "Dead, no
+                        // members": without its offsets, its state is not trusted either.
+                        described = false;
+                    }
                 }
-                KafkaObservation::Seen { partitions: view.partitions }
+                KafkaObservation::Seen { partitions: view.partitions, group_unreadable }
             }
             Err(KafkaError::UnknownTopics(topics)) => KafkaObservation::TopicsMissing(topics),
-            Err(error) => KafkaObservation::Unreachable(error.to_string()),
+            Err(error) => {
+                KafkaObservation::Failed { reason: observe::failure_reason(&error), message: error.to_string() }
+            }
         };
     }
 
     // Decide.
     let reset_in_progress = ctx.resets.iter().find_map(|store| crate::reset::holding_reset(store, &group));
+    let held_by_reset = conditions::find(&previous.conditions, conditions::READY)
+        .is_some_and(|c| c.reason == conditions::reason::OFFSET_RESET_IN_PROGRESS);
+    let resume_after_reset = if held_by_reset && reset_in_progress.is_none() {
+        ctx.resets.iter().find_map(|store| crate::reset::released_replicas(store, &group))
+    } else {
+        None
+    };
     let mut plan = plan::plan(&Observed {
         group: &group,
         reset_in_progress,
+        resume_after_reset,
         conflict_with,
         connection: connection_problem,
         workload_replicas: workload_replicas.clone(),
@@ -566,11 +624,12 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
     happenings
         .extend(conditions::transitions(&previous.conditions, &conditions).into_iter().map(Happening::Transition));
     let kafka_seen = matches!(kafka, KafkaObservation::Seen { .. });
+    let kafka_seen_group = kafka_seen && described;
     let status = ConsumerGroupStatus {
         observed_generation: group.metadata.generation,
         partitions: plan.partitions.or(previous.partitions),
         topics: match &kafka {
-            KafkaObservation::Seen { partitions } => {
+            KafkaObservation::Seen { partitions, .. } => {
                 partitions.iter().map(|(name, &partitions)| TopicStatus { name: name.clone(), partitions }).collect()
             }
             _ => previous.topics.clone(),
@@ -578,27 +637,28 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
         replicas: replicas_now,
         desired_replicas: plan.desired_replicas.or(previous.desired_replicas),
         selector: workload.as_ref().and_then(|w| w.selector.clone()),
-        group_state: if kafka_seen {
+        group_state: if kafka_seen_group {
             Some(description.as_ref().map_or("Dead".to_string(), |d| d.state.as_str().to_string()))
         } else {
             previous.group_state.clone()
         },
-        member_count: if kafka_seen {
+        member_count: if kafka_seen_group {
             Some(description.as_ref().map_or(0, |d| d.members.len() as i32))
         } else {
             previous.member_count
         },
-        members: if kafka_seen { members(description.as_ref()) } else { previous.members.clone() },
+        members: if kafka_seen_group { members(description.as_ref()) } else { previous.members.clone() },
         lag: lag_summary.as_ref().map(|s| s.status.clone()).or_else(|| previous.lag.clone()),
         last_scale_time: if scaled { Some(now.clone()) } else { previous.last_scale_time.clone() },
         conditions,
     };
-    record_metrics(&ctx.metrics, &group, &status, lag_summary.as_ref());
+    let fresh_members = kafka_seen_group.then_some(status.member_count).flatten();
+    record_metrics(&ctx.metrics, &group, &status, fresh_members, lag_summary.as_ref());
     act::status(&ctx.client, &group, &status).await?;
     act::publish(&ctx.recorder, &group, happenings).await;
 
     // Schedule the next look.
-    let failed = matches!(kafka, KafkaObservation::Unreachable(_));
+    let failed = matches!(kafka, KafkaObservation::Failed { .. });
     let attempt = ctx
         .failures
         .lock()
@@ -621,10 +681,13 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
     })
 }
 
+/// Workload figures from status; group and lag figures only when measured this time: an HPA or
+/// alert on them must never act on a frozen last value.
 fn record_metrics(
     metrics: &Metrics,
     group: &ConsumerGroup,
     status: &ConsumerGroupStatus,
+    members: Option<i32>,
     lag: Option<&crate::lag::Summary>,
 ) {
     let labels = GroupLabels { namespace: group.namespace().unwrap_or_default(), consumergroup: group.name_any() };
@@ -638,27 +701,36 @@ fn record_metrics(
     set(&metrics.replicas, status.replicas);
     set(&metrics.desired_replicas, status.desired_replicas);
     set(&metrics.partitions, status.partitions);
-    set(&metrics.members, status.member_count);
-    if let Some(lag) = lag {
-        metrics.lag_sum.get_or_create(&labels).set(lag.status.total);
-        metrics.max_lag.get_or_create(&labels).set(lag.status.max_partition_lag);
-        metrics.max_lag_seconds.get_or_create(&labels).set(lag.max_lag_seconds);
-        metrics.health.get_or_create(&labels).set(lag.health.code());
-        let series = lag
-            .partitions
-            .iter()
-            .map(|p| {
-                let partition_labels = PartitionLabels {
-                    namespace: labels.namespace.clone(),
-                    consumergroup: labels.consumergroup.clone(),
-                    topic: p.topic.clone(),
-                    partition: p.partition.to_string(),
-                };
-                (partition_labels, p.lag, p.lag_seconds, p.committed)
-            })
-            .collect();
-        metrics.set_partition_series(&labels, series);
+    match members {
+        Some(members) => {
+            metrics.members.get_or_create(&labels).set(i64::from(members));
+        }
+        None => {
+            metrics.members.remove(&labels);
+        }
     }
+    let Some(lag) = lag else {
+        metrics.forget_lag(&labels);
+        return;
+    };
+    metrics.lag_sum.get_or_create(&labels).set(lag.status.total);
+    metrics.max_lag.get_or_create(&labels).set(lag.status.max_partition_lag);
+    metrics.max_lag_seconds.get_or_create(&labels).set(lag.max_lag_seconds);
+    metrics.health.get_or_create(&labels).set(lag.health.code());
+    let series = lag
+        .partitions
+        .iter()
+        .map(|p| {
+            let partition_labels = PartitionLabels {
+                namespace: labels.namespace.clone(),
+                consumergroup: labels.consumergroup.clone(),
+                topic: p.topic.clone(),
+                partition: p.partition.to_string(),
+            };
+            (partition_labels, p.lag, p.lag_seconds, p.committed)
+        })
+        .collect();
+    metrics.set_partition_series(&labels, series);
 }
 
 fn members(description: Option<&GroupDescription>) -> Vec<MemberStatus> {

@@ -199,13 +199,16 @@ fn get_scale_opt(
 }
 
 /// What Kafka said about the group's topics and the group itself.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct KafkaView {
     pub partitions: BTreeMap<String, i32>,
-    pub group: Option<GroupDescription>,
+    /// The group description, or why it could not be read while metadata could (e.g. no
+    /// permission to describe the group).
+    pub group: Result<Option<GroupDescription>, KafkaError>,
 }
 
-/// Partition counts (one metadata request per topic) and the group description.
+/// Partition counts (one metadata request per topic) and the group description. Fails only when
+/// metadata fails; a group that cannot be described is reported in the view.
 pub async fn kafka(
     cache: &ClientCache,
     connection: &Connection,
@@ -214,9 +217,22 @@ pub async fn kafka(
 ) -> Result<(Arc<KafkaClient>, KafkaView), KafkaError> {
     let client = cache.get_or_create(&connection.properties)?;
     let partitions = client.partition_counts(&group.spec.topics, timeout).await?;
-    let description =
-        client.describe_consumer_groups(std::slice::from_ref(&group.spec.group_id), timeout).await?.into_iter().next();
+    let description = client
+        .describe_consumer_groups(std::slice::from_ref(&group.spec.group_id), timeout)
+        .await
+        .map(|groups| groups.into_iter().next());
     Ok((client, KafkaView { partitions, group: description }))
+}
+
+/// The condition reason for a Kafka failure: configuration and login problems are told apart
+/// from an unreachable cluster, since only a fix of the Secret helps them.
+pub fn failure_reason(error: &KafkaError) -> &'static str {
+    use super::conditions::reason;
+    match error {
+        KafkaError::Config(_) => reason::KAFKA_CONFIG_INVALID,
+        KafkaError::Auth(_) => reason::KAFKA_AUTH_FAILED,
+        _ => reason::KAFKA_UNREACHABLE,
+    }
 }
 
 /// Where lag comes from: the connection's client, its shared log-offset snapshot, and limits.

@@ -13,10 +13,17 @@ use crate::crd::ConsumerGroup;
 pub enum KafkaObservation {
     /// Kafka was not asked (an earlier step failed).
     NotQueried,
-    Unreachable(String),
+    /// Kafka could not be asked or did not answer; `reason` is a condition reason
+    /// (KafkaUnreachable, KafkaConfigInvalid, KafkaAuthFailed).
+    Failed {
+        reason: &'static str,
+        message: String,
+    },
     TopicsMissing(Vec<String>),
     Seen {
         partitions: BTreeMap<String, i32>,
+        /// Set when metadata answered but the group's state or offsets could not be read.
+        group_unreadable: Option<String>,
     },
 }
 
@@ -26,6 +33,10 @@ pub struct Observed<'a> {
     pub group: &'a ConsumerGroup,
     /// Name of an OffsetReset that needs the workload stopped now.
     pub reset_in_progress: Option<String>,
+    /// Set when an OffsetReset held the workload at zero until now: the replicas it stopped, to
+    /// go back to when no new decision can be made (Kafka down): the end of a reset never leaves
+    /// a workload at zero.
+    pub resume_after_reset: Option<i32>,
     /// `namespace/name` of an earlier ConsumerGroup claiming the same groupId in the same cluster.
     pub conflict_with: Option<String>,
     pub connection: Option<ConnectionProblem>,
@@ -52,6 +63,17 @@ pub struct Plan {
     pub permanent: bool,
 }
 
+/// Without a new decision, a workload an OffsetReset just released goes back to what it ran
+/// before the reset (the last decision made on real data), not to zero.
+fn resume_after_reset(o: &Observed, plan: &mut Plan) {
+    if let Some(replicas) = o.resume_after_reset
+        && !o.group.spec.paused
+    {
+        plan.replicas = Some(replicas);
+        plan.scale_reason = format!("the OffsetReset ended; back to the {replicas} replicas it stopped");
+    }
+}
+
 pub fn plan(o: &Observed) -> Plan {
     let mut plan = Plan {
         replicas: None,
@@ -65,7 +87,8 @@ pub fn plan(o: &Observed) -> Plan {
     let spec = &o.group.spec;
 
     if let Some(owner) = &o.conflict_with {
-        plan.permanent = true;
+        // Not permanent: the other ConsumerGroup may go away, and this one must then take over
+        // within a resync without anyone editing it.
         plan.conditions.push(Desired::new(
             READY,
             false,
@@ -122,10 +145,11 @@ pub fn plan(o: &Observed) -> Plan {
 
     let partitions = match &o.kafka {
         KafkaObservation::NotQueried => return plan,
-        KafkaObservation::Unreachable(error) => {
-            let message = format!("{error}; keeping the current replicas until Kafka answers");
-            plan.conditions.push(Desired::new(KAFKA_REACHABLE, false, reason::KAFKA_UNREACHABLE, message.clone()));
-            plan.conditions.push(Desired::new(READY, false, reason::KAFKA_UNREACHABLE, message));
+        KafkaObservation::Failed { reason, message } => {
+            let message = format!("{message}; keeping the current replicas until Kafka answers");
+            plan.conditions.push(Desired::new(KAFKA_REACHABLE, false, reason, message.clone()));
+            plan.conditions.push(Desired::new(READY, false, reason, message));
+            resume_after_reset(o, &mut plan);
             return plan;
         }
         KafkaObservation::TopicsMissing(topics) => {
@@ -141,9 +165,21 @@ pub fn plan(o: &Observed) -> Plan {
             ));
             return plan;
         }
-        KafkaObservation::Seen { partitions } => partitions,
+        KafkaObservation::Seen { partitions, group_unreadable } => {
+            plan.conditions.push(match group_unreadable {
+                None => Desired::new(KAFKA_REACHABLE, true, reason::CONNECTED, "metadata, group state and offsets read"),
+                Some(error) => Desired::new(
+                    KAFKA_REACHABLE,
+                    false,
+                    reason::OFFSETS_UNAVAILABLE,
+                    format!(
+                        "metadata read, but not the group's state or committed offsets: {error}; its lag metrics are withdrawn until they can be read"
+                    ),
+                ),
+            });
+            partitions
+        }
     };
-    plan.conditions.push(Desired::new(KAFKA_REACHABLE, true, reason::CONNECTED, "metadata and group state read"));
     let cap: i32 = partitions.values().sum();
     plan.partitions = Some(cap);
     let per_topic = partitions.iter().map(|(t, p)| format!("{t}: {p}")).collect::<Vec<_>>().join(", ");
@@ -178,6 +214,7 @@ pub fn plan(o: &Observed) -> Plan {
             reason::LAG_UNAVAILABLE,
             "lag could not be measured; keeping the current replicas",
         ));
+        resume_after_reset(o, &mut plan);
         return plan;
     };
     plan.desired_replicas = Some(decision.desired);
@@ -240,6 +277,7 @@ mod tests {
         Observed {
             group,
             reset_in_progress: None,
+            resume_after_reset: None,
             conflict_with: None,
             connection: None,
             workload_replicas: Ok(Some(2)),
@@ -251,7 +289,7 @@ mod tests {
     }
 
     fn seen(n: i32) -> KafkaObservation {
-        KafkaObservation::Seen { partitions: BTreeMap::from([("t".to_string(), n)]) }
+        KafkaObservation::Seen { partitions: BTreeMap::from([("t".to_string(), n)]), group_unreadable: None }
     }
 
     fn condition<'a>(plan: &'a Plan, type_: &str) -> &'a Desired {
@@ -272,10 +310,39 @@ mod tests {
     #[test]
     fn unreachable_kafka_never_touches_replicas() {
         let g = group(serde_json::json!({"replicas": 3}));
-        let p = plan(&observed(&g, KafkaObservation::Unreachable("timed out".into())));
+        let p = plan(&observed(
+            &g,
+            KafkaObservation::Failed { reason: reason::KAFKA_UNREACHABLE, message: "timed out".into() },
+        ));
         assert_eq!(p.replicas, None);
         assert!(!condition(&p, KAFKA_REACHABLE).status);
         assert!(!condition(&p, READY).status);
+    }
+
+    #[test]
+    fn unreadable_offsets_say_so_and_manual_replicas_still_apply() {
+        let g = group(serde_json::json!({"replicas": 2}));
+        let mut p = plan(&observed(
+            &g,
+            KafkaObservation::Seen {
+                partitions: BTreeMap::from([("t".to_string(), 6)]),
+                group_unreadable: Some("Group authorization failed".into()),
+            },
+        ));
+        let reachable = condition(&p, KAFKA_REACHABLE);
+        assert_eq!((reachable.status, reachable.reason), (false, reason::OFFSETS_UNAVAILABLE));
+        assert!(reachable.message.contains("Group authorization failed"), "{}", reachable.message);
+        assert_eq!(p.replicas, Some(2), "spec.replicas needs no offsets");
+
+        let g = group(serde_json::json!({"scaling": {"lagThreshold": 10}}));
+        p = plan(&observed(
+            &g,
+            KafkaObservation::Seen {
+                partitions: BTreeMap::from([("t".to_string(), 6)]),
+                group_unreadable: Some("x".into()),
+            },
+        ));
+        assert_eq!((p.replicas, condition(&p, READY).reason), (None, reason::LAG_UNAVAILABLE));
     }
 
     #[test]
@@ -321,7 +388,7 @@ mod tests {
         let mut o = observed(&g, seen(6));
         o.conflict_with = Some("ns/first".into());
         let p = plan(&o);
-        assert_eq!((p.replicas, p.permanent), (None, true));
+        assert_eq!((p.replicas, p.permanent), (None, false), "looked at again each resync");
         assert!(condition(&p, READY).message.contains("ns/first"));
 
         let mut o = observed(&g, seen(6));
@@ -349,11 +416,32 @@ mod tests {
     }
 
     #[test]
+    fn a_workload_released_by_a_reset_resumes_even_without_kafka() {
+        let g = group(serde_json::json!({"replicas": 3}));
+        let mut o =
+            observed(&g, KafkaObservation::Failed { reason: reason::KAFKA_UNREACHABLE, message: "down".into() });
+        o.workload_replicas = Ok(Some(0));
+        assert_eq!(plan(&o).replicas, None, "no reset ended: hold");
+        o.resume_after_reset = Some(3);
+        let p = plan(&o);
+        assert_eq!(p.replicas, Some(3));
+        assert!(p.scale_reason.contains("OffsetReset ended"), "{}", p.scale_reason);
+
+        let g = group(serde_json::json!({"scaling": {"lagThreshold": 10}}));
+        let mut o = observed(&g, seen(6));
+        o.resume_after_reset = Some(2);
+        assert_eq!(plan(&o).replicas, Some(2), "lag unknown right after the reset: back to before");
+    }
+
+    #[test]
     fn partitions_of_several_topics_add_up() {
         let g = group(serde_json::json!({"topics": ["a", "b"], "replicas": 100}));
         let p = plan(&observed(
             &g,
-            KafkaObservation::Seen { partitions: BTreeMap::from([("a".to_string(), 4), ("b".to_string(), 2)]) },
+            KafkaObservation::Seen {
+                partitions: BTreeMap::from([("a".to_string(), 4), ("b".to_string(), 2)]),
+                group_unreadable: None,
+            },
         ));
         assert_eq!((p.partitions, p.replicas), (Some(6), Some(6)));
         assert!(condition(&p, REPLICAS_CAPPED).message.contains("a: 4, b: 2"));

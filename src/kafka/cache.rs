@@ -1,17 +1,15 @@
 //! One Kafka client per distinct connection (bootstrap servers + client properties), shared by
-//! every ConsumerGroup that uses it and closed when none does.
+//! every ConsumerGroup that uses it and closed when none does: a rotated credential is a new
+//! connection, and the old one closes at the next sweep.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::stats::RequestCounts;
 use super::{KafkaClient, KafkaError};
 
-/// How long an unused client is kept (a ConsumerGroup between two reconciles still uses it).
-const IDLE: Duration = Duration::from_secs(300);
-
-/// Connection properties -> (client, last use).
+/// Connection properties -> (client, when it was opened).
 type Clients = HashMap<BTreeMap<String, String>, (Arc<KafkaClient>, Instant)>;
 
 #[derive(Default)]
@@ -23,8 +21,7 @@ impl ClientCache {
     /// The client for these properties, created on first use.
     pub fn get_or_create(&self, properties: &BTreeMap<String, String>) -> Result<Arc<KafkaClient>, KafkaError> {
         let mut clients = self.clients.lock().expect("client cache lock");
-        if let Some((client, last_used)) = clients.get_mut(properties) {
-            *last_used = Instant::now();
+        if let Some((client, _)) = clients.get(properties) {
             return Ok(client.clone());
         }
         let client = Arc::new(KafkaClient::new(properties)?);
@@ -45,15 +42,15 @@ impl ClientCache {
         total
     }
 
-    /// Closes clients nobody used for a while and nobody holds.
-    pub fn sweep(&self) {
-        self.sweep_idle(IDLE);
-    }
-
-    fn sweep_idle(&self, idle: Duration) {
+    /// Closes the clients of connections no ConsumerGroup uses any more (deleted, or its Secret
+    /// rotated), unless a call still holds one or it was opened within `grace` (a reconcile that
+    /// has not recorded its connection yet).
+    pub fn retain_connections(&self, in_use: &HashSet<BTreeMap<String, String>>, grace: Duration) {
         let mut clients = self.clients.lock().expect("client cache lock");
         let before = clients.len();
-        clients.retain(|_, (client, last_used)| Arc::strong_count(client) > 1 || last_used.elapsed() < idle);
+        clients.retain(|properties, (client, opened)| {
+            in_use.contains(properties) || Arc::strong_count(client) > 1 || opened.elapsed() < grace
+        });
         if clients.len() < before {
             tracing::info!(
                 closed = before - clients.len(),
@@ -81,7 +78,7 @@ mod tests {
     }
 
     #[test]
-    fn one_client_per_distinct_connection_and_idle_ones_are_closed() {
+    fn one_client_per_distinct_connection_and_unused_ones_are_closed() {
         let cache = ClientCache::default();
         let a = cache.get_or_create(&props("127.0.0.1:1")).unwrap();
         let again = cache.get_or_create(&props("127.0.0.1:1")).unwrap();
@@ -90,10 +87,15 @@ mod tests {
         assert!(!Arc::ptr_eq(&a, &b));
         assert_eq!(cache.len(), 2);
         drop((again, b));
-        cache.sweep_idle(Duration::ZERO);
+        let none = HashSet::new();
+        cache.retain_connections(&none, Duration::ZERO);
         assert_eq!(cache.len(), 1, "the client still held is kept, the unused one closed");
         drop(a);
-        cache.sweep_idle(Duration::ZERO);
+        cache.retain_connections(&HashSet::from([props("127.0.0.1:1")]), Duration::ZERO);
+        assert_eq!(cache.len(), 1, "a connection in use stays open");
+        cache.retain_connections(&none, Duration::from_secs(60));
+        assert_eq!(cache.len(), 1, "a connection opened within the grace period stays open");
+        cache.retain_connections(&none, Duration::ZERO);
         assert!(cache.is_empty());
     }
 }

@@ -10,6 +10,12 @@
 //!    absolute offsets (idempotent; a relative target is never re-resolved).
 //! 3. Succeeded / Failed: the ConsumerGroup controller resumes its own replica decision.
 //!
+//! Nothing holds a workload at zero for good: Kafka errors once the consumers are stopped count
+//! toward quiesceTimeoutSeconds, a permanent refusal fails the reset at once (a partially accepted
+//! commit is undone), and members that outlive the workload's pods by a session timeout fail it
+//! naming them. Every phase change is a conditional write on a fresh read (optimistic
+//! concurrency), so a stale cache or a deposed leader cannot repeat or undo a step.
+//!
 //! Only one reset per ConsumerGroup runs at a time; the others wait in Pending.
 
 pub mod plan;
@@ -18,8 +24,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::Store;
@@ -29,8 +36,8 @@ use serde_json::json;
 use crate::controller::observe;
 use crate::controller::workload::MANAGER;
 use crate::controller::{Context, Error};
-use crate::crd::{ConsumerGroup, OffsetReset, OffsetResetStatus, PlannedOffset, ResetMode, ResetPhase};
-use crate::kafka::{IsolationLevel, KafkaClient, KafkaError, OffsetSpec, TopicPartition};
+use crate::crd::{ConsumerGroup, MemberStatus, OffsetReset, OffsetResetStatus, PlannedOffset, ResetMode, ResetPhase};
+use crate::kafka::{IsolationLevel, KafkaClient, KafkaError, MemberDescription, OffsetSpec, TopicPartition};
 use plan::{PartitionState, Target};
 
 /// Fault injection for crash tests: when `CGO_FAULT_EXIT_AT` names a point, the process exits
@@ -54,15 +61,43 @@ pub fn holding_reset(resets: &Store<OffsetReset>, group: &ConsumerGroup) -> Opti
         .map(|r| r.name_any())
 }
 
+/// Writes status with optimistic concurrency: the apply carries the resourceVersion the decision
+/// was made on, so a stale cache or a deposed leader gets a conflict (and a fresh read on the retry)
+/// instead of moving a phase back or re-resolving a relative target after its commit.
+/// The replicas the most recently finished reset of `group` stopped (to resume to).
+pub fn released_replicas(resets: &Store<OffsetReset>, group: &ConsumerGroup) -> Option<i32> {
+    let namespace = group.namespace();
+    resets
+        .state()
+        .iter()
+        .filter(|r| r.namespace() == namespace && r.spec.consumer_group == group.name_any())
+        .filter_map(|r| r.status.as_ref())
+        .filter(|s| matches!(s.phase, Some(ResetPhase::Succeeded | ResetPhase::Failed)))
+        .filter_map(|s| Some((s.completed_at.clone()?, s.previous_replicas?)))
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, replicas)| replicas)
+}
+
 async fn write_status(ctx: &Context, reset: &OffsetReset, status: &OffsetResetStatus) -> Result<(), Error> {
-    let api: Api<OffsetReset> = Api::namespaced(ctx.client.clone(), &reset.namespace().unwrap_or_default());
+    apply_status(&ctx.client, reset, status).await?;
+    Ok(())
+}
+
+/// The status write of [`write_status`]: refused with 409 Conflict unless `reset` (the object the
+/// new status was decided on) is still the stored version.
+pub async fn apply_status(
+    client: &kube::Client,
+    reset: &OffsetReset,
+    status: &OffsetResetStatus,
+) -> Result<OffsetReset, kube::Error> {
+    let api: Api<OffsetReset> = Api::namespaced(client.clone(), &reset.namespace().unwrap_or_default());
     let body = json!({
         "apiVersion": OffsetReset::api_version(&()),
         "kind": OffsetReset::kind(&()),
+        "metadata": { "resourceVersion": reset.resource_version() },
         "status": status,
     });
-    api.patch_status(&reset.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(body)).await?;
-    Ok(())
+    api.patch_status(&reset.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(body)).await
 }
 
 async fn event(ctx: &Context, reset: &OffsetReset, type_: EventType, reason: &str, note: String) {
@@ -81,16 +116,46 @@ fn finished(status: &OffsetResetStatus, phase: ResetPhase, message: String) -> O
     }
 }
 
-pub async fn reconcile(reset: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// Fails the reset (the workload resumes, since Failed holds nothing) with a Warning Event.
+async fn fail(
+    ctx: &Context,
+    reset: &OffsetReset,
+    status: &OffsetResetStatus,
+    message: String,
+) -> Result<Action, Error> {
+    write_status(ctx, reset, &finished(status, ResetPhase::Failed, message.clone())).await?;
+    event(ctx, reset, EventType::Warning, "Failed", message).await;
+    Ok(Action::await_change())
+}
+
+/// Whether nothing is left to do for this object as it is.
+fn settled(reset: &OffsetReset) -> bool {
+    let status = reset.status.as_ref();
+    match status.and_then(|s| s.phase) {
+        Some(ResetPhase::Succeeded | ResetPhase::Failed) => true,
+        // A DryRun is planned again when its spec changed (e.g. spec.topics).
+        Some(ResetPhase::Planned) => {
+            reset.spec.mode == ResetMode::DryRun
+                && status.and_then(|s| s.observed_generation) == reset.metadata.generation
+        }
+        _ => false,
+    }
+}
+
+pub async fn reconcile(cached: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if settled(&cached) {
+        return Ok(Action::await_change());
+    }
+    // Phases are decided on a fresh read, never on a possibly stale cache; each write is then
+    // conditional on this read's resourceVersion (see `write_status`).
+    let namespace = cached.namespace().unwrap_or_default();
+    let api: Api<OffsetReset> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(reset) = api.get_opt(&cached.name_any()).await? else { return Ok(Action::await_change()) };
+    if settled(&reset) {
+        return Ok(Action::await_change());
+    }
     let status = reset.status.clone().unwrap_or_default();
     let phase = status.phase;
-    if matches!(phase, Some(ResetPhase::Succeeded | ResetPhase::Failed)) {
-        return Ok(Action::await_change());
-    }
-    if phase == Some(ResetPhase::Planned) && reset.spec.mode == ResetMode::DryRun {
-        return Ok(Action::await_change());
-    }
-    let namespace = reset.namespace().unwrap_or_default();
     let mut status = OffsetResetStatus { observed_generation: reset.metadata.generation, ..status };
 
     let groups: Api<ConsumerGroup> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -102,90 +167,139 @@ pub async fn reconcile(reset: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Act
     let connection = match observe::connection(&ctx.client, &group, &ctx.defaults).await? {
         Ok(connection) => connection,
         Err(problem) => {
-            status.message = Some(format!("cannot reach Kafka for ConsumerGroup {}: {problem}", group.name_any()));
-            write_if_changed(&ctx, &reset, &status).await?;
-            return Ok(Action::requeue(Duration::from_secs(10)));
+            let error = KafkaError::Config(format!("ConsumerGroup {}: {problem}", group.name_any()));
+            return kafka_failed(&ctx, &reset, status, error).await;
         }
     };
     let client = match ctx.kafka.get_or_create(&connection.properties) {
         Ok(client) => client,
-        Err(error) => {
-            let message = format!("Kafka client configuration is invalid: {error}");
-            write_status(&ctx, &reset, &finished(&status, ResetPhase::Failed, message)).await?;
-            return Ok(Action::await_change());
-        }
+        Err(error) => return kafka_failed(&ctx, &reset, status, error).await,
     };
 
-    match (reset.spec.mode, phase) {
-        (ResetMode::DryRun, _) => {
-            match plan_now(&ctx, &client, &group, &reset).await {
-                Ok(plan) => {
-                    status.phase = Some(ResetPhase::Planned);
-                    status.message = Some(format!(
-                        "dry run: {} partitions planned on the live group; set spec.mode to Execute to apply (the plan is resolved again once the consumers are stopped)",
-                        plan.len()
-                    ));
-                    status.partition_count = Some(plan.len() as i32);
-                    status.plan = plan;
-                    write_status(&ctx, &reset, &status).await?;
-                }
-                Err(PlanError::Invalid(message)) => {
-                    write_status(&ctx, &reset, &finished(&status, ResetPhase::Failed, message)).await?;
-                }
-                Err(PlanError::Kafka(error)) => return Err(Error::Kafka(error)),
-            }
-            Ok(Action::await_change())
-        }
-        (ResetMode::Execute, None | Some(ResetPhase::Pending | ResetPhase::Planned)) => {
-            // A paused group's replicas are frozen: stopping its consumers for the reset would
-            // leave them stopped afterwards, so the reset waits for the pause to end.
-            if group.spec.paused {
-                status.phase = Some(ResetPhase::Pending);
+    let before = status.clone();
+    let result = match (reset.spec.mode, phase) {
+        (ResetMode::DryRun, _) => match plan_now(&ctx, &client, &group, &reset).await {
+            Ok(planned) => {
+                let members = describe_members(&planned.members);
+                status.phase = Some(ResetPhase::Planned);
                 status.message = Some(format!(
-                    "ConsumerGroup {} is paused (spec.paused): a reset stops and restarts its consumers, which a paused group does not allow; set spec.paused to false to run this reset",
-                    group.name_any()
+                    "dry run: {} partitions planned on the live group, which has {}; set spec.mode to Execute to apply (its consumers are stopped first and the plan is resolved again on the stopped group)",
+                    planned.offsets.len(),
+                    members
                 ));
-                write_if_changed(&ctx, &reset, &status).await?;
-                return Ok(Action::requeue(Duration::from_secs(5)));
+                status.partition_count = Some(planned.offsets.len() as i32);
+                status.plan = planned.offsets;
+                status.failing_since = None;
+                record_members(&mut status, &planned.members);
+                write_status(&ctx, &reset, &status).await?;
+                Ok(Action::await_change())
             }
-            if let Some(other) = other_active_reset(&ctx, &reset) {
-                status.phase = Some(ResetPhase::Pending);
-                status.message = Some(format!("waiting for OffsetReset {other} of the same ConsumerGroup to finish"));
-                write_if_changed(&ctx, &reset, &status).await?;
-                return Ok(Action::requeue(Duration::from_secs(2)));
+            Err(PlanError::Invalid(message)) => {
+                write_status(&ctx, &reset, &finished(&status, ResetPhase::Failed, message)).await?;
+                Ok(Action::await_change())
             }
-            // Plan once before stopping anything: a reset that cannot be planned (a partition that
-            // does not exist, a missing topic, too large a scope) fails without touching the
-            // consumers. The plan that is committed is resolved again once they are stopped.
-            match plan_now(&ctx, &client, &group, &reset).await {
-                Ok(_) => {}
-                Err(PlanError::Invalid(message)) => {
-                    let message = format!("{message}; nothing was stopped or changed");
-                    write_status(&ctx, &reset, &finished(&status, ResetPhase::Failed, message.clone())).await?;
-                    event(&ctx, &reset, EventType::Warning, "Failed", message).await;
-                    return Ok(Action::await_change());
-                }
-                Err(PlanError::Kafka(error)) => return Err(Error::Kafka(error)),
-            }
-            status.phase = Some(ResetPhase::Quiescing);
-            status.previous_replicas = group.status.as_ref().and_then(|s| s.replicas);
-            status.started_at = Some(Time(k8s_openapi::jiff::Timestamp::now()));
-            status.message = Some("scaling the workload to zero and waiting for the group to become Empty".into());
-            write_status(&ctx, &reset, &status).await?;
-            event(
-                &ctx,
-                &reset,
-                EventType::Normal,
-                "Quiescing",
-                format!("stopping the consumers of {}", group.name_any()),
-            )
-            .await;
-            Ok(Action::requeue(Duration::from_secs(1)))
+            Err(PlanError::Kafka(error)) => Err(Error::Kafka(error)),
+        },
+        (ResetMode::Execute, None | Some(ResetPhase::Pending | ResetPhase::Planned)) => {
+            start(&ctx, &client, &group, &reset, status).await
         }
         (ResetMode::Execute, Some(ResetPhase::Quiescing)) => quiesce(&ctx, &client, &group, &reset, status).await,
         (ResetMode::Execute, Some(ResetPhase::Committing)) => commit(&ctx, &client, &group, &reset, status).await,
         (ResetMode::Execute, Some(ResetPhase::Succeeded | ResetPhase::Failed)) => Ok(Action::await_change()),
+    };
+    match result {
+        Err(Error::Kafka(error)) => kafka_failed(&ctx, &reset, before, error).await,
+        other => other,
     }
+}
+
+/// A Kafka failure during a reset. Before the consumers are stopped, the reset waits and says why
+/// (a Secret or a permission can be fixed). Once they are stopped, errors count toward
+/// quiesceTimeoutSeconds and a permanent one fails the reset at once: the workload never stays
+/// at zero for good.
+async fn kafka_failed(
+    ctx: &Context,
+    reset: &OffsetReset,
+    mut status: OffsetResetStatus,
+    error: KafkaError,
+) -> Result<Action, Error> {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let holding = status.phase.is_some_and(ResetPhase::holds_workload);
+    if !holding {
+        tracing::warn!(reset = %reset.name_any(), %error, "offset reset cannot be planned; waiting");
+        status.phase = Some(status.phase.unwrap_or(ResetPhase::Pending));
+        status.message = Some(format!("waiting: {error}; nothing was stopped or changed; retrying every 10s"));
+        write_if_changed(ctx, reset, &status).await?;
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
+    let since = status.failing_since.get_or_insert(Time(now)).0;
+    let failing_for = now.as_second() - since.as_second();
+    let limit = i64::from(reset.spec.quiesce_timeout_seconds);
+    let committing = status.phase == Some(ResetPhase::Committing);
+    let outcome = if committing {
+        "whether Kafka applied the stored plan is unknown: compare the group's committed offsets with status.plan before running another reset"
+    } else {
+        "no offset changed"
+    };
+    if !error.is_transient() {
+        let message = format!("{error}; the workload resumes; {outcome}");
+        return fail(ctx, reset, &status, message).await;
+    }
+    if failing_for >= limit {
+        let message = format!(
+            "Kafka kept failing for {failing_for}s (quiesceTimeoutSeconds: {limit}): {error}; the workload resumes; {outcome}"
+        );
+        return fail(ctx, reset, &status, message).await;
+    }
+    tracing::warn!(reset = %reset.name_any(), %error, failing_for, "Kafka error during an offset reset; retrying");
+    status.message = Some(format!(
+        "Kafka is failing: {error}; retrying until {limit}s (quiesceTimeoutSeconds) after the first failure, then the reset fails and the workload resumes"
+    ));
+    write_if_changed(ctx, reset, &status).await?;
+    Ok(Action::requeue(Duration::from_secs(2)))
+}
+
+/// Execute from Pending/Planned: checks that the reset may start, plans it once on the live group
+/// (so one that cannot be planned fails before anything stops), then enters Quiescing.
+async fn start(
+    ctx: &Context,
+    client: &KafkaClient,
+    group: &ConsumerGroup,
+    reset: &OffsetReset,
+    mut status: OffsetResetStatus,
+) -> Result<Action, Error> {
+    // A paused group's replicas are frozen: stopping its consumers for the reset would
+    // leave them stopped afterwards, so the reset waits for the pause to end.
+    if group.spec.paused {
+        status.phase = Some(ResetPhase::Pending);
+        status.message = Some(format!(
+            "ConsumerGroup {} is paused (spec.paused): a reset stops and restarts its consumers, which a paused group does not allow; set spec.paused to false to run this reset",
+            group.name_any()
+        ));
+        write_if_changed(ctx, reset, &status).await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    if let Some(other) = other_active_reset(ctx, reset) {
+        status.phase = Some(ResetPhase::Pending);
+        status.message = Some(format!("waiting for OffsetReset {other} of the same ConsumerGroup to finish"));
+        write_if_changed(ctx, reset, &status).await?;
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    match plan_now(ctx, client, group, reset).await {
+        Ok(planned) => record_members(&mut status, &planned.members),
+        Err(PlanError::Invalid(message)) => {
+            return fail(ctx, reset, &status, format!("{message}; nothing was stopped or changed")).await;
+        }
+        Err(PlanError::Kafka(error)) => return Err(Error::Kafka(error)),
+    }
+    status.phase = Some(ResetPhase::Quiescing);
+    status.previous_replicas = group.status.as_ref().and_then(|s| s.replicas);
+    status.started_at = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+    status.failing_since = None;
+    status.message = Some("scaling the workload to zero and waiting for the group to become Empty".into());
+    write_status(ctx, reset, &status).await?;
+    event(ctx, reset, EventType::Normal, "Quiescing", format!("stopping the consumers of {}", group.name_any())).await;
+    Ok(Action::requeue(Duration::from_secs(1)))
 }
 
 async fn write_if_changed(ctx: &Context, reset: &OffsetReset, status: &OffsetResetStatus) -> Result<(), Error> {
@@ -213,6 +327,46 @@ fn other_active_reset(ctx: &Context, reset: &OffsetReset) -> Option<String> {
         .next()
 }
 
+/// Members listed in an OffsetReset's status.
+const MAX_MEMBERS_IN_STATUS: usize = 50;
+
+fn record_members(status: &mut OffsetResetStatus, members: &[MemberDescription]) {
+    status.member_count = Some(members.len() as i32);
+    let mut listed: Vec<MemberStatus> = members
+        .iter()
+        .map(|m| MemberStatus { client_id: m.client_id.clone(), host: m.host.clone(), assignment: BTreeMap::new() })
+        .collect();
+    listed.sort_by(|a, b| (&a.client_id, &a.host).cmp(&(&b.client_id, &b.host)));
+    listed.truncate(MAX_MEMBERS_IN_STATUS);
+    status.members = listed;
+}
+
+/// "no members" / "2 members: a (/10.0.0.1), b (/10.0.0.2)", the first few named.
+fn describe_members(members: &[MemberDescription]) -> String {
+    const NAMED: usize = 5;
+    if members.is_empty() {
+        return "no members".into();
+    }
+    let mut names: Vec<String> = members.iter().map(|m| format!("{} ({})", m.client_id, m.host)).collect();
+    names.sort();
+    let more = names.len().saturating_sub(NAMED);
+    names.truncate(NAMED);
+    let mut text = format!("{} member(s): {}", members.len(), names.join(", "));
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    text
+}
+
+/// Pods of the ConsumerGroup's workload that still exist (running or terminating), by the
+/// selector in its status; None when no selector is known.
+async fn workload_pods(ctx: &Context, group: &ConsumerGroup) -> Result<Option<usize>, Error> {
+    let Some(selector) = group.status.as_ref().and_then(|s| s.selector.clone()) else { return Ok(None) };
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &group.namespace().unwrap_or_default());
+    let list = pods.list_metadata(&ListParams::default().labels(&selector)).await?;
+    Ok(Some(list.items.len()))
+}
+
 async fn quiesce(
     ctx: &Context,
     client: &KafkaClient,
@@ -226,52 +380,67 @@ async fn quiesce(
         .map_err(Error::Kafka)?
         .into_iter()
         .next();
+    status.failing_since = None;
     let workload_stopped = group.status.as_ref().and_then(|s| s.replicas) == Some(0);
     let members = description.as_ref().map(|d| d.members.clone()).unwrap_or_default();
     let inactive = description.as_ref().is_none_or(|d| d.state.is_inactive());
     if workload_stopped && inactive && members.is_empty() {
         return match plan_now(ctx, client, group, reset).await {
-            Ok(plan) => {
+            Ok(planned) => {
                 status.phase = Some(ResetPhase::Committing);
-                status.message = Some(format!("group is Empty; committing {} planned offsets", plan.len()));
-                status.partition_count = Some(plan.len() as i32);
-                status.plan = plan;
+                status.message = Some(format!("group is Empty; committing {} planned offsets", planned.offsets.len()));
+                status.partition_count = Some(planned.offsets.len() as i32);
+                status.plan = planned.offsets;
+                status.workload_gone_at = None;
                 write_status(ctx, reset, &status).await?;
                 fault_point("plan-stored");
                 Ok(Action::requeue(Duration::from_millis(200)))
             }
             Err(PlanError::Invalid(message)) => {
-                write_status(ctx, reset, &finished(&status, ResetPhase::Failed, message)).await?;
-                event(
-                    ctx,
-                    reset,
-                    EventType::Warning,
-                    "Failed",
-                    "the plan could not be resolved; nothing changed".into(),
-                )
-                .await;
-                Ok(Action::await_change())
+                fail(ctx, reset, &status, format!("the plan could not be resolved: {message}; no offset changed")).await
             }
             Err(PlanError::Kafka(error)) => Err(Error::Kafka(error)),
         };
     }
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let names = describe_members(&members);
+    // Members that outlive the workload's pods by a session timeout are consumers it does not
+    // run: waiting longer cannot empty the group.
+    let workload_gone = workload_stopped && !members.is_empty() && workload_pods(ctx, group).await? == Some(0);
+    if workload_gone {
+        let since = status.workload_gone_at.get_or_insert(Time(now)).0;
+        let gone_for = now.as_second() - since.as_second();
+        if gone_for >= i64::from(reset.spec.session_timeout_seconds) {
+            let message = format!(
+                "the workload has no pods, yet after {gone_for}s (sessionTimeoutSeconds: {}) the group still has {names}: consumers outside the workload. Stop them and create a new OffsetReset. The workload resumes; no offset changed",
+                reset.spec.session_timeout_seconds
+            );
+            return fail(ctx, reset, &status, message).await;
+        }
+        status.message = Some(format!(
+            "the workload has no pods; waiting up to sessionTimeoutSeconds ({}s) for the group's {names} to leave",
+            reset.spec.session_timeout_seconds
+        ));
+    } else {
+        status.workload_gone_at = None;
+    }
     let started = status.started_at.as_ref().map_or(0, |t| t.0.as_second());
-    let waited = k8s_openapi::jiff::Timestamp::now().as_second() - started;
+    let waited = now.as_second() - started;
     if waited >= i64::from(reset.spec.quiesce_timeout_seconds) {
-        let names: Vec<String> = members.iter().map(|m| format!("{} ({})", m.client_id, m.host)).collect();
-        let message = if names.is_empty() {
-            format!("the workload did not stop within {}s; no offset changed", reset.spec.quiesce_timeout_seconds)
+        let message = if members.is_empty() {
+            format!(
+                "the workload did not stop within {}s. The workload resumes; no offset changed",
+                reset.spec.quiesce_timeout_seconds
+            )
         } else {
             format!(
-                "the group still has members after {}s that the operator does not control: {}; stop them and create a new OffsetReset. No offset changed",
-                reset.spec.quiesce_timeout_seconds,
-                names.join(", ")
+                "the group still has {names} after {}s that the operator does not control; stop them and create a new OffsetReset. The workload resumes; no offset changed",
+                reset.spec.quiesce_timeout_seconds
             )
         };
-        write_status(ctx, reset, &finished(&status, ResetPhase::Failed, message.clone())).await?;
-        event(ctx, reset, EventType::Warning, "Failed", message).await;
-        return Ok(Action::await_change());
+        return fail(ctx, reset, &status, message).await;
     }
+    write_if_changed(ctx, reset, &status).await?;
     Ok(Action::requeue(Duration::from_secs(1)))
 }
 
@@ -304,14 +473,17 @@ async fn commit(
         Ok::<(), KafkaError>(())
     }
     .await;
-    if let Err(error) = applied {
-        if error.is_transient() && !matches!(error, KafkaError::GroupNotEmpty(_)) {
-            return Err(Error::Kafka(error));
+    match applied {
+        Ok(()) => {}
+        Err(KafkaError::PartitionsRefused(refused)) => {
+            let message = undo_partial_commit(ctx, client, group_id, &status, &refused).await;
+            return fail(ctx, reset, &status, message).await;
         }
-        let message = format!("committing the plan failed: {error}");
-        write_status(ctx, reset, &finished(&status, ResetPhase::Failed, message.clone())).await?;
-        event(ctx, reset, EventType::Warning, "Failed", message).await;
-        return Ok(Action::await_change());
+        Err(KafkaError::GroupNotEmpty(_)) => {
+            let message = "committing the plan failed: a consumer joined the group while it was being reset; the workload resumes; no offset changed".to_string();
+            return fail(ctx, reset, &status, message).await;
+        }
+        Err(error) => return Err(Error::Kafka(error)),
     }
     fault_point("committed");
 
@@ -329,16 +501,64 @@ async fn commit(
         })
         .collect();
     if !mismatches.is_empty() {
-        let message = format!("verification failed: {}", mismatches.join("; "));
-        write_status(ctx, reset, &finished(&status, ResetPhase::Failed, message.clone())).await?;
-        event(ctx, reset, EventType::Warning, "Failed", message).await;
-        return Ok(Action::await_change());
+        return fail(ctx, reset, &status, format!("verification failed: {}", mismatches.join("; "))).await;
     }
     let message = format!("committed and verified {} partitions; the workload resumes", status.plan.len());
     write_status(ctx, reset, &finished(&status, ResetPhase::Succeeded, message.clone())).await?;
     event(ctx, reset, EventType::Normal, "Succeeded", message).await;
     tracing::info!(reset = %reset.name_any(), group = %group.name_any(), partitions = status.plan.len(), "offset reset succeeded");
     Ok(Action::await_change())
+}
+
+/// Kafka commits the partitions it accepts and refuses the others (a missing permission, a topic
+/// deleted since the plan): the accepted ones are put back to their offsets from before the reset,
+/// so a refused reset changes nothing. Returns the failure message.
+async fn undo_partial_commit(
+    ctx: &Context,
+    client: &KafkaClient,
+    group_id: &str,
+    status: &OffsetResetStatus,
+    refused: &[(TopicPartition, String)],
+) -> String {
+    let refused_set: std::collections::BTreeSet<&TopicPartition> = refused.iter().map(|(tp, _)| tp).collect();
+    let applied: Vec<&PlannedOffset> = status
+        .plan
+        .iter()
+        .filter(|p| p.new_offset.is_some())
+        .filter(|p| !refused_set.contains(&TopicPartition { topic: p.topic.clone(), partition: p.partition }))
+        .collect();
+    let refusal = KafkaError::PartitionsRefused(refused.to_vec());
+    let restore: BTreeMap<TopicPartition, i64> = applied
+        .iter()
+        .filter_map(|p| {
+            p.current_offset.map(|o| (TopicPartition { topic: p.topic.clone(), partition: p.partition }, o))
+        })
+        .collect();
+    let forget: Vec<TopicPartition> = applied
+        .iter()
+        .filter(|p| p.current_offset.is_none())
+        .map(|p| TopicPartition { topic: p.topic.clone(), partition: p.partition })
+        .collect();
+    let undone = async {
+        if !restore.is_empty() {
+            client.alter_consumer_group_offsets(group_id, &restore, ctx.kafka_timeout).await?;
+        }
+        if !forget.is_empty() {
+            client.delete_consumer_group_offsets(group_id, &forget, ctx.kafka_timeout).await?;
+        }
+        Ok::<(), KafkaError>(())
+    }
+    .await;
+    match undone {
+        Ok(()) => format!(
+            "{refusal}; the {} other partition(s) were put back to their offsets from before the reset; the workload resumes; no offset changed. Fix the permission or the scope (spec.topics) and create a new OffsetReset",
+            applied.len()
+        ),
+        Err(error) => format!(
+            "{refusal}; putting the {} other partition(s) back failed ({error}): they now hold the plan's offsets (status.plan lists the previous ones); the workload resumes",
+            applied.len()
+        ),
+    }
 }
 
 enum PlanError {
@@ -358,13 +578,19 @@ impl From<KafkaError> for PlanError {
     }
 }
 
+/// A plan resolved on the live group, and the group's members at that moment.
+struct Planned {
+    offsets: Vec<PlannedOffset>,
+    members: Vec<MemberDescription>,
+}
+
 /// Resolves the target against what Kafka says now.
 async fn plan_now(
     ctx: &Context,
     client: &KafkaClient,
     group: &ConsumerGroup,
     reset: &OffsetReset,
-) -> Result<Vec<PlannedOffset>, PlanError> {
+) -> Result<Planned, PlanError> {
     let rollback = match &reset.spec.target.rollback_of {
         Some(name) => {
             let api: Api<OffsetReset> = Api::namespaced(ctx.client.clone(), &reset.namespace().unwrap_or_default());
@@ -413,7 +639,8 @@ async fn plan_now(
     let spec = |s: OffsetSpec| scope.iter().map(|tp| (tp.clone(), s)).collect::<Vec<_>>();
     // Read-uncommitted log ends, as kafka-consumer-groups uses.
     let (earliest, latest) = (spec(OffsetSpec::Earliest), spec(OffsetSpec::Latest));
-    let (committed, starts, ends) = futures::try_join!(
+    let (description, committed, starts, ends) = futures::try_join!(
+        client.describe_consumer_groups(std::slice::from_ref(&group.spec.group_id), timeout),
         client.list_consumer_group_offsets(&group.spec.group_id, Some(&scope), timeout),
         client.list_offsets(&earliest, IsolationLevel::ReadUncommitted, timeout),
         client.list_offsets(&latest, IsolationLevel::ReadUncommitted, timeout),
@@ -439,5 +666,6 @@ async fn plan_now(
         .collect();
     let plan = plan::resolve(&target, &partitions).map_err(PlanError::Invalid)?;
     plan::check_size(reset, &plan).map_err(PlanError::Invalid)?;
-    Ok(plan)
+    let members = description.into_iter().next().map(|d| d.members).unwrap_or_default();
+    Ok(Planned { offsets: plan, members })
 }

@@ -114,6 +114,51 @@ impl Operator {
     }
 }
 
+impl Operator {
+    /// ConsumerGroup reconciles run so far, from the operator's /metrics.
+    pub async fn reconciles(&self) -> u64 {
+        let body = http_get(self.metrics_address, "/metrics").await;
+        body.lines()
+            .filter(|l| l.starts_with("consumergroup_operator_reconciles_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
+    /// Waits until `more` reconciles have run from now: "several reconciles later" as an observed
+    /// fact with a deadline, not a sleep.
+    pub async fn wait_reconciles(&self, more: u64) {
+        let start = self.reconciles().await;
+        let done =
+            eventually(Duration::from_secs(60), || async { (self.reconciles().await >= start + more).then_some(()) })
+                .await;
+        assert!(done.is_some(), "{more} more reconciles did not happen within 60s");
+    }
+
+    /// The value of one unlabeled metric, if present.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let body = http_get(self.metrics_address, "/metrics").await;
+        body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+}
+
+/// GET over plain HTTP/1.1 (the metrics endpoint): (status line, body).
+pub async fn http_request(address: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+}
+
+pub async fn http_get(address: std::net::SocketAddr, path: &str) -> String {
+    let (status, body) = http_request(address, path).await;
+    assert_eq!(status, "HTTP/1.1 200 OK", "{path}: {body}");
+    body
+}
+
 impl Drop for Operator {
     fn drop(&mut self) {
         self.task.abort();
@@ -196,17 +241,20 @@ pub fn produce(bootstrap: &str, topic: &str, counts: &[usize], base_ms: Option<i
 }
 
 /// The request counts of `client` once librdkafka's statistics stopped changing (they are emitted
-/// every `statistics.interval.ms`; tests and benchmarks set 100 ms).
+/// every `statistics.interval.ms`; tests and benchmarks set 100 ms). Panics after a minute.
 pub async fn settled_requests(
     client: &consumer_group_operator::kafka::KafkaClient,
 ) -> std::collections::BTreeMap<String, i64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut last = client.request_counts();
     loop {
+        // Two statistics intervals apart: unchanged counts mean no request was in flight.
         tokio::time::sleep(Duration::from_millis(400)).await;
         let now = client.request_counts();
         if now == last && !now.is_empty() {
             return now;
         }
+        assert!(tokio::time::Instant::now() < deadline, "request counts never settled: {now:?}");
         last = now;
     }
 }

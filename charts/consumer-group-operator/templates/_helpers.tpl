@@ -58,6 +58,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
+# List the workload's pods (metadata only) during an OffsetReset: once none is left, members that
+# stay in the group are consumers outside the workload, and the reset fails instead of waiting.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
 # Record Events on ConsumerGroups (scaled, capped, Kafka lost/regained).
 - apiGroups: [events.k8s.io]
   resources: [events]
