@@ -146,7 +146,12 @@ pub fn plan(o: &Observed) -> Plan {
     let partitions = match &o.kafka {
         KafkaObservation::NotQueried => return plan,
         KafkaObservation::Failed { reason, message } => {
-            let message = format!("{message}; keeping the current replicas until Kafka answers");
+            let until = if *reason == reason::KAFKA_CONFIG_INVALID {
+                "the client properties are fixed"
+            } else {
+                "Kafka answers"
+            };
+            let message = format!("{message}; keeping the current replicas until {until}");
             plan.conditions.push(Desired::new(KAFKA_REACHABLE, false, reason, message.clone()));
             plan.conditions.push(Desired::new(READY, false, reason, message));
             resume_after_reset(o, &mut plan);
