@@ -78,6 +78,13 @@ pub struct RunArgs {
     #[arg(long = "namespace", env = "WATCH_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
 
+    /// How often the lag figures in a ConsumerGroup's status are refreshed at most, in seconds.
+    /// Status is for what people and GitOps tools act on: conditions, replicas, group state and
+    /// the health verdict are written when they change, lag numbers at most this often (and when
+    /// lag reaches or leaves zero). /metrics has the live figures of every poll.
+    #[arg(long, env = "STATUS_LAG_INTERVAL_SECONDS", default_value_t = 60)]
+    pub status_lag_interval_seconds: u64,
+
     /// How often every ConsumerGroup is re-observed when nothing changes, in seconds (partition
     /// counts, group state). Lag autoscaling polls at its own spec.scaling.pollIntervalSeconds.
     #[arg(long, env = "RESYNC_SECONDS", default_value_t = 30)]

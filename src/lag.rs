@@ -275,6 +275,24 @@ pub fn summarize(
     Summary { status, scaling_lag, partitions, health, max_lag_seconds }
 }
 
+/// The lag to keep in status: the fresh figures when something a person or a GitOps tool acts on
+/// changed (the health verdict, the excluded partitions, lag reaching or leaving zero) or the
+/// stored ones are `interval_seconds` old; otherwise the stored ones, so that an unchanged group
+/// causes no status write. /metrics carries every poll's figures.
+pub fn lag_for_status(previous: Option<&LagStatus>, fresh: &LagStatus, interval_seconds: i64) -> LagStatus {
+    let Some(previous) = previous else { return fresh.clone() };
+    let verdict_changed = previous.health != fresh.health
+        || previous.excluded_partitions != fresh.excluded_partitions
+        || previous.excluded_count != fresh.excluded_count
+        || (previous.total == 0) != (fresh.total == 0);
+    let second = |lag: &LagStatus| lag.measured_at.as_ref().map(|t| t.0.as_second());
+    let age = match (second(previous), second(fresh)) {
+        (Some(then), Some(now)) => now - then,
+        _ => i64::MAX,
+    };
+    if verdict_changed || age >= interval_seconds { fresh.clone() } else { previous.clone() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,6 +461,22 @@ mod tests {
         assert_eq!(s.status.excluded_partitions.len(), MAX_EXCLUDED_IN_STATUS);
         assert_eq!(s.status.excluded_count, Some(1000));
         assert_eq!(s.scaling_lag, 0);
+    }
+
+    #[test]
+    fn status_lag_refreshes_on_verdicts_and_at_most_once_an_interval() {
+        let at = |s: i64, total: i64, health: &str| LagStatus {
+            total,
+            measured_at: Some(Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap())),
+            health: Some(health.into()),
+            ..Default::default()
+        };
+        let stored = at(100, 50, "OK");
+        assert_eq!(lag_for_status(None, &stored, 60), stored, "first measurement");
+        assert_eq!(lag_for_status(Some(&stored), &at(130, 70, "OK"), 60), stored, "numbers only: kept");
+        assert_eq!(lag_for_status(Some(&stored), &at(160, 70, "OK"), 60), at(160, 70, "OK"), "interval passed");
+        assert_eq!(lag_for_status(Some(&stored), &at(110, 70, "WARN"), 60), at(110, 70, "WARN"), "verdict");
+        assert_eq!(lag_for_status(Some(&stored), &at(110, 0, "OK"), 60), at(110, 0, "OK"), "drained");
     }
 
     #[test]

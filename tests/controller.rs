@@ -412,3 +412,60 @@ async fn default_client_properties_come_from_a_mounted_secret_folder_and_follow_
     assert!(message.contains(&dir_flag) && message.contains("--default-client-properties-dir"), "{message}");
     assert_eq!(s.deployments.get("defaults").await.unwrap().spec.unwrap().replicas, Some(1));
 }
+
+#[tokio::test]
+async fn an_unchanged_group_causes_no_writes_and_its_own_writes_cause_no_reconciles() {
+    let env = common::shared_env().await;
+    let s = setup("quiet").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 2).await;
+    common::produce(&bootstrap, &topic, &[3, 4], None);
+    let group_id = testenv::unique_name("g");
+    let offsets = BTreeMap::from([
+        (consumer_group_operator::kafka::TopicPartition { topic: topic.clone(), partition: 0 }, 3),
+        (consumer_group_operator::kafka::TopicPartition { topic: topic.clone(), partition: 1 }, 4),
+    ]);
+    kafka_client(&bootstrap).alter_consumer_group_offsets(&group_id, &offsets, Duration::from_secs(30)).await.unwrap();
+    // The default status-lag interval; the tests' 1 s resync.
+    let args = common::run_args(
+        &s.namespace,
+        &bootstrap,
+        &["--kafka-timeout-seconds", "3", "--status-lag-interval-seconds", "60"],
+    );
+    let operator = common::Operator::start(&s.client, args).await;
+    let spec =
+        serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 1, "template": template("img:1")});
+    s.groups.create(&PostParams::default(), &common::consumer_group("quiet", spec)).await.unwrap();
+    assert!(condition(&s.groups, "quiet", "Ready", "True").await.is_some());
+    assert!(deployment_replicas(&s.deployments, "quiet", 1).await);
+    let measured = common::eventually(WAIT, || async { s.groups.get("quiet").await.ok()?.status?.lag }).await;
+    assert_eq!(measured.map(|l| l.total), Some(0));
+    operator.wait_reconciles(2).await;
+
+    let version = |object: Option<String>| object.expect("a resourceVersion");
+    let group_version = version(s.groups.get("quiet").await.unwrap().metadata.resource_version);
+    let deployment_version = version(s.deployments.get("quiet").await.unwrap().metadata.resource_version);
+    let started = std::time::Instant::now();
+    operator.wait_reconciles(5).await;
+    let took = started.elapsed();
+    assert_eq!(
+        version(s.groups.get("quiet").await.unwrap().metadata.resource_version),
+        group_version,
+        "nothing changed: no status write"
+    );
+    assert_eq!(
+        version(s.deployments.get("quiet").await.unwrap().metadata.resource_version),
+        deployment_version,
+        "nothing changed: no Deployment apply"
+    );
+    // Five reconciles at a 1 s resync take four seconds or more; reconciles triggered by the
+    // operator's own writes would follow each other within milliseconds.
+    assert!(took >= Duration::from_secs(3), "5 reconciles in {took:?}: something besides the resync triggers them");
+
+    // A spec change is still acted on at once.
+    s.groups
+        .patch("quiet", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"replicas": 2}})))
+        .await
+        .unwrap();
+    assert!(deployment_replicas(&s.deployments, "quiet", 2).await);
+}

@@ -19,8 +19,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, ResourceExt};
 
 use crate::cli::RunArgs;
@@ -71,6 +71,8 @@ pub struct Context {
     pub defaults: observe::DefaultConnection,
     pub kafka_timeout: Duration,
     pub resync: Duration,
+    /// How often lag figures in status are refreshed at most.
+    pub status_lag_interval: Duration,
     pub metrics: Arc<Metrics>,
     /// How long log offsets fetched for one group are reused by others reading the same topics.
     pub log_offsets_max_age: Duration,
@@ -170,6 +172,7 @@ impl Context {
             },
             kafka_timeout: Duration::from_secs(args.kafka_timeout_seconds),
             resync: Duration::from_secs(args.resync_seconds),
+            status_lag_interval: Duration::from_secs(args.status_lag_interval_seconds),
             metrics,
             log_offsets_max_age: Duration::from_secs(args.log_offsets_max_age_seconds),
             failures: Mutex::default(),
@@ -329,18 +332,34 @@ pub async fn run_with_client(
         }
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
+    // Both kinds trigger reconciles on spec changes only (metadata.generation): the operator's own
+    // status writes do not come back as work. Their caches keep no managedFields nor
+    // last-applied annotation, which the operator never reads.
     let reset_controllers: Vec<_> = scopes
         .iter()
         .map(|scope| {
-            Controller::new(scoped(scope).1, watcher::Config::default().any_semantic())
-                .graceful_shutdown_on(shutdown.clone())
+            let (reader, writer) = reflector::store();
+            let resets = watcher::watcher(scoped(scope).1, watcher::Config::default().any_semantic())
+                .default_backoff()
+                .modify(slim)
+                .reflect(writer)
+                .applied_objects()
+                .predicate_filter(predicates::generation, Default::default());
+            Controller::for_stream(resets, reader).graceful_shutdown_on(shutdown.clone())
         })
         .collect();
     let controllers: Vec<_> = scopes
         .iter()
         .map(|scope| {
             let (deployments, resets) = scoped(scope);
-            Controller::new(api(scope), watcher::Config::default().any_semantic())
+            let (reader, writer) = reflector::store();
+            let groups = watcher::watcher(api(scope), watcher::Config::default().any_semantic())
+                .default_backoff()
+                .modify(slim)
+                .reflect(writer)
+                .applied_objects()
+                .predicate_filter(predicates::generation, Default::default());
+            Controller::for_stream(groups, reader)
                 .owns(deployments, watcher::Config::default().labels(workload::MANAGED_BY_LABEL))
                 // A reset changing phase holds or releases its ConsumerGroup's workload.
                 .watches(resets, watcher::Config::default(), |reset: OffsetReset| {
@@ -411,6 +430,16 @@ pub async fn run_with_client(
     Ok(())
 }
 
+/// Drops what the operator never reads from cached objects: managedFields and kubectl's
+/// last-applied annotation are often larger than the rest of the object.
+fn slim<K: kube::Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
 fn error_policy(group: Arc<ConsumerGroup>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.errors.get_or_create(&crate::metrics::ErrorLabels { reason: error.label().to_string() }).inc();
     let attempt = ctx.failures.lock().map(|mut f| bump(&mut f, ObjectRef::from(group.as_ref()))).unwrap_or(1);
@@ -464,7 +493,12 @@ pub async fn reconcile(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<A
 async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from(group.as_ref());
     let namespace = group.namespace().unwrap_or_default();
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    // Whole seconds, as the API stores times: a finer time in memory would never equal the stored
+    // one, and every status comparison would find a change.
+    let now = Time(
+        k8s_openapi::jiff::Timestamp::from_second(k8s_openapi::jiff::Timestamp::now().as_second())
+            .expect("now is a valid time"),
+    );
     let previous = group.status.clone().unwrap_or_default();
 
     // Observe.
@@ -581,7 +615,13 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
         // are reconciled even while the replica decision is on hold.
         if let Some(replicas) = plan.replicas.or(current) {
             let deployment = workload::deployment(&group, template, &connection.bootstrap_servers, replicas);
-            match act::apply_deployment(&ctx.client, &deployment).await {
+            let live = workload.as_ref().and_then(|w| w.deployment.as_ref());
+            let applied = match live {
+                // Already as wanted: no write, and so no watch event that would reconcile again.
+                Some(live) if workload::is_applied(&deployment, live) => Ok(()),
+                _ => act::apply_deployment(&ctx.client, &deployment).await,
+            };
+            match applied {
                 Ok(()) => {
                     replicas_now = Some(replicas);
                     scaled = current != Some(replicas);
@@ -648,7 +688,14 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
             previous.member_count
         },
         members: if kafka_seen_group { members(description.as_ref()) } else { previous.members.clone() },
-        lag: lag_summary.as_ref().map(|s| s.status.clone()).or_else(|| previous.lag.clone()),
+        lag: match &lag_summary {
+            Some(summary) => Some(crate::lag::lag_for_status(
+                previous.lag.as_ref(),
+                &summary.status,
+                ctx.status_lag_interval.as_secs() as i64,
+            )),
+            None => previous.lag.clone(),
+        },
         last_scale_time: if scaled { Some(now.clone()) } else { previous.last_scale_time.clone() },
         conditions,
     };

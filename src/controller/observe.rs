@@ -149,10 +149,12 @@ pub async fn connection(
 }
 
 /// The workload as it is now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Workload {
     /// `spec.replicas` of the workload; None when the owned Deployment does not exist yet.
     pub replicas: Option<i32>,
+    /// The owned Deployment as stored (template mode), to apply only what differs.
+    pub deployment: Option<Deployment>,
     /// Ready pods according to the workload's status (0 where no controller-manager runs).
     pub ready_replicas: Option<i32>,
     pub selector: Option<String>,
@@ -175,6 +177,7 @@ pub async fn workload(client: &Client, group: &ConsumerGroup) -> Result<Option<W
         };
         return Ok(scale.map(|scale| Workload {
             replicas: scale.spec.and_then(|s| s.replicas),
+            deployment: None,
             ready_replicas: None,
             selector: scale.status.and_then(|s| s.selector),
         }));
@@ -185,6 +188,7 @@ pub async fn workload(client: &Client, group: &ConsumerGroup) -> Result<Option<W
         replicas: deployment.as_ref().and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas),
         ready_replicas: deployment.as_ref().and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas),
         selector: Some(super::workload::selector_string(group)),
+        deployment,
     }))
 }
 

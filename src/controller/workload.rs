@@ -13,6 +13,9 @@ use crate::crd::ConsumerGroup;
 pub const GROUP_LABEL: &str = "kafka.operators.dev/consumer-group";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGER: &str = "consumer-group-operator";
+/// Annotation on the owned Deployment: a hash of what the operator last applied, so that a field
+/// the operator stops setting is a difference too (see [`is_applied`]).
+pub const APPLIED_HASH_ANNOTATION: &str = "kafka.operators.dev/applied-hash";
 
 /// Environment variables injected into every container, so the ConsumerGroup stays the single
 /// source of truth for where and what the consumers read.
@@ -60,7 +63,7 @@ pub fn deployment(
         }
     }
 
-    Deployment {
+    let mut deployment = Deployment {
         metadata: ObjectMeta {
             name: Some(name),
             namespace: group.namespace(),
@@ -75,6 +78,44 @@ pub fn deployment(
             ..DeploymentSpec::default()
         }),
         status: None,
+    };
+    let hash = applied_hash(&deployment);
+    deployment.metadata.annotations = Some(BTreeMap::from([(APPLIED_HASH_ANNOTATION.to_string(), hash)]));
+    deployment
+}
+
+/// A hash of the Deployment as the operator wants it (before the annotation is added). Only
+/// compared with the operator's own earlier value: an operator upgrade that changes it costs one
+/// extra apply, nothing more.
+fn applied_hash(deployment: &Deployment) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(deployment).unwrap_or_default().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// Whether `live` already is what applying `desired` would make it: every field the operator sets
+/// has the same value there (the apiserver adds defaults, which are ignored). The applied-hash
+/// annotation is one of those fields, so a field the operator no longer sets counts as a change.
+/// A value the apiserver rewrites (a quantity such as `0.5` stored as `500m`) reads as a change and
+/// is simply applied again, as before this check existed.
+pub fn is_applied(desired: &Deployment, live: &Deployment) -> bool {
+    match (serde_json::to_value(desired), serde_json::to_value(live)) {
+        (Ok(desired), Ok(live)) => is_subset(&desired, &live),
+        _ => false,
+    }
+}
+
+fn is_subset(desired: &serde_json::Value, live: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (desired, live) {
+        (Value::Object(want), Value::Object(have)) => {
+            want.iter().all(|(key, value)| have.get(key).is_some_and(|found| is_subset(value, found)))
+        }
+        (Value::Array(want), Value::Array(have)) => {
+            want.len() == have.len() && want.iter().zip(have).all(|(w, h)| is_subset(w, h))
+        }
+        (want, have) => want == have,
     }
 }
 
@@ -126,6 +167,30 @@ mod tests {
         assert_eq!(get("KAFKA_BOOTSTRAP_SERVERS"), vec!["k:9092"]);
         assert_eq!(get("KAFKA_AUTO_OFFSET_RESET"), vec!["latest"]);
         assert_eq!(get("OTHER"), vec!["kept"]);
+    }
+
+    #[test]
+    fn a_live_deployment_with_defaults_added_is_applied_and_any_change_is_not() {
+        let desired = deployment(&group(), &template(), "k:9092", 2);
+        // What the apiserver stores: our fields plus defaults and bookkeeping.
+        let mut live = serde_json::to_value(&desired).unwrap();
+        live["metadata"]["resourceVersion"] = "42".into();
+        live["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "1".into();
+        live["spec"]["strategy"] = serde_json::json!({"type": "RollingUpdate"});
+        live["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "Always".into();
+        live["status"] = serde_json::json!({"replicas": 2});
+        let live: Deployment = serde_json::from_value(live).unwrap();
+        assert!(is_applied(&desired, &live));
+
+        let scaled = deployment(&group(), &template(), "k:9092", 3);
+        assert!(!is_applied(&scaled, &live), "another replica count");
+        let mut edited = live.clone();
+        edited.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0].image = Some("hand".into());
+        assert!(!is_applied(&desired, &edited), "a hand edit is put back");
+        let mut fewer = template();
+        fewer.metadata = None;
+        let dropped = deployment(&group(), &fewer, "k:9092", 2);
+        assert!(!is_applied(&dropped, &live), "a label the operator no longer sets changes the hash");
     }
 
     #[test]

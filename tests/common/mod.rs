@@ -66,8 +66,9 @@ pub async fn shared_env() -> &'static testenv::SharedEnv {
     tokio::task::spawn_blocking(testenv::shared).await.expect("start test environment")
 }
 
-/// `consumer-group-operator run` arguments for a test: one namespace, a 1 s resync, metrics on a
-/// free port, the given default Kafka; `extra` flags are appended.
+/// `consumer-group-operator run` arguments for a test: one namespace, a 1 s resync, lag in status
+/// refreshed every poll (unless `extra` sets `--status-lag-interval-seconds`), metrics on a free
+/// port, the given default Kafka; `extra` flags are appended.
 pub fn run_args(namespace: &str, bootstrap: &str, extra: &[&str]) -> consumer_group_operator::cli::RunArgs {
     use clap::Parser;
     let mut argv = vec![
@@ -82,6 +83,9 @@ pub fn run_args(namespace: &str, bootstrap: &str, extra: &[&str]) -> consumer_gr
         "--default-bootstrap-servers",
         bootstrap,
     ];
+    if !extra.contains(&"--status-lag-interval-seconds") {
+        argv.extend_from_slice(&["--status-lag-interval-seconds", "1"]);
+    }
     argv.extend_from_slice(extra);
     match consumer_group_operator::cli::Cli::parse_from(argv).command {
         consumer_group_operator::cli::Command::Run(args) => args,
