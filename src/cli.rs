@@ -52,8 +52,8 @@ pub struct RunArgs {
     #[arg(long, env = "KAFKA_REQUEST_TIMEOUT_SECONDS", default_value_t = 10)]
     pub kafka_timeout_seconds: u64,
 
-    /// How long log-end offsets fetched for one ConsumerGroup are reused by others reading the same
-    /// topics, in seconds (one batched ListOffsets per broker per period, however many groups).
+    /// How long an observer reuses the log start and end offsets it read, in seconds: polls (an
+    /// early one for a new ConsumerGroup, say) closer together than this share one read.
     #[arg(long, env = "LOG_OFFSETS_MAX_AGE_SECONDS", default_value_t = 2)]
     pub log_offsets_max_age_seconds: u64,
 

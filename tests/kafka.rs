@@ -244,3 +244,67 @@ async fn offsets_of_topics_just_created_wait_for_their_leaders() {
     assert_eq!(offsets.len(), all.len());
     assert!(offsets.values().all(|o| o.offset == Some(0)), "new topics are empty");
 }
+
+#[tokio::test]
+async fn an_observer_poll_costs_requests_per_broker_plus_one_offset_fetch_per_group() {
+    use consumer_group_operator::kafka::observer::{GroupView, Observer};
+    use consumer_group_operator::kafka::stats::delta;
+
+    let kafka = broker().await;
+    let properties = BTreeMap::from([
+        ("bootstrap.servers".to_string(), kafka.bootstrap_servers()),
+        ("statistics.interval.ms".to_string(), "100".to_string()),
+    ]);
+    let client = std::sync::Arc::new(KafkaClient::new(&properties).unwrap());
+    let topics: Vec<String> = (0..2).map(|_| testenv::unique_name("k-observed")).collect();
+    for topic in &topics {
+        client.create_topic(topic, 50, 1, TIMEOUT).await.unwrap();
+    }
+    let all: Vec<TopicPartition> = topics.iter().flat_map(|t| (0..50).map(move |p| tp(t, p))).collect();
+    let latest: Vec<_> = all.iter().map(|t| (t.clone(), OffsetSpec::Latest)).collect();
+    client.list_offsets(&latest, IsolationLevel::ReadCommitted, TIMEOUT).await.unwrap();
+    // 20 groups: half read both topics, half only the first.
+    let groups: Vec<(String, Vec<String>)> = (0..20)
+        .map(|i| {
+            let reads = if i % 2 == 0 { topics.clone() } else { vec![topics[0].clone()] };
+            (testenv::unique_name("g"), reads)
+        })
+        .collect();
+    for (group, _) in &groups {
+        let commits = all.iter().map(|t| (t.clone(), 0)).collect();
+        client.alter_consumer_group_offsets(group, &commits, TIMEOUT).await.unwrap();
+    }
+
+    let observer = Observer::start(client.clone(), TIMEOUT, Duration::ZERO, Box::new(|_| {}));
+    let hour = Duration::from_secs(3600);
+    for (group, reads) in &groups {
+        observer.observe(group, reads, hour, TIMEOUT * 2).await.expect("an early poll covers a new group");
+    }
+    let before = common::settled_requests(&client).await;
+    let snapshot = observer.poll_once().await;
+    let sent = delta(&common::settled_requests(&client).await, &before);
+    eprintln!("one poll for {} groups on one broker: {sent:?}", groups.len());
+    // One broker (B = 1), G = 20: one OffsetFetch per group, everything else per broker.
+    let g = groups.len() as i64;
+    assert_eq!(sent.get("OffsetFetch"), Some(&g), "{sent:?}");
+    assert_eq!(sent.get("ListGroups"), Some(&1), "{sent:?}");
+    assert_eq!(sent.get("DescribeGroups"), Some(&1), "{sent:?}");
+    assert_eq!(sent.get("ListOffsets"), Some(&2), "log start and end, shared by every group: {sent:?}");
+    let total: i64 = sent.values().sum();
+    assert!(total <= 2 * g + 4 + 2, "at most 2 per group plus a few per broker: {sent:?}");
+
+    for (group, reads) in &groups {
+        match snapshot.view(group, reads) {
+            GroupView::Seen { partitions, group: description, offsets } => {
+                assert_eq!(partitions.values().sum::<i32>(), 50 * reads.len() as i32);
+                assert!(description.is_ok(), "{description:?}");
+                let offsets = offsets.expect("offsets read");
+                assert_eq!(offsets.len(), 50 * reads.len());
+                assert!(offsets.values().all(|(committed, _)| *committed == Some(0)));
+            }
+            other => panic!("{group}: {other:?}"),
+        }
+    }
+    let missing = vec![testenv::unique_name("absent")];
+    assert!(matches!(snapshot.view(&groups[0].0, &missing), GroupView::TopicsMissing(t) if t == missing));
+}

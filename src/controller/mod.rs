@@ -25,7 +25,7 @@ use kube::{Client, ResourceExt};
 
 use crate::cli::RunArgs;
 use crate::crd::{ConsumerGroup, ConsumerGroupStatus, MemberStatus, OffsetReset, TopicStatus};
-use crate::kafka::log_offsets::LogOffsetCache;
+use crate::kafka::observer::{GroupView, Observer};
 use crate::kafka::{ClientCache, GroupDescription, KafkaError, TopicPartition};
 use crate::lag::GroupHistory;
 use crate::metrics::{GroupLabels, Metrics, PartitionLabels, ResultLabels};
@@ -81,8 +81,8 @@ pub struct Context {
     /// What the operator remembers per ConsumerGroup between reconciles (in memory: a restart
     /// starts new windows, which only delays a scale-down or a health verdict).
     memory: Mutex<HashMap<ObjectRef<ConsumerGroup>, GroupMemory>>,
-    /// Shared log-offset snapshots, one per distinct connection.
-    log_offsets: Mutex<HashMap<std::collections::BTreeMap<String, String>, Arc<LogOffsetCache>>>,
+    /// One observer per distinct connection: every Kafka read of the ConsumerGroup reconciles.
+    observers: Mutex<HashMap<std::collections::BTreeMap<String, String>, Arc<Observer>>>,
     /// The connection each ConsumerGroup used last, so that connections nobody uses any more
     /// (a deleted group, a rotated Secret) are closed with their caches.
     connections: Mutex<HashMap<ObjectRef<ConsumerGroup>, std::collections::BTreeMap<String, String>>>,
@@ -106,9 +106,22 @@ impl Context {
         }
     }
 
-    fn log_offsets_for(&self, properties: &std::collections::BTreeMap<String, String>) -> Arc<LogOffsetCache> {
-        let mut caches = self.log_offsets.lock().expect("log offsets lock");
-        caches.entry(properties.clone()).or_default().clone()
+    /// The observer of a connection, started on first use.
+    fn observer_for(&self, connection: &observe::Connection) -> Result<Arc<Observer>, KafkaError> {
+        let mut observers = self.observers.lock().expect("observers lock");
+        if let Some(observer) = observers.get(&connection.properties) {
+            return Ok(observer.clone());
+        }
+        let client = self.kafka.get_or_create(&connection.properties)?;
+        let metrics = self.metrics.clone();
+        let observer = Observer::start(
+            client,
+            self.kafka_timeout,
+            self.log_offsets_max_age,
+            Box::new(move |snapshot| metrics.lag_collection_duration.observe(snapshot.took.as_secs_f64())),
+        );
+        observers.insert(connection.properties.clone(), observer.clone());
+        Ok(observer)
     }
 
     /// Records the connection a ConsumerGroup uses now (its previous one may be closed).
@@ -146,7 +159,8 @@ impl Context {
         // Before unused clients close, so their last requests are counted.
         self.metrics.count_kafka_requests(&self.kafka.take_new_requests());
         self.kafka.retain_connections(&in_use, CONNECTION_GRACE);
-        self.log_offsets.lock().expect("log offsets lock").retain(|properties, _| in_use.contains(properties));
+        // An observer holds its client: drop unused observers first, their clients go next sweep.
+        self.observers.lock().expect("observers lock").retain(|properties, _| in_use.contains(properties));
         self.metrics.kafka_connections.set(self.kafka.len() as i64);
     }
 }
@@ -177,7 +191,7 @@ impl Context {
             log_offsets_max_age: Duration::from_secs(args.log_offsets_max_age_seconds),
             failures: Mutex::default(),
             memory: Mutex::default(),
-            log_offsets: Mutex::default(),
+            observers: Mutex::default(),
             connections: Mutex::default(),
         }
     }
@@ -517,69 +531,13 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
         (None, Some(target)) => Err(format!("{:?}/{}", target.kind, target.name)),
         (None, None) => Ok(None),
     };
-    let mut kafka = KafkaObservation::NotQueried;
-    let mut description: Option<GroupDescription> = None;
-    // Whether the group's state was read this time (else status keeps the last known one).
-    let mut described = false;
     let mut memory = ctx.take_memory(&key);
-    let mut lag_summary = None;
+    let mut outcome = KafkaOutcome::default();
     if let (Some(connection), Ok(_)) = (&connection, &workload_replicas) {
         ctx.use_connection(&key, &connection.properties);
-        kafka = match observe::kafka(&ctx.kafka, connection, &group, ctx.kafka_timeout).await {
-            Ok((client, view)) => {
-                let mut group_unreadable = None;
-                match view.group {
-                    Ok(found) => {
-                        description = found;
-                        described = true;
-                    }
-                    Err(error) => group_unreadable = Some(error.to_string()),
-                }
-                let lag_started = std::time::Instant::now();
-                let log_offsets = ctx.log_offsets_for(&connection.properties);
-                let sources = observe::LagSources {
-                    client: &client,
-                    log_offsets: &log_offsets,
-                    connection,
-                    max_age: ctx.log_offsets_max_age,
-                    timeout: ctx.kafka_timeout,
-                };
-                match observe::lag(sources, &mut memory.markers, &group, &view.partitions).await {
-                    Ok(lag) => {
-                        ctx.metrics.lag_collection_duration.observe(lag_started.elapsed().as_secs_f64());
-                        let offsets = lag.offsets.into_iter().map(|(tp, o)| ((tp.topic, tp.partition), o)).collect();
-                        let exclude_after = group
-                            .spec
-                            .scaling
-                            .as_ref()
-                            .and_then(|s| s.exclude_persistent_lag_after_polls)
-                            .map(|n| n.max(2) as usize);
-                        lag_summary = Some(crate::lag::summarize(
-                            &offsets,
-                            &mut memory.history,
-                            group.spec.auto_offset_reset,
-                            now.0.as_millisecond(),
-                            exclude_after,
-                            group_unreadable.is_none().then(|| description.as_ref().map_or(0, |d| d.members.len())),
-                            now.clone(),
-                        ));
-                    }
-                    Err(error) => {
-                        tracing::warn!(group = %group.name_any(), %error, "lag could not be measured");
-                        group_unreadable.get_or_insert_with(|| error.to_string());
-                        // A listing that hides a group it may not describe reads as "Dead, no
-                        // members": without its offsets, its state is not trusted either.
-                        described = false;
-                    }
-                }
-                KafkaObservation::Seen { partitions: view.partitions, group_unreadable }
-            }
-            Err(KafkaError::UnknownTopics(topics)) => KafkaObservation::TopicsMissing(topics),
-            Err(error) => {
-                KafkaObservation::Failed { reason: observe::failure_reason(&error), message: error.to_string() }
-            }
-        };
+        outcome = observe_kafka(&ctx, &group, connection, &mut memory, &now).await;
     }
+    let KafkaOutcome { kafka, description, described, lag: lag_summary } = outcome;
 
     // Decide.
     let reset_in_progress = ctx.resets.iter().find_map(|store| crate::reset::holding_reset(store, &group));
@@ -726,6 +684,101 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
         let poll = group.spec.scaling.as_ref().map(|s| Duration::from_secs(s.poll_interval_seconds as u64));
         Action::requeue(poll.map_or(ctx.resync, |p| p.min(ctx.resync)))
     })
+}
+
+/// What Kafka said about a ConsumerGroup this time.
+struct KafkaOutcome {
+    kafka: KafkaObservation,
+    description: Option<GroupDescription>,
+    /// Whether the group's state was read this time (else status keeps the last known one).
+    described: bool,
+    lag: Option<crate::lag::Summary>,
+}
+
+impl Default for KafkaOutcome {
+    fn default() -> Self {
+        KafkaOutcome { kafka: KafkaObservation::NotQueried, description: None, described: false, lag: None }
+    }
+}
+
+/// Reads the group's part of its connection's observer snapshot (no Kafka I/O of its own, except
+/// the rare transaction-marker probe) and folds its offsets into the lag history.
+async fn observe_kafka(
+    ctx: &Context,
+    group: &ConsumerGroup,
+    connection: &observe::Connection,
+    memory: &mut GroupMemory,
+    now: &Time,
+) -> KafkaOutcome {
+    let failed = |error: KafkaError| KafkaOutcome {
+        kafka: KafkaObservation::Failed { reason: observe::failure_reason(&error), message: error.to_string() },
+        ..KafkaOutcome::default()
+    };
+    let observer = match ctx.observer_for(connection) {
+        Ok(observer) => observer,
+        Err(error) => return failed(error),
+    };
+    let every = group
+        .spec
+        .scaling
+        .as_ref()
+        .map_or(ctx.resync, |s| Duration::from_secs(s.poll_interval_seconds as u64).min(ctx.resync));
+    let snapshot = match observer.observe(&group.spec.group_id, &group.spec.topics, every, ctx.kafka_timeout * 3).await
+    {
+        Ok(snapshot) => snapshot,
+        Err(error) => return failed(error),
+    };
+    let (partitions, group_read, offsets) = match snapshot.view(&group.spec.group_id, &group.spec.topics) {
+        GroupView::Failed(error) => return failed(error),
+        GroupView::TopicsMissing(topics) => {
+            return KafkaOutcome { kafka: KafkaObservation::TopicsMissing(topics), ..KafkaOutcome::default() };
+        }
+        GroupView::Seen { partitions, group, offsets } => (partitions, group, offsets),
+    };
+    let mut outcome = KafkaOutcome::default();
+    let mut group_unreadable = None;
+    match group_read {
+        Ok(found) => {
+            outcome.description = found;
+            outcome.described = true;
+        }
+        Err(error) => group_unreadable = Some(error.to_string()),
+    }
+    let offsets = match offsets {
+        Ok(observed) => observe::lag_offsets(connection, &mut memory.markers, observed, ctx.kafka_timeout).await,
+        Err(error) => Err(error),
+    };
+    match offsets {
+        Ok(offsets) => {
+            let offsets = offsets.into_iter().map(|(tp, o)| ((tp.topic, tp.partition), o)).collect();
+            let exclude_after = group
+                .spec
+                .scaling
+                .as_ref()
+                .and_then(|s| s.exclude_persistent_lag_after_polls)
+                .map(|n| n.max(2) as usize);
+            let members =
+                group_unreadable.is_none().then(|| outcome.description.as_ref().map_or(0, |d| d.members.len()));
+            outcome.lag = Some(crate::lag::summarize(
+                &offsets,
+                &mut memory.history,
+                group.spec.auto_offset_reset,
+                now.0.as_millisecond(),
+                exclude_after,
+                members,
+                now.clone(),
+            ));
+        }
+        Err(error) => {
+            tracing::warn!(group = %group.name_any(), %error, "lag could not be measured");
+            group_unreadable.get_or_insert_with(|| error.to_string());
+            // A listing that hides a group it may not describe reads as "Dead, no members":
+            // without its offsets, its state is not trusted either.
+            outcome.described = false;
+        }
+    }
+    outcome.kafka = KafkaObservation::Seen { partitions, group_unreadable };
+    outcome
 }
 
 /// Workload figures from status; group and lag figures only when measured this time: an HPA or

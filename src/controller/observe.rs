@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -13,8 +12,8 @@ use kube::api::Api;
 use kube::{Client, ResourceExt};
 
 use crate::crd::{ConsumerGroup, ScaleTargetKind};
-use crate::kafka::log_offsets::LogOffsetCache;
-use crate::kafka::{ClientCache, GroupDescription, KafkaClient, KafkaError, TopicPartition, markers};
+use crate::kafka::log_offsets::LogRange;
+use crate::kafka::{KafkaError, TopicPartition, markers};
 
 /// Why the Kafka connection could not even be configured; the message says what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -202,32 +201,6 @@ fn get_scale_opt(
     }
 }
 
-/// What Kafka said about the group's topics and the group itself.
-#[derive(Debug)]
-pub struct KafkaView {
-    pub partitions: BTreeMap<String, i32>,
-    /// The group description, or why it could not be read while metadata could (e.g. no
-    /// permission to describe the group).
-    pub group: Result<Option<GroupDescription>, KafkaError>,
-}
-
-/// Partition counts (one metadata request per topic) and the group description. Fails only when
-/// metadata fails; a group that cannot be described is reported in the view.
-pub async fn kafka(
-    cache: &ClientCache,
-    connection: &Connection,
-    group: &ConsumerGroup,
-    timeout: Duration,
-) -> Result<(Arc<KafkaClient>, KafkaView), KafkaError> {
-    let client = cache.get_or_create(&connection.properties)?;
-    let partitions = client.partition_counts(&group.spec.topics, timeout).await?;
-    let description = client
-        .describe_consumer_groups(std::slice::from_ref(&group.spec.group_id), timeout)
-        .await
-        .map(|groups| groups.into_iter().next());
-    Ok((client, KafkaView { partitions, group: description }))
-}
-
 /// The condition reason for a Kafka failure: configuration and login problems are told apart
 /// from an unreachable cluster, since only a fix of the Secret helps them.
 pub fn failure_reason(error: &KafkaError) -> &'static str {
@@ -239,47 +212,20 @@ pub fn failure_reason(error: &KafkaError) -> &'static str {
     }
 }
 
-/// Where lag comes from: the connection's client, its shared log-offset snapshot, and limits.
-pub struct LagSources<'a> {
-    pub client: &'a KafkaClient,
-    pub log_offsets: &'a LogOffsetCache,
-    pub connection: &'a Connection,
-    /// How old a shared log-offset snapshot may be.
-    pub max_age: Duration,
-    pub timeout: Duration,
-}
-
-/// Offsets of every subscribed partition: the group's commits (one OffsetFetch) and the log
-/// ranges (shared, batched ListOffsets). `only_markers` lists partitions whose remaining lag was
-/// proven to be transaction markers only.
-#[derive(Debug, Clone, Default)]
-pub struct LagView {
-    pub offsets: BTreeMap<TopicPartition, crate::lag::PartitionOffsets>,
-}
-
-/// Reads committed offsets and log ranges; partitions whose small remaining lag is only trailing
-/// transaction markers get their log end set to the committed offset (lag 0).
-pub async fn lag(
-    kafka: LagSources<'_>,
+/// Lag inputs of every subscribed partition from an observer's snapshot; partitions whose small
+/// remaining lag is only trailing transaction markers get their log end set to the committed
+/// offset (lag 0). The marker probe is the one Kafka read of a reconcile, and only for small lag
+/// that did not move since the last look (`memo`).
+pub async fn lag_offsets(
+    connection: &Connection,
     memo: &mut BTreeMap<TopicPartition, MarkerMemo>,
-    group: &ConsumerGroup,
-    partitions: &BTreeMap<String, i32>,
-) -> Result<LagView, KafkaError> {
-    let LagSources { client, log_offsets, connection, max_age, timeout } = kafka;
-    let all: Vec<TopicPartition> = partitions
-        .iter()
-        .flat_map(|(topic, &count)| (0..count).map(move |partition| TopicPartition { topic: topic.clone(), partition }))
-        .collect();
-    let (committed, ranges) =
-        futures::try_join!(client.list_consumer_group_offsets(&group.spec.group_id, Some(&all), timeout), async {
-            log_offsets.get(client, &all, max_age, timeout).await.map(|(ranges, _)| ranges)
-        },)?;
-    let mut offsets: BTreeMap<TopicPartition, crate::lag::PartitionOffsets> = all
-        .iter()
-        .map(|tp| {
-            let range = ranges[tp];
-            let committed = committed.get(tp).copied().flatten();
-            (tp.clone(), crate::lag::PartitionOffsets { committed, log_start: range.start, log_end: range.end })
+    observed: BTreeMap<TopicPartition, (Option<i64>, LogRange)>,
+    timeout: Duration,
+) -> Result<BTreeMap<TopicPartition, crate::lag::PartitionOffsets>, KafkaError> {
+    let mut offsets: BTreeMap<TopicPartition, crate::lag::PartitionOffsets> = observed
+        .into_iter()
+        .map(|(tp, (committed, range))| {
+            (tp, crate::lag::PartitionOffsets { committed, log_start: range.start, log_end: range.end })
         })
         .collect();
 
@@ -328,7 +274,7 @@ pub async fn lag(
             o.log_end = m.committed;
         }
     }
-    Ok(LagView { offsets })
+    Ok(offsets)
 }
 
 /// Result of a marker probe, valid while the committed offset and log end stay the same.

@@ -7,6 +7,7 @@ mod cache;
 mod ffi;
 pub mod log_offsets;
 pub mod markers;
+pub mod observer;
 pub mod stats;
 
 use std::collections::BTreeMap;
@@ -169,8 +170,9 @@ pub struct MemberDescription {
 }
 
 /// Errors of the Kafka module. Messages say what failed and what to do; `label()` is stable for
-/// metrics; `is_transient()` tells a retry from a fix.
-#[derive(Debug, thiserror::Error)]
+/// metrics; `is_transient()` tells a retry from a fix. Clone: an observer's snapshot hands the
+/// same error to every group it concerns.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum KafkaError {
     /// The client properties were refused before anything was sent. The message names keys and
     /// reasons only, never a value (see [`config_error`]).
@@ -293,6 +295,25 @@ impl KafkaError {
                 None => KafkaError::Request(error.to_string()),
             },
         }
+    }
+}
+
+/// A group of librdkafka's group listing as the operator describes it.
+fn describe(info: &rdkafka::groups::GroupInfo) -> GroupDescription {
+    GroupDescription {
+        group_id: info.name().to_string(),
+        state: GroupState::parse(info.state()),
+        partition_assignor: info.protocol().to_string(),
+        members: info
+            .members()
+            .iter()
+            .map(|m| MemberDescription {
+                member_id: m.id().to_string(),
+                client_id: m.client_id().to_string(),
+                host: m.client_host().to_string(),
+                assignment: m.assignment().map(parse_assignment).unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 
@@ -578,6 +599,38 @@ impl KafkaClient {
         self.blocking(timeout, move |h| ffi::list_consumer_groups(h, timeout)).await
     }
 
+    /// Partition counts of every topic of the cluster, in one metadata request (an observer's
+    /// poll: one request whatever the number of topics its groups read).
+    pub async fn topic_partition_counts(&self, timeout: Duration) -> Result<BTreeMap<String, i32>, KafkaError> {
+        let client = self.handle.clone();
+        tokio::task::spawn_blocking(move || {
+            let metadata = client.fetch_metadata(None, timeout).map_err(KafkaError::from_client)?;
+            Ok(metadata
+                .topics()
+                .iter()
+                .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+                .collect())
+        })
+        .await
+        .map_err(|e| KafkaError::Internal(format!("metadata task failed: {e}")))?
+    }
+
+    /// Every group of the cluster, described: librdkafka's group listing without a group name
+    /// sends one ListGroups and one DescribeGroups per broker, however many groups there are.
+    pub async fn describe_all_groups(
+        &self,
+        timeout: Duration,
+    ) -> Result<BTreeMap<String, GroupDescription>, KafkaError> {
+        let client = self.handle.clone();
+        tokio::task::spawn_blocking(move || {
+            let list = client.fetch_group_list(None, timeout).map_err(KafkaError::from_client)?;
+            Ok(list.groups().iter().map(|info| (info.name().to_string(), describe(info))).collect())
+        })
+        .await
+        .map_err(|e| KafkaError::Internal(format!("describe task failed: {e}")))?
+    }
+
     /// Describes groups with librdkafka's group listing (rdkafka's safe `fetch_group_list`): per
     /// group, a ListGroups to each broker and a DescribeGroups to the one coordinating it. Not the
     /// admin DescribeConsumerGroups (one FindCoordinator + one DescribeGroups, cheaper): in
@@ -596,21 +649,7 @@ impl KafkaClient {
             for group in &groups {
                 let list = client.fetch_group_list(Some(group), timeout).map_err(KafkaError::from_client)?;
                 let description = match list.groups().iter().find(|g| g.name() == group) {
-                    Some(info) => GroupDescription {
-                        group_id: group.clone(),
-                        state: GroupState::parse(info.state()),
-                        partition_assignor: info.protocol().to_string(),
-                        members: info
-                            .members()
-                            .iter()
-                            .map(|m| MemberDescription {
-                                member_id: m.id().to_string(),
-                                client_id: m.client_id().to_string(),
-                                host: m.client_host().to_string(),
-                                assignment: m.assignment().map(parse_assignment).unwrap_or_default(),
-                            })
-                            .collect(),
-                    },
+                    Some(info) => describe(info),
                     None => GroupDescription {
                         group_id: group.clone(),
                         state: GroupState::Dead,
