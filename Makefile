@@ -40,10 +40,12 @@ crds:
 demo:
 	@scripts/demo.sh
 
-# Lag collection and offset resets against Kafka's own tool on a real broker, and reconcile latency
-# against a bare apiserver round trip; each prints ratios against its reference from the same run.
+# Lag collection and offset resets against Kafka's own tool on a real broker, reconcile latency
+# against a bare apiserver round trip, and 1,000 ConsumerGroups against the operator before the
+# per-cluster observer; each prints ratios against its reference from the same run.
 bench:
-	@eval "$$(scripts/deps.sh)" && $(CARGO) bench --bench lag && $(CARGO) bench --bench reset && $(CARGO) bench --bench reconcile
+	@eval "$$(scripts/deps.sh)" && $(CARGO) bench --bench lag && $(CARGO) bench --bench reset && $(CARGO) bench --bench reconcile \
+		&& BENCH_BASELINE_BIN="$$(scripts/baseline.sh)" $(CARGO) bench --bench scale
 
 clean-cache:
 	rm -rf $(CGO_CACHE)

@@ -352,7 +352,9 @@ pub struct LagStatus {
     pub total: i64,
     /// Largest lag of a single partition.
     pub max_partition_lag: i64,
-    /// When the lag was measured.
+    /// When these figures were measured. Status refreshes them when they change, at most every
+    /// --status-lag-interval-seconds (60 by default) unless the health verdict changes or lag
+    /// reaches or leaves zero; /metrics has every poll's figures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured_at: Option<Time>,
     /// Per-partition lag: every partition up to 100, else the 100 with the most lag.

@@ -276,9 +276,10 @@ pub fn summarize(
 }
 
 /// The lag to keep in status: the fresh figures when something a person or a GitOps tool acts on
-/// changed (the health verdict, the excluded partitions, lag reaching or leaving zero) or the
-/// stored ones are `interval_seconds` old; otherwise the stored ones, so that an unchanged group
-/// causes no status write. /metrics carries every poll's figures.
+/// changed (the health verdict, the excluded partitions, lag reaching or leaving zero), or when
+/// the figures changed and the stored ones are `interval_seconds` old; otherwise the stored ones
+/// (`measuredAt` says when they were taken), so that an unchanged group causes no status write.
+/// /metrics carries every poll's figures.
 pub fn lag_for_status(previous: Option<&LagStatus>, fresh: &LagStatus, interval_seconds: i64) -> LagStatus {
     let Some(previous) = previous else { return fresh.clone() };
     let verdict_changed = previous.health != fresh.health
@@ -290,7 +291,14 @@ pub fn lag_for_status(previous: Option<&LagStatus>, fresh: &LagStatus, interval_
         (Some(then), Some(now)) => now - then,
         _ => i64::MAX,
     };
-    if verdict_changed || age >= interval_seconds { fresh.clone() } else { previous.clone() }
+    let figures_changed = {
+        let mut unstamped = fresh.clone();
+        unstamped.measured_at = previous.measured_at.clone();
+        &unstamped != previous
+    };
+    // Unchanged figures keep their time: they are still what was measured, and rewriting them
+    // would be a status write for nothing.
+    if verdict_changed || (figures_changed && age >= interval_seconds) { fresh.clone() } else { previous.clone() }
 }
 
 #[cfg(test)]
@@ -475,6 +483,7 @@ mod tests {
         assert_eq!(lag_for_status(None, &stored, 60), stored, "first measurement");
         assert_eq!(lag_for_status(Some(&stored), &at(130, 70, "OK"), 60), stored, "numbers only: kept");
         assert_eq!(lag_for_status(Some(&stored), &at(160, 70, "OK"), 60), at(160, 70, "OK"), "interval passed");
+        assert_eq!(lag_for_status(Some(&stored), &at(900, 50, "OK"), 60), stored, "same figures keep their time");
         assert_eq!(lag_for_status(Some(&stored), &at(110, 70, "WARN"), 60), at(110, 70, "WARN"), "verdict");
         assert_eq!(lag_for_status(Some(&stored), &at(110, 0, "OK"), 60), at(110, 0, "OK"), "drained");
     }

@@ -469,3 +469,35 @@ async fn an_unchanged_group_causes_no_writes_and_its_own_writes_cause_no_reconci
         .unwrap();
     assert!(deployment_replicas(&s.deployments, "quiet", 2).await);
 }
+
+#[tokio::test]
+async fn a_new_group_is_observed_at_once_not_at_the_next_poll() {
+    let env = common::shared_env().await;
+    let s = setup("early").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 2).await;
+    // Polls a minute apart: a group that waited for the next poll would wait up to a minute.
+    let args = common::run_args(&s.namespace, &bootstrap, &["--kafka-timeout-seconds", "3", "--resync-seconds", "60"]);
+    let _operator = common::Operator::start(&s.client, args).await;
+    let spec = |id: String| serde_json::json!({"groupId": id, "topics": [topic], "replicas": 1, "template": template("img:1")});
+    s.groups
+        .create(&PostParams::default(), &common::consumer_group("first", spec(testenv::unique_name("g"))))
+        .await
+        .unwrap();
+    assert!(condition(&s.groups, "first", "Ready", "True").await.is_some());
+
+    // The observer has just polled for the first group; the second one asks for an early poll.
+    let started = std::time::Instant::now();
+    s.groups
+        .create(&PostParams::default(), &common::consumer_group("second", spec(testenv::unique_name("g"))))
+        .await
+        .unwrap();
+    let observed = common::eventually(Duration::from_secs(30), || async {
+        let status = s.groups.get("second").await.ok()?.status?;
+        (status.lag.is_some() && status.partitions == Some(2)).then_some(())
+    })
+    .await;
+    assert!(observed.is_some(), "the new group must be observed without waiting for the next poll");
+    assert!(started.elapsed() < Duration::from_secs(20), "observed after {:?}", started.elapsed());
+    assert!(deployment_replicas(&s.deployments, "second", 1).await);
+}

@@ -229,7 +229,9 @@ pub async fn lag_offsets(
         })
         .collect();
 
-    // Small lag that did not move since the last look may be transaction markers only.
+    // Small lag that did not move since the last look may be transaction markers only: probe
+    // it once it has stayed put for one poll (a moving log end or commit is real traffic, and a
+    // probe per poll would open a consumer per group per poll).
     memo.retain(|tp, _| offsets.contains_key(tp));
     let mut candidates = BTreeMap::new();
     for (tp, o) in &offsets {
@@ -240,9 +242,16 @@ pub async fn lag_offsets(
             continue;
         }
         match memo.get(tp) {
-            Some(m) if m.committed == committed && m.log_end == o.log_end => {}
+            Some(m) if m.committed == committed && m.log_end == o.log_end => {
+                if !m.probed {
+                    candidates.insert(tp.clone(), committed);
+                }
+            }
             _ => {
-                candidates.insert(tp.clone(), committed);
+                memo.insert(
+                    tp.clone(),
+                    MarkerMemo { committed, log_end: o.log_end, probed: false, only_markers: false },
+                );
             }
         }
     }
@@ -254,15 +263,10 @@ pub async fn lag_offsets(
                 .await
                 .map_err(|e| KafkaError::Internal(format!("marker probe task failed: {e}")))??;
         for tp in candidates.keys() {
-            let o = &offsets[tp];
-            memo.insert(
-                tp.clone(),
-                MarkerMemo {
-                    committed: o.committed.unwrap_or_default(),
-                    log_end: o.log_end,
-                    only_markers: !with_records.contains(tp),
-                },
-            );
+            if let Some(m) = memo.get_mut(tp) {
+                m.probed = true;
+                m.only_markers = !with_records.contains(tp);
+            }
         }
     }
     for (tp, m) in memo.iter() {
@@ -277,11 +281,14 @@ pub async fn lag_offsets(
     Ok(offsets)
 }
 
-/// Result of a marker probe, valid while the committed offset and log end stay the same.
+/// The offsets last seen for a partition with small lag, and the marker probe's result for them
+/// once it ran (valid while the committed offset and log end stay the same).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MarkerMemo {
     pub committed: i64,
     pub log_end: i64,
+    /// Whether the probe ran for these offsets.
+    pub probed: bool,
     pub only_markers: bool,
 }
 

@@ -66,7 +66,8 @@ pub async fn shared_env() -> &'static testenv::SharedEnv {
     tokio::task::spawn_blocking(testenv::shared).await.expect("start test environment")
 }
 
-/// `consumer-group-operator run` arguments for a test: one namespace, a 1 s resync, lag in status
+/// `consumer-group-operator run` arguments for a test: one namespace, a 1 s resync (unless `extra`
+/// sets `--resync-seconds`), lag in status
 /// refreshed every poll (unless `extra` sets `--status-lag-interval-seconds`), metrics on a free
 /// port, the given default Kafka; `extra` flags are appended.
 pub fn run_args(namespace: &str, bootstrap: &str, extra: &[&str]) -> consumer_group_operator::cli::RunArgs {
@@ -76,13 +77,14 @@ pub fn run_args(namespace: &str, bootstrap: &str, extra: &[&str]) -> consumer_gr
         "run",
         "--namespace",
         namespace,
-        "--resync-seconds",
-        "1",
         "--metrics-address",
         "127.0.0.1:0",
         "--default-bootstrap-servers",
         bootstrap,
     ];
+    if !extra.contains(&"--resync-seconds") {
+        argv.extend_from_slice(&["--resync-seconds", "1"]);
+    }
     if !extra.contains(&"--status-lag-interval-seconds") {
         argv.extend_from_slice(&["--status-lag-interval-seconds", "1"]);
     }
