@@ -2,9 +2,12 @@
 //!
 //! Thin binary, fat library: `main.rs` only parses the command line and calls in here.
 pub mod cli;
+pub mod connection;
+pub mod context;
 pub mod controller;
 pub mod crd;
 pub mod kafka;
 pub mod lag;
 pub mod metrics;
 pub mod reset;
+pub mod runtime;

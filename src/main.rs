@@ -11,7 +11,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             consumer_group_operator::cli::init_tracing(args.log_format, &args.log_level)?;
-            consumer_group_operator::controller::run(args).await
+            consumer_group_operator::runtime::run(args).await
         }
     }
 }

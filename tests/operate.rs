@@ -140,7 +140,7 @@ async fn chart_rbac_is_enough_for_the_operator() {
     let metrics = std::sync::Arc::new(consumer_group_operator::metrics::Metrics::new());
     // Leader election as the chart runs it: the Lease lives in the release namespace.
     let args = common::run_args(&namespace, &bootstrap, &["--leader-election", "--lease-namespace", &namespace]);
-    let operator = tokio::spawn(consumer_group_operator::controller::run_elected(
+    let operator = tokio::spawn(consumer_group_operator::runtime::run_elected(
         operator_client,
         args,
         metrics,

@@ -1,44 +1,40 @@
-//! The ConsumerGroup controller: a reconcile pipeline of observe (I/O reads) -> plan/decide (pure)
-//! -> act (writes), plus the runtime around it (watches, error policy, shutdown).
+//! The ConsumerGroup controller: a reconcile pipeline of observe (reads) -> plan/decide (pure)
+//! -> act (writes).
+//!
+//! What it may do: read its ConsumerGroup, the workload and the group's part of its connection's
+//! observer snapshot (no Kafka request of its own, except the transaction-marker probe); write the
+//! owned Deployment or a scale subresource, the ConsumerGroup's status and Events. It reads
+//! OffsetResets only to hold a workload at zero while one runs (`crate::reset` queries); it
+//! never writes one. The watches and the process around it are in `crate::runtime`.
 
 pub mod act;
 pub mod conditions;
 pub mod decide;
 pub mod observe;
 pub mod plan;
+pub mod report;
 pub mod workload;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::Api;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, predicates, watcher};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 
-use crate::cli::RunArgs;
-use crate::crd::{ConsumerGroup, ConsumerGroupStatus, MemberStatus, OffsetReset, TopicStatus};
-use crate::kafka::observer::{GroupView, Observer};
-use crate::kafka::{ClientCache, GroupDescription, KafkaError, TopicPartition};
+use crate::connection::{self, Connection};
+use crate::context::{Category, Context};
+use crate::crd::{ConsumerGroup, ConsumerGroupStatus, TopicStatus};
+use crate::kafka::observer::GroupView;
+use crate::kafka::{GroupDescription, KafkaError, TopicPartition};
 use crate::lag::GroupHistory;
-use crate::metrics::{GroupLabels, Metrics, PartitionLabels, ResultLabels};
+use crate::metrics::{GroupLabels, ResultLabels};
 use act::Happening;
 use decide::Recommendation;
 use plan::{KafkaObservation, Observed};
-
-/// How long a Kafka connection is kept after it was opened even when no ConsumerGroup has recorded
-/// it as in use (an OffsetReset may open its group's connection before that group's reconcile).
-const CONNECTION_GRACE: Duration = Duration::from_secs(30);
-
-/// Members listed in status; memberCount carries the total.
-const MAX_MEMBERS_IN_STATUS: usize = 50;
 
 /// Errors a reconcile returns (everything else becomes a condition).
 #[derive(Debug, thiserror::Error)]
@@ -57,35 +53,32 @@ impl Error {
             Error::Kafka(error) => error.label(),
         }
     }
+
+    /// What kind of failure this is: it decides when to try again.
+    pub fn category(&self) -> Category {
+        match self {
+            Error::Kube(error) => Category::of_kube(error),
+            Error::Kafka(error) => Category::of_kafka(error),
+        }
+    }
 }
 
-/// Shared state of the controller.
-pub struct Context {
-    pub client: Client,
-    pub kafka: ClientCache,
-    pub recorder: Recorder,
-    pub stores: Vec<Store<ConsumerGroup>>,
-    /// OffsetResets, to hold a group's workload at zero while one of its resets runs.
-    pub resets: Vec<Store<OffsetReset>>,
-    /// The operator's default Kafka connection (bootstrap servers, client-properties folder).
-    pub defaults: observe::DefaultConnection,
-    pub kafka_timeout: Duration,
-    pub resync: Duration,
-    /// How often lag figures in status are refreshed at most.
-    pub status_lag_interval: Duration,
-    pub metrics: Arc<Metrics>,
-    /// How long log offsets fetched for one group are reused by others reading the same topics.
-    pub log_offsets_max_age: Duration,
-    /// Consecutive Kafka failures per object, for backoff.
+/// The ConsumerGroup controller's own state, next to the shared [`Context`] it dereferences to.
+pub struct GroupContext {
+    shared: Arc<Context>,
+    /// Consecutive failures per object, for backoff.
     failures: Mutex<HashMap<ObjectRef<ConsumerGroup>, u32>>,
     /// What the operator remembers per ConsumerGroup between reconciles (in memory: a restart
     /// starts new windows, which only delays a scale-down or a health verdict).
     memory: Mutex<HashMap<ObjectRef<ConsumerGroup>, GroupMemory>>,
-    /// One observer per distinct connection: every Kafka read of the ConsumerGroup reconciles.
-    observers: Mutex<HashMap<std::collections::BTreeMap<String, String>, Arc<Observer>>>,
-    /// The connection each ConsumerGroup used last, so that connections nobody uses any more
-    /// (a deleted group, a rotated Secret) are closed with their caches.
-    connections: Mutex<HashMap<ObjectRef<ConsumerGroup>, std::collections::BTreeMap<String, String>>>,
+}
+
+impl Deref for GroupContext {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.shared
+    }
 }
 
 #[derive(Default)]
@@ -95,7 +88,11 @@ struct GroupMemory {
     markers: std::collections::BTreeMap<TopicPartition, observe::MarkerMemo>,
 }
 
-impl Context {
+impl GroupContext {
+    pub fn new(shared: Arc<Context>) -> GroupContext {
+        GroupContext { shared, failures: Mutex::default(), memory: Mutex::default() }
+    }
+
     fn take_memory(&self, key: &ObjectRef<ConsumerGroup>) -> GroupMemory {
         self.memory.lock().ok().and_then(|mut m| m.remove(key)).unwrap_or_default()
     }
@@ -106,37 +103,10 @@ impl Context {
         }
     }
 
-    /// The observer of a connection, started on first use.
-    fn observer_for(&self, connection: &observe::Connection) -> Result<Arc<Observer>, KafkaError> {
-        let mut observers = self.observers.lock().expect("observers lock");
-        if let Some(observer) = observers.get(&connection.properties) {
-            return Ok(observer.clone());
-        }
-        let client = self.kafka.get_or_create(&connection.properties)?;
-        let metrics = self.metrics.clone();
-        let observer = Observer::start(
-            client,
-            self.kafka_timeout,
-            self.log_offsets_max_age,
-            Box::new(move |snapshot| metrics.lag_collection_duration.observe(snapshot.took.as_secs_f64())),
-        );
-        observers.insert(connection.properties.clone(), observer.clone());
-        Ok(observer)
-    }
-
-    /// Records the connection a ConsumerGroup uses now (its previous one may be closed).
-    fn use_connection(&self, key: &ObjectRef<ConsumerGroup>, properties: &std::collections::BTreeMap<String, String>) {
-        let mut connections = self.connections.lock().expect("connections lock");
-        if connections.get(key) != Some(properties) {
-            connections.insert(key.clone(), properties.clone());
-        }
-    }
-
-    /// Drops memory, metrics, Kafka clients and log-offset caches of ConsumerGroups that no longer
-    /// exist, and the clients and caches of connections no ConsumerGroup uses any more.
+    /// Drops the memory, failure counts and metrics of ConsumerGroups that no longer exist, then
+    /// the Kafka connections nobody uses any more.
     pub fn sweep(&self) {
-        let live: std::collections::HashSet<ObjectRef<ConsumerGroup>> =
-            self.stores.iter().flat_map(|s| s.state()).map(|g| ObjectRef::from(g.as_ref())).collect();
+        let live = self.live_groups();
         let gone: Vec<ObjectRef<ConsumerGroup>> =
             self.memory.lock().map(|m| m.keys().filter(|k| !live.contains(*k)).cloned().collect()).unwrap_or_default();
         for key in gone {
@@ -151,321 +121,17 @@ impl Context {
                 consumergroup: key.name.clone(),
             });
         }
-        let in_use: std::collections::HashSet<std::collections::BTreeMap<String, String>> = {
-            let mut connections = self.connections.lock().expect("connections lock");
-            connections.retain(|key, _| live.contains(key));
-            connections.values().cloned().collect()
-        };
-        // Before unused clients close, so their last requests are counted.
-        self.metrics.count_kafka_requests(&self.kafka.take_new_requests());
-        self.kafka.retain_connections(&in_use, CONNECTION_GRACE);
-        // An observer holds its client: drop unused observers first, their clients go next sweep.
-        self.observers.lock().expect("observers lock").retain(|properties, _| in_use.contains(properties));
-        self.metrics.kafka_connections.set(self.kafka.len() as i64);
+        self.sweep_connections(&live);
     }
 }
 
-impl Context {
-    pub fn new(
-        client: Client,
-        stores: Vec<Store<ConsumerGroup>>,
-        resets: Vec<Store<OffsetReset>>,
-        metrics: Arc<Metrics>,
-        args: &RunArgs,
-    ) -> Context {
-        let reporter = Reporter { controller: workload::MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
-        Context {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
-            kafka: ClientCache::default(),
-            stores,
-            resets,
-            defaults: observe::DefaultConnection {
-                bootstrap_servers: args.default_bootstrap_servers.clone(),
-                properties_dir: args.default_client_properties_dir.clone(),
-            },
-            kafka_timeout: Duration::from_secs(args.kafka_timeout_seconds),
-            resync: Duration::from_secs(args.resync_seconds),
-            status_lag_interval: Duration::from_secs(args.status_lag_interval_seconds),
-            metrics,
-            log_offsets_max_age: Duration::from_secs(args.log_offsets_max_age_seconds),
-            failures: Mutex::default(),
-            memory: Mutex::default(),
-            observers: Mutex::default(),
-            connections: Mutex::default(),
-        }
-    }
-}
-
-/// Runs the controller with the kubeconfig (or in-cluster config) until SIGTERM/SIGINT, behind
-/// leader election when asked. The HTTP endpoint serves from the start, so followers stay live.
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let client = Client::try_default().await?;
-    let metrics = Arc::new(Metrics::new());
-    let (address, server) = crate::metrics::serve(args.metrics_address, metrics.clone()).await?;
-    tokio::spawn(async move {
-        if let Err(error) = server.await {
-            tracing::error!(%error, "metrics endpoint failed");
-        }
-    });
-    tracing::info!(%address, "serving /metrics, /healthz and /readyz");
-    run_elected(client, args, metrics, shutdown_signal()).await
-}
-
-/// Runs the controller until `shutdown` completes; with `--leader-election`, only while this
-/// instance holds the Lease (a lost Lease stops it with an error, so only the new leader acts).
-pub async fn run_elected(
-    client: Client,
-    args: RunArgs,
-    metrics: Arc<Metrics>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) -> anyhow::Result<()> {
-    if !args.leader_election {
-        metrics.leader.set(1);
-        return run_with_client(client, args, metrics, shutdown).await;
-    }
-
-    let namespace = args
-        .lease_namespace
-        .clone()
-        .or_else(|| std::env::var("POD_NAMESPACE").ok())
-        .unwrap_or_else(|| "default".to_string());
-    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
-    let duration = args.lease_duration_seconds.clamp(2, 3600);
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-        .with_namespace(&namespace)
-        .with_identity(&identity)
-        .with_field_manager(workload::MANAGER)
-        .with_duration(duration)
-        .with_grace((duration / 3).max(1))
-        .build()
-        .await?;
-    let (mut leading, lease_task) = manager.watch().await;
-    // A follower is ready: it reaches the apiserver and can take over. Were it not, a rolling
-    // update of two replicas would wait forever for the second one (the Lease and the
-    // `consumergroup_operator_leader` metric tell who leads).
-    metrics.leader.set(0);
-    metrics.set_ready(true);
-    tracing::info!(lease = %args.lease_name, %namespace, %identity, "waiting to become the leader");
-    let mut signal = Box::pin(shutdown);
-    loop {
-        if *leading.borrow_and_update() {
-            break;
-        }
-        tokio::select! {
-            _ = &mut signal => {
-                drop(leading);
-                let _ = lease_task.await;
-                return Ok(());
-            }
-            changed = leading.changed() => {
-                if changed.is_err() {
-                    anyhow::bail!("leader election stopped before this instance became the leader");
-                }
-            }
-        }
-    }
-    tracing::info!(%identity, "became the leader");
-    metrics.leader.set(1);
-    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
-    let watch_leadership = tokio::spawn(async move {
-        while leading.changed().await.is_ok() {
-            if !*leading.borrow_and_update() {
-                break;
-            }
-        }
-        let _ = lost_tx.send(());
-        leading
-    });
-    let lost = Arc::new(AtomicBool::new(false));
-    let lost_flag = lost.clone();
-    let shutdown = async move {
-        tokio::select! {
-            _ = signal => {}
-            _ = lost_rx => {
-                tracing::error!("lost the leader lease; stopping so that only the new leader acts");
-                lost_flag.store(true, Ordering::SeqCst);
-            }
-        }
-    };
-    let result = run_with_client(client, args, metrics, shutdown).await;
-    // Dropping the last receiver makes the lease task release the Lease, so a follower takes
-    // over at once instead of waiting for it to expire.
-    watch_leadership.abort();
-    let _ = watch_leadership.await;
-    let _ = lease_task.await;
-    tracing::info!("released the leader lease");
-    if lost.load(Ordering::SeqCst) {
-        anyhow::bail!("lost the leader lease");
-    }
-    result
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "operator".into())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutdown requested; finishing in-flight reconciles");
-}
-
-/// Runs the controller with a given client until `shutdown` completes. One controller per
-/// watched namespace (or one for all namespaces), sharing one context.
-pub async fn run_with_client(
-    client: Client,
-    args: RunArgs,
-    metrics: Arc<Metrics>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) -> anyhow::Result<()> {
-    let scopes: Vec<Option<String>> =
-        if args.namespaces.is_empty() { vec![None] } else { args.namespaces.iter().cloned().map(Some).collect() };
-    let api = |namespace: &Option<String>| -> Api<ConsumerGroup> {
-        match namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        }
-    };
-    for scope in &scopes {
-        if let Err(error) = api(scope).list(&kube::api::ListParams::default().limit(1)).await {
-            anyhow::bail!(
-                "cannot list ConsumerGroups ({error}); are the CRDs installed? Install them with `consumer-group-operator crd | kubectl apply --server-side -f -`"
-            );
-        }
-    }
-    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
-    let scoped = |scope: &Option<String>| match scope {
-        Some(ns) => {
-            (Api::<Deployment>::namespaced(client.clone(), ns), Api::<OffsetReset>::namespaced(client.clone(), ns))
-        }
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
-    // Both kinds trigger reconciles on spec changes only (metadata.generation): the operator's own
-    // status writes do not come back as work. Their caches keep no managedFields nor
-    // last-applied annotation, which the operator never reads.
-    let reset_controllers: Vec<_> = scopes
-        .iter()
-        .map(|scope| {
-            let (reader, writer) = reflector::store();
-            let resets = watcher::watcher(scoped(scope).1, watcher::Config::default().any_semantic())
-                .default_backoff()
-                .modify(slim)
-                .reflect(writer)
-                .applied_objects()
-                .predicate_filter(predicates::generation, Default::default());
-            Controller::for_stream(resets, reader).graceful_shutdown_on(shutdown.clone())
-        })
-        .collect();
-    let controllers: Vec<_> = scopes
-        .iter()
-        .map(|scope| {
-            let (deployments, resets) = scoped(scope);
-            let (reader, writer) = reflector::store();
-            let groups = watcher::watcher(api(scope), watcher::Config::default().any_semantic())
-                .default_backoff()
-                .modify(slim)
-                .reflect(writer)
-                .applied_objects()
-                .predicate_filter(predicates::generation, Default::default());
-            Controller::for_stream(groups, reader)
-                .owns(deployments, watcher::Config::default().labels(workload::MANAGED_BY_LABEL))
-                // A reset changing phase holds or releases its ConsumerGroup's workload.
-                .watches(resets, watcher::Config::default(), |reset: OffsetReset| {
-                    let namespace = reset.namespace()?;
-                    Some(ObjectRef::new(&reset.spec.consumer_group).within(&namespace))
-                })
-                .graceful_shutdown_on(shutdown.clone())
-        })
-        .collect();
-    let stores: Vec<Store<ConsumerGroup>> = controllers.iter().map(|c| c.store()).collect();
-    let reset_stores: Vec<Store<OffsetReset>> = reset_controllers.iter().map(|c| c.store()).collect();
-    {
-        let (stores, metrics) = (stores.clone(), metrics.clone());
-        tokio::spawn(async move {
-            for store in stores {
-                // The store's readiness future keeps one waker, and the controller's own runner
-                // waits on it too, so poll it again periodically instead of relying on a wake-up.
-                loop {
-                    match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
-                        Ok(Ok(())) => break,
-                        Ok(Err(error)) => {
-                            tracing::error!(%error, "a ConsumerGroup cache stopped before its first sync");
-                            return;
-                        }
-                        Err(_elapsed) => {}
-                    }
-                }
-            }
-            metrics.set_ready(true);
-            tracing::info!("caches synced; ready");
-        });
-    }
-    let context = Arc::new(Context::new(client, stores, reset_stores, metrics, &args));
-    {
-        let context = context.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(context.resync.min(Duration::from_secs(10)));
-            loop {
-                tick.tick().await;
-                context.sweep();
-            }
-        });
-    }
-    tracing::info!(
-        namespaces = ?args.namespaces,
-        default_bootstrap_servers = ?args.default_bootstrap_servers,
-        default_client_properties_dir = ?args.default_client_properties_dir,
-        "consumer-group-operator started"
-    );
-    let streams = controllers.into_iter().map(|controller| {
-        controller.run(reconcile, error_policy, context.clone()).for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-                Err(error) => tracing::warn!(%error, "reconcile failed"),
-            }
-        })
-    });
-    let reset_streams = reset_controllers.into_iter().map(|controller| {
-        controller.run(crate::reset::reconcile, reset_error_policy, context.clone()).for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-                Err(error) => tracing::warn!(%error, "offset reset reconcile failed"),
-            }
-        })
-    });
-    futures::future::join(futures::future::join_all(streams), futures::future::join_all(reset_streams)).await;
-    tracing::info!("consumer-group-operator stopped");
-    Ok(())
-}
-
-/// Drops what the operator never reads from cached objects: managedFields and kubectl's
-/// last-applied annotation are often larger than the rest of the object.
-fn slim<K: kube::Resource>(object: &mut K) {
-    let meta = object.meta_mut();
-    meta.managed_fields = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-}
-
-fn error_policy(group: Arc<ConsumerGroup>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(group: Arc<ConsumerGroup>, error: &Error, ctx: Arc<GroupContext>) -> Action {
     ctx.metrics.errors.get_or_create(&crate::metrics::ErrorLabels { reason: error.label().to_string() }).inc();
     let attempt = ctx.failures.lock().map(|mut f| bump(&mut f, ObjectRef::from(group.as_ref()))).unwrap_or(1);
-    let delay = backoff(attempt);
-    tracing::warn!(group = %group.name_any(), %error, label = error.label(), ?delay, "reconcile failed; retrying");
+    let category = error.category();
+    let delay = category.retry_after(attempt, ctx.resync);
+    tracing::warn!(group = %group.name_any(), %error, label = error.label(), ?category, ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
-}
-
-fn reset_error_policy(reset: Arc<OffsetReset>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.errors.get_or_create(&crate::metrics::ErrorLabels { reason: error.label().to_string() }).inc();
-    tracing::warn!(reset = %reset.name_any(), %error, "offset reset step failed; retrying");
-    Action::requeue(Duration::from_secs(2))
 }
 
 fn bump(failures: &mut HashMap<ObjectRef<ConsumerGroup>, u32>, key: ObjectRef<ConsumerGroup>) -> u32 {
@@ -474,28 +140,23 @@ fn bump(failures: &mut HashMap<ObjectRef<ConsumerGroup>, u32>, key: ObjectRef<Co
     *count
 }
 
-/// 2 s, 4 s, 8 s, ... up to 5 minutes.
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_secs(2u64.saturating_pow(attempt.min(9)).min(300))
-}
-
 /// The earliest-created other ConsumerGroup claiming the same groupId in the same Kafka cluster.
 fn conflicting_owner(ctx: &Context, group: &ConsumerGroup) -> Option<String> {
     let default = ctx.defaults.bootstrap_servers.as_deref();
-    let cluster = observe::bootstrap_servers(group, default).map(|b| observe::cluster_key(&b));
+    let cluster = connection::bootstrap_servers(group, default).map(|b| connection::cluster_key(&b));
     let rank = |g: &ConsumerGroup| (g.metadata.creation_timestamp.clone(), g.namespace(), g.name_any());
     ctx.stores
         .iter()
         .flat_map(|store| store.state())
         .filter(|other| other.metadata.uid != group.metadata.uid && other.metadata.deletion_timestamp.is_none())
         .filter(|other| other.spec.group_id == group.spec.group_id)
-        .filter(|other| observe::bootstrap_servers(other, default).map(|b| observe::cluster_key(&b)) == cluster)
+        .filter(|other| connection::bootstrap_servers(other, default).map(|b| connection::cluster_key(&b)) == cluster)
         .filter(|other| rank(other) < rank(group))
         .min_by_key(|other| rank(other))
         .map(|other| format!("{}/{}", other.namespace().unwrap_or_default(), other.name_any()))
 }
 
-pub async fn reconcile(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let result = reconcile_inner(group, ctx.clone()).await;
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
@@ -504,7 +165,7 @@ pub async fn reconcile(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<A
     result
 }
 
-async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> Result<Action, Error> {
     let key = ObjectRef::from(group.as_ref());
     let namespace = group.namespace().unwrap_or_default();
     // Whole seconds, as the API stores times: a finer time in memory would never equal the stored
@@ -520,7 +181,7 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
     let mut connection = None;
     let mut connection_problem = None;
     if conflict_with.is_none() {
-        match observe::connection(&ctx.client, &group, &ctx.defaults).await? {
+        match connection::connection(&ctx.client, &group, &ctx.defaults).await? {
             Ok(c) => connection = Some(c),
             Err(problem) => connection_problem = Some(problem),
         }
@@ -548,7 +209,7 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
     } else {
         None
     };
-    let mut plan = plan::plan(&Observed {
+    let plan = plan::plan(&Observed {
         group: &group,
         reset_in_progress,
         resume_after_reset,
@@ -568,6 +229,7 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
     let mut happenings = Vec::new();
     let mut replicas_now = current;
     let mut scaled = false;
+    let mut refused = None;
     if let (Some(template), Some(connection)) = (&group.spec.template, &connection) {
         // Apply the template whenever the replica count is known, so template edits and hand edits
         // are reconciled even while the replica decision is on hold.
@@ -591,9 +253,7 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
                     if matches!(status.code, 400 | 422)
                         || (status.code == 500 && status.message.contains("failed to convert")) =>
                 {
-                    plan.permanent = true;
-                    plan.conditions.retain(|c| c.type_ != conditions::READY);
-                    plan.conditions.push(conditions::Desired::new(
+                    refused = Some(conditions::Desired::new(
                         conditions::READY,
                         false,
                         conditions::reason::WORKLOAD_APPLY_FAILED,
@@ -618,7 +278,14 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
         happenings.push(Happening::Scaled { from: current, to, reason: plan.scale_reason.clone() });
     }
 
-    let conditions = conditions::merge(&previous.conditions, &plan.conditions, group.metadata.generation, &now);
+    // What the act step met is reported next to the plan, never written into it: a Deployment the
+    // apiserver refused replaces the plan's Ready condition, and only a spec change can fix it.
+    let mut desired_conditions = plan.conditions.clone();
+    if let Some(refused) = &refused {
+        desired_conditions.retain(|c| c.type_ != conditions::READY);
+        desired_conditions.push(refused.clone());
+    }
+    let conditions = conditions::merge(&previous.conditions, &desired_conditions, group.metadata.generation, &now);
     happenings
         .extend(conditions::transitions(&previous.conditions, &conditions).into_iter().map(Happening::Transition));
     let kafka_seen = matches!(kafka, KafkaObservation::Seen { .. });
@@ -645,7 +312,7 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
         } else {
             previous.member_count
         },
-        members: if kafka_seen_group { members(description.as_ref()) } else { previous.members.clone() },
+        members: if kafka_seen_group { report::members(description.as_ref()) } else { previous.members.clone() },
         lag: match &lag_summary {
             Some(summary) => Some(crate::lag::lag_for_status(
                 previous.lag.as_ref(),
@@ -658,7 +325,7 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
         conditions,
     };
     let fresh_members = kafka_seen_group.then_some(status.member_count).flatten();
-    record_metrics(&ctx.metrics, &group, &status, fresh_members, lag_summary.as_ref());
+    report::record_metrics(&ctx.metrics, &group, &status, fresh_members, lag_summary.as_ref());
     act::status(&ctx.client, &group, &status).await?;
     act::publish(&ctx.recorder, &group, happenings).await;
 
@@ -676,10 +343,10 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<Context>) -> Result
             }
         })
         .unwrap_or(0);
-    Ok(if plan.permanent {
+    Ok(if plan.permanent || refused.is_some() {
         Action::await_change()
     } else if failed {
-        Action::requeue(backoff(attempt).min(ctx.resync))
+        Action::requeue(Category::Transient.retry_after(attempt, ctx.resync).min(ctx.resync))
     } else {
         let poll = group.spec.scaling.as_ref().map(|s| Duration::from_secs(s.poll_interval_seconds as u64));
         Action::requeue(poll.map_or(ctx.resync, |p| p.min(ctx.resync)))
@@ -706,7 +373,7 @@ impl Default for KafkaOutcome {
 async fn observe_kafka(
     ctx: &Context,
     group: &ConsumerGroup,
-    connection: &observe::Connection,
+    connection: &Connection,
     memory: &mut GroupMemory,
     now: &Time,
 ) -> KafkaOutcome {
@@ -779,78 +446,4 @@ async fn observe_kafka(
     }
     outcome.kafka = KafkaObservation::Seen { partitions, group_unreadable };
     outcome
-}
-
-/// Workload figures from status; group and lag figures only when measured this time: an HPA or
-/// alert on them must never act on a frozen last value.
-fn record_metrics(
-    metrics: &Metrics,
-    group: &ConsumerGroup,
-    status: &ConsumerGroupStatus,
-    members: Option<i32>,
-    lag: Option<&crate::lag::Summary>,
-) {
-    let labels = GroupLabels { namespace: group.namespace().unwrap_or_default(), consumergroup: group.name_any() };
-    let set =
-        |family: &prometheus_client::metrics::family::Family<GroupLabels, prometheus_client::metrics::gauge::Gauge>,
-         value: Option<i32>| {
-            if let Some(value) = value {
-                family.get_or_create(&labels).set(i64::from(value));
-            }
-        };
-    set(&metrics.replicas, status.replicas);
-    set(&metrics.desired_replicas, status.desired_replicas);
-    set(&metrics.partitions, status.partitions);
-    match members {
-        Some(members) => {
-            metrics.members.get_or_create(&labels).set(i64::from(members));
-        }
-        None => {
-            metrics.members.remove(&labels);
-        }
-    }
-    let Some(lag) = lag else {
-        metrics.forget_lag(&labels);
-        return;
-    };
-    metrics.lag_sum.get_or_create(&labels).set(lag.status.total);
-    metrics.max_lag.get_or_create(&labels).set(lag.status.max_partition_lag);
-    metrics.max_lag_seconds.get_or_create(&labels).set(lag.max_lag_seconds);
-    metrics.health.get_or_create(&labels).set(lag.health.code());
-    let series = lag
-        .partitions
-        .iter()
-        .map(|p| {
-            let partition_labels = PartitionLabels {
-                namespace: labels.namespace.clone(),
-                consumergroup: labels.consumergroup.clone(),
-                topic: p.topic.clone(),
-                partition: p.partition.to_string(),
-            };
-            (partition_labels, p.lag, p.lag_seconds, p.committed)
-        })
-        .collect();
-    metrics.set_partition_series(&labels, series);
-}
-
-fn members(description: Option<&GroupDescription>) -> Vec<MemberStatus> {
-    let Some(description) = description else { return Vec::new() };
-    let mut members: Vec<MemberStatus> = description
-        .members
-        .iter()
-        .map(|m| {
-            let mut assignment = std::collections::BTreeMap::<String, Vec<i32>>::new();
-            for tp in &m.assignment {
-                assignment.entry(tp.topic.clone()).or_default().push(tp.partition);
-            }
-            for partitions in assignment.values_mut() {
-                partitions.sort_unstable();
-            }
-            MemberStatus { client_id: m.client_id.clone(), host: m.host.clone(), assignment }
-        })
-        .collect();
-    // Stable order so an unchanged group does not rewrite status.
-    members.sort_by(|a, b| (&a.client_id, &a.host, &a.assignment).cmp(&(&b.client_id, &b.host, &b.assignment)));
-    members.truncate(MAX_MEMBERS_IN_STATUS);
-    members
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::conditions::{Desired, KAFKA_REACHABLE, READY, REPLICAS_CAPPED, reason};
 use super::decide::{self, Limit, Recommendation};
-use super::observe::ConnectionProblem;
+use crate::connection::ConnectionProblem;
 use crate::crd::ConsumerGroup;
 
 /// What Kafka told us this time.

@@ -12,7 +12,7 @@ use crate::crd::ConsumerGroup;
 /// Label on every owned Deployment and its pods: the ConsumerGroup's name (the pod selector).
 pub const GROUP_LABEL: &str = "kafka.operators.dev/consumer-group";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGER: &str = "consumer-group-operator";
+pub use crate::context::MANAGER;
 /// Annotation on the owned Deployment: a hash of what the operator last applied, so that a field
 /// the operator stops setting is a difference too (see [`is_applied`]).
 pub const APPLIED_HASH_ANNOTATION: &str = "kafka.operators.dev/applied-hash";

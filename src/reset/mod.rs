@@ -1,5 +1,10 @@
 //! The OffsetReset controller: a state machine recorded in status.
 //!
+//! What it may do: read OffsetResets, their ConsumerGroup and its connection; read and change the
+//! group's committed offsets in Kafka; write OffsetReset status (conditionally, see
+//! `write_status`) and Events. It never writes a ConsumerGroup or a workload: the ConsumerGroup
+//! controller holds the workload at zero while a reset is in a holding phase.
+//!
 //! DryRun: plan on the live group, store the plan, stop (phase Planned). Execute:
 //! 1. Quiescing: the ConsumerGroup controller sees an OffsetReset in a holding phase and keeps the
 //!    workload at zero (autoscaling suspended); this controller waits for Kafka to report the group
@@ -33,12 +38,48 @@ use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::controller::observe;
-use crate::controller::workload::MANAGER;
-use crate::controller::{Context, Error};
+use crate::connection;
+use crate::context::{Category, Context, MANAGER};
 use crate::crd::{ConsumerGroup, MemberStatus, OffsetReset, OffsetResetStatus, PlannedOffset, ResetMode, ResetPhase};
 use crate::kafka::{IsolationLevel, KafkaClient, KafkaError, MemberDescription, OffsetSpec, TopicPartition};
 use plan::{PartitionState, Target};
+
+/// Errors a reset step returns (Kafka failures during execution become status, see
+/// `kafka_failed`).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("Kafka request failed: {0}")]
+    Kafka(KafkaError),
+}
+
+impl Error {
+    /// Stable label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube_api",
+            Error::Kafka(error) => error.label(),
+        }
+    }
+
+    pub fn category(&self) -> Category {
+        match self {
+            Error::Kube(error) => Category::of_kube(error),
+            Error::Kafka(error) => Category::of_kafka(error),
+        }
+    }
+}
+
+/// A failed step is tried again from a fresh read: soon for a conflict or a timeout, at the
+/// resync for a permission.
+pub fn error_policy(reset: Arc<OffsetReset>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.errors.get_or_create(&crate::metrics::ErrorLabels { reason: error.label().to_string() }).inc();
+    let category = error.category();
+    let delay = category.retry_after(1, ctx.resync);
+    tracing::warn!(reset = %reset.name_any(), %error, ?category, ?delay, "offset reset step failed; retrying");
+    Action::requeue(delay)
+}
 
 /// Fault injection for crash tests: when `CGO_FAULT_EXIT_AT` names a point, the process exits
 /// there, as if killed. Points: `plan-stored` (Committing written, nothing committed yet) and
@@ -164,7 +205,7 @@ pub async fn reconcile(cached: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Ac
         write_status(&ctx, &reset, &finished(&status, ResetPhase::Failed, message)).await?;
         return Ok(Action::await_change());
     };
-    let connection = match observe::connection(&ctx.client, &group, &ctx.defaults).await? {
+    let connection = match connection::connection(&ctx.client, &group, &ctx.defaults).await? {
         Ok(connection) => connection,
         Err(problem) => {
             let error = KafkaError::Config(format!("ConsumerGroup {}: {problem}", group.name_any()));

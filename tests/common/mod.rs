@@ -111,7 +111,7 @@ impl Operator {
         let client = client.clone();
         let task = tokio::spawn(async move {
             let server = tokio::spawn(server);
-            consumer_group_operator::controller::run_with_client(client, args, metrics, std::future::pending())
+            consumer_group_operator::runtime::run_with_client(client, args, metrics, std::future::pending())
                 .await
                 .expect("operator run");
             server.abort();

@@ -1,0 +1,196 @@
+//! What both controllers share: the Kubernetes client and Event recorder, the caches of
+//! ConsumerGroups and OffsetResets, the Kafka clients and observers (one per connection), the
+//! operator's defaults and limits, and the error categories that drive backoff. Neither
+//! controller is imported here: they are siblings that both import this.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::cli::RunArgs;
+use crate::connection::{Connection, DefaultConnection};
+use crate::crd::{ConsumerGroup, OffsetReset};
+use crate::kafka::observer::Observer;
+use crate::kafka::{ClientCache, KafkaError};
+use crate::metrics::Metrics;
+
+/// The field manager of every write, and the Event reporter.
+pub const MANAGER: &str = "consumer-group-operator";
+
+/// How long a Kafka connection is kept after it was opened even when no ConsumerGroup has recorded
+/// it as in use (an OffsetReset may open its group's connection before that group's reconcile).
+const CONNECTION_GRACE: Duration = Duration::from_secs(30);
+
+/// What kind of failure a reconcile error is; it decides when to try again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Category {
+    /// May pass by itself (a timeout, a conflict, a restart): retried soon, backing off.
+    Transient,
+    /// Needs someone to change a setting (a permission, a credential): retried at the resync.
+    Configuration,
+    /// No retry will help until the object changes: looked at again rarely.
+    Permanent,
+}
+
+impl Category {
+    /// The delay before the `attempt`-th retry (1-based).
+    pub fn retry_after(self, attempt: u32, resync: Duration) -> Duration {
+        match self {
+            // 2 s, 4 s, 8 s, ... up to 5 minutes.
+            Category::Transient => Duration::from_secs(2u64.saturating_pow(attempt.clamp(1, 9)).min(300)),
+            Category::Configuration => resync.max(Duration::from_secs(10)),
+            Category::Permanent => resync.max(Duration::from_secs(300)),
+        }
+    }
+
+    /// The category of a Kubernetes API error.
+    pub fn of_kube(error: &kube::Error) -> Category {
+        match error {
+            kube::Error::Api(status) => match status.code {
+                401 | 403 => Category::Configuration,
+                400 | 422 => Category::Permanent,
+                _ => Category::Transient,
+            },
+            _ => Category::Transient,
+        }
+    }
+
+    /// The category of a Kafka error.
+    pub fn of_kafka(error: &KafkaError) -> Category {
+        match error {
+            KafkaError::Config(_) | KafkaError::Auth(_) => Category::Configuration,
+            error if error.is_transient() => Category::Transient,
+            _ => Category::Permanent,
+        }
+    }
+}
+
+/// Shared state of both controllers.
+pub struct Context {
+    pub client: Client,
+    pub kafka: ClientCache,
+    pub recorder: Recorder,
+    pub stores: Vec<Store<ConsumerGroup>>,
+    /// OffsetResets, to hold a group's workload at zero while one of its resets runs.
+    pub resets: Vec<Store<OffsetReset>>,
+    /// The operator's default Kafka connection (bootstrap servers, client-properties folder).
+    pub defaults: DefaultConnection,
+    pub kafka_timeout: Duration,
+    pub resync: Duration,
+    /// How often lag figures in status are refreshed at most.
+    pub status_lag_interval: Duration,
+    pub metrics: Arc<Metrics>,
+    /// How long log offsets fetched for one group are reused by others reading the same topics.
+    pub log_offsets_max_age: Duration,
+    /// One observer per distinct connection: every Kafka read of the ConsumerGroup reconciles.
+    observers: Mutex<HashMap<BTreeMap<String, String>, Arc<Observer>>>,
+    /// The connection each ConsumerGroup used last, so that connections nobody uses any more
+    /// (a deleted group, a rotated Secret) are closed with their caches.
+    connections: Mutex<HashMap<ObjectRef<ConsumerGroup>, BTreeMap<String, String>>>,
+}
+
+impl Context {
+    /// The observer of a connection, started on first use.
+    pub fn observer_for(&self, connection: &Connection) -> Result<Arc<Observer>, KafkaError> {
+        let mut observers = self.observers.lock().expect("observers lock");
+        if let Some(observer) = observers.get(&connection.properties) {
+            return Ok(observer.clone());
+        }
+        let client = self.kafka.get_or_create(&connection.properties)?;
+        let metrics = self.metrics.clone();
+        let observer = Observer::start(
+            client,
+            self.kafka_timeout,
+            self.log_offsets_max_age,
+            Box::new(move |snapshot| metrics.lag_collection_duration.observe(snapshot.took.as_secs_f64())),
+        );
+        observers.insert(connection.properties.clone(), observer.clone());
+        Ok(observer)
+    }
+
+    /// Records the connection a ConsumerGroup uses now (its previous one may be closed).
+    pub fn use_connection(&self, key: &ObjectRef<ConsumerGroup>, properties: &BTreeMap<String, String>) {
+        let mut connections = self.connections.lock().expect("connections lock");
+        if connections.get(key) != Some(properties) {
+            connections.insert(key.clone(), properties.clone());
+        }
+    }
+
+    /// The ConsumerGroups that exist now, from the caches.
+    pub fn live_groups(&self) -> HashSet<ObjectRef<ConsumerGroup>> {
+        self.stores.iter().flat_map(|s| s.state()).map(|g| ObjectRef::from(g.as_ref())).collect()
+    }
+
+    /// Closes the Kafka clients and observers of connections no live ConsumerGroup uses any more
+    /// (deleted, or its Secret rotated), and publishes the request and connection counts.
+    pub fn sweep_connections(&self, live: &HashSet<ObjectRef<ConsumerGroup>>) {
+        let in_use: HashSet<BTreeMap<String, String>> = {
+            let mut connections = self.connections.lock().expect("connections lock");
+            connections.retain(|key, _| live.contains(key));
+            connections.values().cloned().collect()
+        };
+        // Before unused clients close, so their last requests are counted.
+        self.metrics.count_kafka_requests(&self.kafka.take_new_requests());
+        self.kafka.retain_connections(&in_use, CONNECTION_GRACE);
+        // An observer holds its client: drop unused observers first, their clients go next sweep.
+        self.observers.lock().expect("observers lock").retain(|properties, _| in_use.contains(properties));
+        self.metrics.kafka_connections.set(self.kafka.len() as i64);
+    }
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        stores: Vec<Store<ConsumerGroup>>,
+        resets: Vec<Store<OffsetReset>>,
+        metrics: Arc<Metrics>,
+        args: &RunArgs,
+    ) -> Context {
+        let reporter = Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            kafka: ClientCache::default(),
+            stores,
+            resets,
+            defaults: DefaultConnection {
+                bootstrap_servers: args.default_bootstrap_servers.clone(),
+                properties_dir: args.default_client_properties_dir.clone(),
+            },
+            kafka_timeout: Duration::from_secs(args.kafka_timeout_seconds),
+            resync: Duration::from_secs(args.resync_seconds),
+            status_lag_interval: Duration::from_secs(args.status_lag_interval_seconds),
+            metrics,
+            log_offsets_max_age: Duration::from_secs(args.log_offsets_max_age_seconds),
+            observers: Mutex::default(),
+            connections: Mutex::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_decide_when_to_try_again() {
+        let resync = Duration::from_secs(30);
+        let transient: Vec<u64> = (1..=10).map(|a| Category::Transient.retry_after(a, resync).as_secs()).collect();
+        assert_eq!(transient, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(Category::Configuration.retry_after(7, resync), resync, "a fix is looked for at the resync");
+        assert_eq!(Category::Permanent.retry_after(1, resync), Duration::from_secs(300));
+
+        assert_eq!(Category::of_kafka(&KafkaError::Config("x".into())), Category::Configuration);
+        assert_eq!(Category::of_kafka(&KafkaError::Auth("x".into())), Category::Configuration);
+        assert_eq!(Category::of_kafka(&KafkaError::Timeout("x")), Category::Transient);
+        assert_eq!(Category::of_kafka(&KafkaError::UnknownTopics(vec!["t".into()])), Category::Permanent);
+        let status = |code| kube::Error::Api(kube::core::Status::failure("x", "y").with_code(code).boxed());
+        assert_eq!(Category::of_kube(&status(403)), Category::Configuration);
+        assert_eq!(Category::of_kube(&status(409)), Category::Transient);
+        assert_eq!(Category::of_kube(&status(422)), Category::Permanent);
+    }
+}

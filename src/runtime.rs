@@ -1,0 +1,280 @@
+//! The process around the two controllers: the watches that feed them (spec changes only, slim
+//! caches), the shared context, leader election, the periodic sweep and shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::Api;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::{Client, ResourceExt};
+
+use crate::cli::RunArgs;
+use crate::context::{Context, MANAGER};
+use crate::controller::{self, GroupContext, workload};
+use crate::crd::{ConsumerGroup, OffsetReset};
+use crate::metrics::Metrics;
+
+/// Runs the controller with the kubeconfig (or in-cluster config) until SIGTERM/SIGINT, behind
+/// leader election when asked. The HTTP endpoint serves from the start, so followers stay live.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = Client::try_default().await?;
+    let metrics = Arc::new(Metrics::new());
+    let (address, server) = crate::metrics::serve(args.metrics_address, metrics.clone()).await?;
+    tokio::spawn(async move {
+        if let Err(error) = server.await {
+            tracing::error!(%error, "metrics endpoint failed");
+        }
+    });
+    tracing::info!(%address, "serving /metrics, /healthz and /readyz");
+    run_elected(client, args, metrics, shutdown_signal()).await
+}
+
+/// Runs the controller until `shutdown` completes; with `--leader-election`, only while this
+/// instance holds the Lease (a lost Lease stops it with an error, so only the new leader acts).
+pub async fn run_elected(
+    client: Client,
+    args: RunArgs,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    if !args.leader_election {
+        metrics.leader.set(1);
+        return run_with_client(client, args, metrics, shutdown).await;
+    }
+
+    let namespace = args
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".to_string());
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+    let duration = args.lease_duration_seconds.clamp(2, 3600);
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&namespace)
+        .with_identity(&identity)
+        .with_field_manager(MANAGER)
+        .with_duration(duration)
+        .with_grace((duration / 3).max(1))
+        .build()
+        .await?;
+    let (mut leading, lease_task) = manager.watch().await;
+    // A follower is ready: it reaches the apiserver and can take over. Were it not, a rolling
+    // update of two replicas would wait forever for the second one (the Lease and the
+    // `consumergroup_operator_leader` metric tell who leads).
+    metrics.leader.set(0);
+    metrics.set_ready(true);
+    tracing::info!(lease = %args.lease_name, %namespace, %identity, "waiting to become the leader");
+    let mut signal = Box::pin(shutdown);
+    loop {
+        if *leading.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            _ = &mut signal => {
+                drop(leading);
+                let _ = lease_task.await;
+                return Ok(());
+            }
+            changed = leading.changed() => {
+                if changed.is_err() {
+                    anyhow::bail!("leader election stopped before this instance became the leader");
+                }
+            }
+        }
+    }
+    tracing::info!(%identity, "became the leader");
+    metrics.leader.set(1);
+    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+    let watch_leadership = tokio::spawn(async move {
+        while leading.changed().await.is_ok() {
+            if !*leading.borrow_and_update() {
+                break;
+            }
+        }
+        let _ = lost_tx.send(());
+        leading
+    });
+    let lost = Arc::new(AtomicBool::new(false));
+    let lost_flag = lost.clone();
+    let shutdown = async move {
+        tokio::select! {
+            _ = signal => {}
+            _ = lost_rx => {
+                tracing::error!("lost the leader lease; stopping so that only the new leader acts");
+                lost_flag.store(true, Ordering::SeqCst);
+            }
+        }
+    };
+    let result = run_with_client(client, args, metrics, shutdown).await;
+    // Dropping the last receiver makes the lease task release the Lease, so a follower takes
+    // over at once instead of waiting for it to expire.
+    watch_leadership.abort();
+    let _ = watch_leadership.await;
+    let _ = lease_task.await;
+    tracing::info!("released the leader lease");
+    if lost.load(Ordering::SeqCst) {
+        anyhow::bail!("lost the leader lease");
+    }
+    result
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "operator".into())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown requested; finishing in-flight reconciles");
+}
+
+/// Runs the controller with a given client until `shutdown` completes. One controller per
+/// watched namespace (or one for all namespaces), sharing one context.
+pub async fn run_with_client(
+    client: Client,
+    args: RunArgs,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let scopes: Vec<Option<String>> =
+        if args.namespaces.is_empty() { vec![None] } else { args.namespaces.iter().cloned().map(Some).collect() };
+    let api = |namespace: &Option<String>| -> Api<ConsumerGroup> {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    };
+    for scope in &scopes {
+        if let Err(error) = api(scope).list(&kube::api::ListParams::default().limit(1)).await {
+            anyhow::bail!(
+                "cannot list ConsumerGroups ({error}); are the CRDs installed? Install them with `consumer-group-operator crd | kubectl apply --server-side -f -`"
+            );
+        }
+    }
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let scoped = |scope: &Option<String>| match scope {
+        Some(ns) => {
+            (Api::<Deployment>::namespaced(client.clone(), ns), Api::<OffsetReset>::namespaced(client.clone(), ns))
+        }
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    // Both kinds trigger reconciles on spec changes only (metadata.generation): the operator's own
+    // status writes do not come back as work. Their caches keep no managedFields nor
+    // last-applied annotation, which the operator never reads.
+    let reset_controllers: Vec<_> = scopes
+        .iter()
+        .map(|scope| {
+            let (reader, writer) = reflector::store();
+            let resets = watcher::watcher(scoped(scope).1, watcher::Config::default().any_semantic())
+                .default_backoff()
+                .modify(slim)
+                .reflect(writer)
+                .applied_objects()
+                .predicate_filter(predicates::generation, Default::default());
+            Controller::for_stream(resets, reader).graceful_shutdown_on(shutdown.clone())
+        })
+        .collect();
+    let controllers: Vec<_> = scopes
+        .iter()
+        .map(|scope| {
+            let (deployments, resets) = scoped(scope);
+            let (reader, writer) = reflector::store();
+            let groups = watcher::watcher(api(scope), watcher::Config::default().any_semantic())
+                .default_backoff()
+                .modify(slim)
+                .reflect(writer)
+                .applied_objects()
+                .predicate_filter(predicates::generation, Default::default());
+            Controller::for_stream(groups, reader)
+                .owns(deployments, watcher::Config::default().labels(workload::MANAGED_BY_LABEL))
+                // A reset changing phase holds or releases its ConsumerGroup's workload.
+                .watches(resets, watcher::Config::default(), |reset: OffsetReset| {
+                    let namespace = reset.namespace()?;
+                    Some(ObjectRef::new(&reset.spec.consumer_group).within(&namespace))
+                })
+                .graceful_shutdown_on(shutdown.clone())
+        })
+        .collect();
+    let stores: Vec<Store<ConsumerGroup>> = controllers.iter().map(|c| c.store()).collect();
+    let reset_stores: Vec<Store<OffsetReset>> = reset_controllers.iter().map(|c| c.store()).collect();
+    {
+        let (stores, metrics) = (stores.clone(), metrics.clone());
+        tokio::spawn(async move {
+            for store in stores {
+                // The store's readiness future keeps one waker, and the controller's own runner
+                // waits on it too, so poll it again periodically instead of relying on a wake-up.
+                loop {
+                    match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+                        Ok(Ok(())) => break,
+                        Ok(Err(error)) => {
+                            tracing::error!(%error, "a ConsumerGroup cache stopped before its first sync");
+                            return;
+                        }
+                        Err(_elapsed) => {}
+                    }
+                }
+            }
+            metrics.set_ready(true);
+            tracing::info!("caches synced; ready");
+        });
+    }
+    let context = Arc::new(Context::new(client, stores, reset_stores, metrics, &args));
+    let groups = Arc::new(GroupContext::new(context.clone()));
+    {
+        let groups = groups.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(groups.resync.min(Duration::from_secs(10)));
+            loop {
+                tick.tick().await;
+                groups.sweep();
+            }
+        });
+    }
+    tracing::info!(
+        namespaces = ?args.namespaces,
+        default_bootstrap_servers = ?args.default_bootstrap_servers,
+        default_client_properties_dir = ?args.default_client_properties_dir,
+        "consumer-group-operator started"
+    );
+    let streams = controllers.into_iter().map(|controller| {
+        controller.run(controller::reconcile, controller::error_policy, groups.clone()).for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                Err(error) => tracing::warn!(%error, "reconcile failed"),
+            }
+        })
+    });
+    let reset_streams = reset_controllers.into_iter().map(|controller| {
+        controller.run(crate::reset::reconcile, crate::reset::error_policy, context.clone()).for_each(
+            |result| async move {
+                match result {
+                    Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                    Err(error) => tracing::warn!(%error, "offset reset reconcile failed"),
+                }
+            },
+        )
+    });
+    futures::future::join(futures::future::join_all(streams), futures::future::join_all(reset_streams)).await;
+    tracing::info!("consumer-group-operator stopped");
+    Ok(())
+}
+
+/// Drops what the operator never reads from cached objects: managedFields and kubectl's
+/// last-applied annotation are often larger than the rest of the object.
+fn slim<K: kube::Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
