@@ -47,10 +47,11 @@ for spec in orders:6 payments:12 audit-log:3 audit-log-eu:3; do
 done
 
 echo "==> starting the operator (logs: $state/operator.log)"
+# Lag in status every 5 s rather than every minute, so the demo shows it moving at once.
 RUST_BACKTRACE=1 "$target_dir/debug/consumer-group-operator" run \
   --default-bootstrap-servers "$KAFKA_BOOTSTRAP_SERVERS" \
   --metrics-address 127.0.0.1:0 \
-  --resync-seconds 5 >"$state/operator.log" 2>&1 &
+  --resync-seconds 5 --status-lag-interval-seconds 5 >"$state/operator.log" 2>&1 &
 pids+=($!)
 
 show() { echo; echo "\$ kubectl $*"; kubectl "$@"; }
@@ -89,7 +90,11 @@ kubectl get cg payments-consumer -o jsonpath='{range .status.conditions[*]}{.typ
 echo "(no kubelet here: the demo's consumers are Kafka's console consumer, reading 1,500 messages)"
 kafka_tool org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server "$KAFKA_BOOTSTRAP_SERVERS" \
   --topic payments --group payments --from-beginning --max-messages 1500 --timeout-ms 20000 >/dev/null 2>&1 || true
-sleep 4
+for _ in $(seq 1 20); do
+  lag=$(kubectl get cg payments-consumer -o jsonpath='{.status.lag.total}' 2>/dev/null || true)
+  [[ "$lag" == 1500 ]] && break
+  sleep 1
+done
 show get consumergroups payments-consumer -o wide
 
 echo

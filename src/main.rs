@@ -1,8 +1,8 @@
 use clap::Parser;
 use consumer_group_operator::cli::{Cli, Command};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    consumer_group_operator::runtime::limit_malloc_arenas();
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => {
@@ -11,7 +11,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             consumer_group_operator::cli::init_tracing(args.log_format, &args.log_level)?;
-            consumer_group_operator::runtime::run(args).await
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(consumer_group_operator::runtime::run(args))
         }
     }
 }

@@ -175,7 +175,7 @@ impl Metrics {
         );
         registry.register(
             "consumergroup_operator_lag_collection_duration_seconds",
-            "Duration of one lag collection (Kafka round trips)",
+            "Duration of one observer poll: the Kafka round trips that read every group of a connection",
             lag_collection_duration.clone(),
         );
         Metrics {
