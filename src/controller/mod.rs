@@ -36,6 +36,10 @@ use act::Happening;
 use decide::Recommendation;
 use plan::{KafkaObservation, Observed};
 
+/// How soon a group that is not observed yet is looked at again (the observer's early poll waits
+/// 200 ms for others, then takes one round of requests).
+const AWAIT_OBSERVATION: Duration = Duration::from_millis(500);
+
 /// Errors a reconcile returns (everything else becomes a condition).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -86,6 +90,8 @@ struct GroupMemory {
     recommendations: Vec<Recommendation>,
     history: GroupHistory,
     markers: std::collections::BTreeMap<TopicPartition, observe::MarkerMemo>,
+    /// Since when the group has waited for its first observation.
+    awaiting_observation: Option<std::time::Instant>,
 }
 
 impl GroupContext {
@@ -198,7 +204,11 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> R
         ctx.use_connection(&key, &connection.properties);
         outcome = observe_kafka(&ctx, &group, connection, &mut memory, &now).await;
     }
-    let KafkaOutcome { kafka, description, described, lag: lag_summary } = outcome;
+    if outcome.awaiting {
+        ctx.put_memory(key, memory);
+        return Ok(Action::requeue(AWAIT_OBSERVATION));
+    }
+    let KafkaOutcome { kafka, description, described, lag: lag_summary, .. } = outcome;
 
     // Decide.
     let reset_in_progress = ctx.resets.iter().find_map(|store| crate::reset::holding_reset(store, &group));
@@ -356,6 +366,8 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> R
 /// What Kafka said about a ConsumerGroup this time.
 struct KafkaOutcome {
     kafka: KafkaObservation,
+    /// The group is not in a snapshot yet; an early poll is coming.
+    awaiting: bool,
     description: Option<GroupDescription>,
     /// Whether the group's state was read this time (else status keeps the last known one).
     described: bool,
@@ -364,7 +376,13 @@ struct KafkaOutcome {
 
 impl Default for KafkaOutcome {
     fn default() -> Self {
-        KafkaOutcome { kafka: KafkaObservation::NotQueried, description: None, described: false, lag: None }
+        KafkaOutcome {
+            kafka: KafkaObservation::NotQueried,
+            awaiting: false,
+            description: None,
+            described: false,
+            lag: None,
+        }
     }
 }
 
@@ -390,11 +408,17 @@ async fn observe_kafka(
         .scaling
         .as_ref()
         .map_or(ctx.resync, |s| Duration::from_secs(s.poll_interval_seconds as u64).min(ctx.resync));
-    let snapshot = match observer.observe(&group.spec.group_id, &group.spec.topics, every, ctx.kafka_timeout * 3).await
-    {
-        Ok(snapshot) => snapshot,
-        Err(error) => return failed(error),
+    let Some(snapshot) = observer.latest(&group.spec.group_id, &group.spec.topics, every) else {
+        // Not observed yet (a new group, or new topics): look again once the early poll is in,
+        // unless the observer has not answered for a while.
+        let since = *memory.awaiting_observation.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() > ctx.kafka_timeout * 3 {
+            memory.awaiting_observation = None;
+            return failed(KafkaError::Timeout("an observation of the group"));
+        }
+        return KafkaOutcome { awaiting: true, ..KafkaOutcome::default() };
     };
+    memory.awaiting_observation = None;
     let (partitions, group_read, offsets) = match snapshot.view(&group.spec.group_id, &group.spec.topics) {
         GroupView::Failed(error) => return failed(error),
         GroupView::TopicsMissing(topics) => {

@@ -28,6 +28,9 @@ use super::{GroupDescription, KafkaClient, KafkaError, TopicPartition};
 /// OffsetFetch requests in flight at once during a poll.
 const OFFSET_FETCH_CONCURRENCY: usize = 16;
 
+/// How long an early poll waits for other groups registering at the same moment.
+const EARLY_POLL_DELAY: Duration = Duration::from_millis(200);
+
 /// Interests not renewed for this many of their own intervals are dropped.
 const INTEREST_EXPIRY_INTERVALS: u32 = 3;
 
@@ -151,9 +154,31 @@ impl Observer {
         &self.client
     }
 
-    /// A snapshot that covers `group_id` reading `topics` and is younger than `every` (a
-    /// ConsumerGroup's poll interval), waiting up to `wait` for the observer to take one. A new
-    /// group, or one whose topics changed, gets an early poll.
+    /// The latest snapshot if it covers `group_id` reading `topics` and is younger than about
+    /// `every` (a ConsumerGroup's poll interval); otherwise `None`, and the observer is woken for
+    /// an early poll. Registers (or renews) the group's interest either way. It never waits: a
+    /// reconcile that gets `None` frees its slot and looks again shortly, so that many new groups
+    /// (an operator start, a failover) register together and share a few polls instead of each
+    /// waiting for a poll of its own.
+    pub fn latest(&self, group_id: &str, topics: &[String], every: Duration) -> Option<Arc<Snapshot>> {
+        let topics: BTreeSet<String> = topics.iter().cloned().collect();
+        {
+            let mut interests = self.interests.lock().expect("interests lock");
+            interests.insert(group_id.to_string(), Interest { topics: topics.clone(), every, renewed: Instant::now() });
+        }
+        let snapshot = self.snapshot.borrow().clone();
+        match snapshot {
+            Some(snapshot) if snapshot.covers(group_id, &topics) && snapshot.taken.elapsed() <= every + every / 2 => {
+                Some(snapshot)
+            }
+            _ => {
+                self.wake.notify_one();
+                None
+            }
+        }
+    }
+
+    /// [`Observer::latest`], waiting up to `wait` for a snapshot that covers the group.
     pub async fn observe(
         &self,
         group_id: &str,
@@ -161,26 +186,13 @@ impl Observer {
         every: Duration,
         wait: Duration,
     ) -> Result<Arc<Snapshot>, KafkaError> {
-        let topics: BTreeSet<String> = topics.iter().cloned().collect();
-        let changed = {
-            let mut interests = self.interests.lock().expect("interests lock");
-            let previous = interests
-                .insert(group_id.to_string(), Interest { topics: topics.clone(), every, renewed: Instant::now() });
-            previous.is_none_or(|p| p.topics != topics || p.every > every)
-        };
-        if changed {
-            self.wake.notify_one();
-        }
         let mut snapshots = self.snapshot.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            if let Some(snapshot) = snapshots.borrow_and_update().clone()
-                && snapshot.covers(group_id, &topics)
-                && snapshot.taken.elapsed() <= every + every / 2
-            {
+            snapshots.borrow_and_update();
+            if let Some(snapshot) = self.latest(group_id, topics, every) {
                 return Ok(snapshot);
             }
-            self.wake.notify_one();
             match tokio::time::timeout_at(deadline, snapshots.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(KafkaError::Internal("the Kafka observer stopped".into())),
@@ -310,6 +322,10 @@ async fn run(observer: Weak<Observer>) {
             }
         };
         let Some(interval) = strong.interval() else { continue };
+        if woken {
+            // Let the groups that are registering together join this early poll.
+            tokio::time::sleep(EARLY_POLL_DELAY).await;
+        }
         if woken || tokio::time::Instant::now() >= next {
             strong.poll_once().await;
             next = tokio::time::Instant::now() + interval;
