@@ -372,24 +372,8 @@ async fn a_group_with_an_outside_member_is_refused_and_untouched() {
         .alter_consumer_group_offsets(&group_id, &BTreeMap::from([(tp(&topic, 0), 3), (tp(&topic, 1), 4)]), TIMEOUT)
         .await
         .unwrap();
-    // A consumer outside the cluster joins the group.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let outside = std::thread::spawn({
-        let (bootstrap, group_id, topic, stop) = (bootstrap.clone(), group_id.clone(), topic.clone(), stop.clone());
-        move || {
-            let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &bootstrap)
-                .set("group.id", &group_id)
-                .set("client.id", "laptop-consumer")
-                .set("enable.auto.commit", "false")
-                .create()
-                .unwrap();
-            consumer.subscribe(&[&topic]).unwrap();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = consumer.poll(Duration::from_millis(100));
-            }
-        }
-    });
+    // A consumer outside the cluster joins the group (librdkafka's default session timeout).
+    let (stop, outside) = outside_consumer(&bootstrap, &group_id, &topic, 45_000);
     let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
     let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 1,
         "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});

@@ -504,17 +504,7 @@ async fn commit(
         .filter(|p| p.new_offset.is_none())
         .map(|p| TopicPartition { topic: p.topic.clone(), partition: p.partition })
         .collect();
-    let applied = async {
-        if !to_commit.is_empty() {
-            client.alter_consumer_group_offsets(group_id, &to_commit, ctx.kafka_timeout).await?;
-        }
-        if !to_delete.is_empty() {
-            client.delete_consumer_group_offsets(group_id, &to_delete, ctx.kafka_timeout).await?;
-        }
-        Ok::<(), KafkaError>(())
-    }
-    .await;
-    match applied {
+    match set_offsets(client, group_id, &to_commit, &to_delete, ctx.kafka_timeout).await {
         Ok(()) => {}
         Err(KafkaError::PartitionsRefused(refused)) => {
             let message = undo_partial_commit(ctx, client, group_id, &status, &refused).await;
@@ -551,6 +541,23 @@ async fn commit(
     Ok(Action::await_change())
 }
 
+/// Commits `commit` and deletes the committed offsets of `delete` (each skipped when empty).
+async fn set_offsets(
+    client: &KafkaClient,
+    group_id: &str,
+    commit: &BTreeMap<TopicPartition, i64>,
+    delete: &[TopicPartition],
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    if !commit.is_empty() {
+        client.alter_consumer_group_offsets(group_id, commit, timeout).await?;
+    }
+    if !delete.is_empty() {
+        client.delete_consumer_group_offsets(group_id, delete, timeout).await?;
+    }
+    Ok(())
+}
+
 /// Kafka commits the partitions it accepts and refuses the others (a missing permission, a topic
 /// deleted since the plan): the accepted ones are put back to their offsets from before the reset,
 /// so a refused reset changes nothing. Returns the failure message.
@@ -580,17 +587,7 @@ async fn undo_partial_commit(
         .filter(|p| p.current_offset.is_none())
         .map(|p| TopicPartition { topic: p.topic.clone(), partition: p.partition })
         .collect();
-    let undone = async {
-        if !restore.is_empty() {
-            client.alter_consumer_group_offsets(group_id, &restore, ctx.kafka_timeout).await?;
-        }
-        if !forget.is_empty() {
-            client.delete_consumer_group_offsets(group_id, &forget, ctx.kafka_timeout).await?;
-        }
-        Ok::<(), KafkaError>(())
-    }
-    .await;
-    match undone {
+    match set_offsets(client, group_id, &restore, &forget, ctx.kafka_timeout).await {
         Ok(()) => format!(
             "{refusal}; the {} other partition(s) were put back to their offsets from before the reset; the workload resumes; no offset changed. Fix the permission or the scope (spec.topics) and create a new OffsetReset",
             applied.len()
