@@ -75,108 +75,222 @@ impl Health {
     }
 }
 
-/// One observation of a partition.
+/// One observation of a partition by one group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Sample {
-    pub at_ms: i64,
-    pub committed: Option<i64>,
-    pub log_end: i64,
-    pub lag: i64,
+struct Sample {
+    /// Negative: nothing committed (Kafka's own -1), which keeps a sample at 24 bytes.
+    committed: i64,
+    log_end: i64,
+    lag: i64,
 }
 
-/// The remembered samples of one partition (bounded).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PartitionHistory {
-    samples: VecDeque<Sample>,
+impl Sample {
+    fn committed(&self) -> Option<i64> {
+        (self.committed >= 0).then_some(self.committed)
+    }
 }
 
-/// Samples kept per partition: enough for a window of 10 polls plus interpolation points.
-const MAX_SAMPLES: usize = 30;
 /// Polls in the health window.
 pub const WINDOW: usize = 10;
 
-impl PartitionHistory {
-    pub fn push(&mut self, sample: Sample) {
-        if self.samples.len() == MAX_SAMPLES {
-            self.samples.pop_front();
-        }
-        self.samples.push_back(sample);
+/// The last polls of one group's partition, oldest first.
+type PartitionWindow = VecDeque<Sample>;
+
+/// What one group's last polls saw of each of its partitions: enough for the health window and
+/// the persistent-lag rule, and for the group's rates. Bounded by the window length per
+/// partition; a partition the group stopped reading is dropped at the next record.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GroupHistory {
+    /// Polls kept per partition: [`WINDOW`], or more for excludePersistentLagAfterPolls.
+    length: usize,
+    /// When each kept poll was taken (milliseconds), oldest first.
+    times: VecDeque<i64>,
+    topics: BTreeMap<String, Vec<PartitionWindow>>,
+}
+
+impl GroupHistory {
+    /// When the last poll was recorded.
+    pub fn last_recorded_ms(&self) -> Option<i64> {
+        self.times.back().copied()
     }
 
-    pub fn latest(&self) -> Option<&Sample> {
-        self.samples.back()
-    }
-
-    /// Seconds since the log end passed the committed offset (0 when there is no lag).
-    /// Interpolates between the two samples whose log ends bracket the committed offset; a
-    /// committed offset older than every remembered log end is at least as old as the oldest
-    /// sample, which is what is reported.
-    pub fn time_lag_seconds(&self, now_ms: i64) -> f64 {
-        let Some(last) = self.samples.back() else { return 0.0 };
-        if last.lag == 0 {
-            return 0.0;
-        }
-        let position = last.log_end - last.lag;
-        let mut newer: Option<&Sample> = None;
-        for sample in self.samples.iter().rev() {
-            if sample.log_end <= position {
-                let at = match newer {
-                    Some(n) if n.log_end > sample.log_end => {
-                        let fraction = (position - sample.log_end) as f64 / (n.log_end - sample.log_end) as f64;
-                        sample.at_ms as f64 + fraction * (n.at_ms - sample.at_ms) as f64
-                    }
-                    _ => sample.at_ms as f64,
-                };
-                return ((now_ms as f64 - at) / 1000.0).max(0.0);
+    /// Adds a poll's offsets (`lag_log_end`: the log end that counts, below the real one when only
+    /// transaction markers remain) and keeps `length` polls.
+    pub fn record(
+        &mut self,
+        offsets: &BTreeMap<(String, i32), PartitionOffsets>,
+        lag_log_end: impl Fn(&(String, i32), &PartitionOffsets) -> i64,
+        policy: AutoOffsetReset,
+        at_ms: i64,
+        length: usize,
+    ) {
+        self.length = length.max(WINDOW);
+        let mut previous = std::mem::take(&mut self.topics);
+        for (key, o) in offsets {
+            let (topic, partition) = key;
+            let index = (*partition).max(0) as usize;
+            // Partitions not in this poll (a topic unsubscribed) are left behind in `previous`.
+            let mut window = previous
+                .get_mut(topic)
+                .and_then(|windows| windows.get_mut(index))
+                .map(std::mem::take)
+                .unwrap_or_default();
+            while window.len() >= self.length {
+                window.pop_front();
             }
-            newer = Some(sample);
+            let counted = PartitionOffsets { log_end: lag_log_end(key, o), ..*o };
+            // The counted log end is the one shown: lag and log end agree, as before the probe.
+            window.push_back(Sample {
+                committed: o.committed.unwrap_or(-1),
+                log_end: counted.log_end,
+                lag: partition_lag(counted, policy),
+            });
+            let windows = self.topics.entry(topic.clone()).or_default();
+            if windows.len() <= index {
+                windows.resize_with(index + 1, VecDeque::new);
+            }
+            windows[index] = window;
         }
-        let oldest = self.samples.front().map_or(now_ms, |s| s.at_ms);
-        ((now_ms - oldest) as f64 / 1000.0).max(0.0)
+        while self.times.len() >= self.length {
+            self.times.pop_front();
+        }
+        self.times.push_back(at_ms);
     }
 
-    /// The verdict over the last [`WINDOW`] samples (OK until the window is full, except REWIND).
-    /// `members_present`: whether the group had members (true when unknown).
-    pub fn health(&self, members_present: bool) -> Health {
-        let window: Vec<&Sample> =
-            self.samples.iter().rev().take(WINDOW).collect::<Vec<_>>().into_iter().rev().collect();
-        let Some(last) = window.last() else { return Health::Ok };
-        let rewound =
-            window.windows(2).any(|w| matches!((w[0].committed, w[1].committed), (Some(a), Some(b)) if b < a));
-        if rewound {
-            return Health::Rewind;
-        }
-        if window.iter().any(|s| s.lag == 0) || window.len() < WINDOW {
-            return Health::Ok;
-        }
-        let first = window[0];
-        if first.committed.is_none() || first.committed == last.committed {
-            // Commits not moving with lag the whole window: STOP when nothing ever committed or the
-            // group stopped committing, STALL when the same offset keeps being committed. Without
-            // commit timestamps both look alike; the log end tells: a moving log end with a fixed
-            // commit is a consumer that stopped (STOP), a fixed log end is a stalled one. A group
-            // without members cannot be stalled: its consumers are gone (STOP, Burrow's meaning).
-            return if !members_present || last.log_end > first.log_end { Health::Stop } else { Health::Stall };
-        }
-        if window.windows(2).all(|w| w[1].lag >= w[0].lag) && last.lag > first.lag {
-            return Health::Warn;
-        }
-        Health::Ok
+    /// The committed offset and log end a partition had at the last recorded poll.
+    pub fn last(&self, topic: &str, partition: i32) -> Option<(Option<i64>, i64)> {
+        let sample = self.topics.get(topic)?.get(usize::try_from(partition).ok()?)?.back()?;
+        Some((sample.committed(), sample.log_end))
     }
 
-    /// Whether the committed offset stayed put for the last `polls` samples while lag grew.
-    pub fn persistent_lag(&self, polls: usize) -> bool {
-        if polls < 2 || self.samples.len() < polls {
-            return false;
+    fn partitions(&self) -> impl Iterator<Item = (&String, i32, &PartitionWindow)> {
+        self.topics.iter().flat_map(|(topic, windows)| {
+            windows.iter().enumerate().filter(|(_, w)| !w.is_empty()).map(move |(p, w)| (topic, p as i32, w))
+        })
+    }
+
+    /// Messages per second written to the group's partitions (log-end growth) and committed by
+    /// the group (committed-offset growth) over the kept polls; None until two polls are kept.
+    pub fn rates(&self) -> Option<Rates> {
+        let (first, last) = (*self.times.front()?, *self.times.back()?);
+        if last <= first {
+            return None;
         }
-        let recent: Vec<&Sample> = self.samples.iter().rev().take(polls).collect();
-        let (newest, oldest) = (recent[0], recent[polls - 1]);
-        newest.committed.is_some() && recent.iter().all(|s| s.committed == newest.committed) && newest.lag > oldest.lag
+        let (mut produced, mut consumed) = (0i64, 0i64);
+        let mut span_ms = 0i64;
+        for (_, _, window) in self.partitions() {
+            let (Some(old), Some(new)) = (window.front(), window.back()) else { continue };
+            produced = produced.saturating_add((new.log_end - old.log_end).max(0));
+            if let (Some(a), Some(b)) = (old.committed(), new.committed()) {
+                consumed = consumed.saturating_add((b - a).max(0));
+            }
+            // A partition younger than the group's history covers fewer polls.
+            span_ms = span_ms.max(last - self.times[self.times.len() - window.len()]);
+        }
+        (span_ms > 0).then(|| Rates {
+            produced_per_second: produced as f64 * 1000.0 / span_ms as f64,
+            committed_per_second: consumed as f64 * 1000.0 / span_ms as f64,
+        })
     }
 }
 
-/// History of every partition of one ConsumerGroup, keyed by (topic, partition).
-pub type GroupHistory = BTreeMap<(String, i32), PartitionHistory>;
+/// Message rates of a group, from its kept polls.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rates {
+    pub produced_per_second: f64,
+    pub committed_per_second: f64,
+}
+
+/// The verdict over the last [`WINDOW`] samples (OK until the window is full, except REWIND).
+/// `members_present`: whether the group had members (true when unknown).
+fn health(window: &PartitionWindow, members_present: bool) -> Health {
+    let recent: Vec<&Sample> = window.iter().skip(window.len().saturating_sub(WINDOW)).collect();
+    let Some(last) = recent.last() else { return Health::Ok };
+    let rewound =
+        recent.windows(2).any(|w| matches!((w[0].committed(), w[1].committed()), (Some(a), Some(b)) if b < a));
+    if rewound {
+        return Health::Rewind;
+    }
+    if recent.iter().any(|s| s.lag == 0) || recent.len() < WINDOW {
+        return Health::Ok;
+    }
+    let first = recent[0];
+    if first.committed().is_none() || first.committed == last.committed {
+        // Commits not moving with lag the whole window: STOP when nothing ever committed or the
+        // group stopped committing, STALL when the same offset keeps being committed. Without
+        // commit timestamps both look alike; the log end tells: a moving log end with a fixed
+        // commit is a consumer that stopped (STOP), a fixed log end is a stalled one. A group
+        // without members cannot be stalled: its consumers are gone (STOP, Burrow's meaning).
+        return if !members_present || last.log_end > first.log_end { Health::Stop } else { Health::Stall };
+    }
+    if recent.windows(2).all(|w| w[1].lag >= w[0].lag) && last.lag > first.lag {
+        return Health::Warn;
+    }
+    Health::Ok
+}
+
+/// Whether the committed offset stayed put for the last `polls` samples while lag grew.
+fn persistent_lag(window: &PartitionWindow, polls: usize) -> bool {
+    if polls < 2 || window.len() < polls {
+        return false;
+    }
+    let newest = window[window.len() - 1];
+    let oldest = window[window.len() - polls];
+    newest.committed().is_some()
+        && window.iter().skip(window.len() - polls).all(|s| s.committed == newest.committed)
+        && newest.lag > oldest.lag
+}
+
+/// When a partition's log end reached which offset, shared by every group reading the partition
+/// (time lag is a property of the position in the log, not of the group). Only changes are kept,
+/// so a quiet partition's history reaches far back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogEndHistory {
+    /// (first seen at, last seen at, log end), oldest first.
+    points: VecDeque<(i64, i64, i64)>,
+}
+
+/// Log-end changes kept per partition.
+const MAX_LOG_END_POINTS: usize = 30;
+
+impl LogEndHistory {
+    pub fn record(&mut self, at_ms: i64, log_end: i64) {
+        match self.points.back_mut() {
+            Some(last) if last.2 == log_end => last.1 = at_ms,
+            // A log end going back (topic deleted and created again): the history is of another log.
+            Some(last) if log_end < last.2 => {
+                self.points.clear();
+                self.points.push_back((at_ms, at_ms, log_end));
+            }
+            _ => {
+                if self.points.len() == MAX_LOG_END_POINTS {
+                    self.points.pop_front();
+                }
+                self.points.push_back((at_ms, at_ms, log_end));
+            }
+        }
+    }
+
+    /// Seconds since the log end passed `position` (the next message a group would read). The
+    /// message was written after the last poll that saw the log end at or below it and before
+    /// the first poll that saw it above; its time is interpolated between the two. A position
+    /// older than every remembered log end is at least as old as the oldest one.
+    pub fn time_lag_seconds(&self, position: i64, now_ms: i64) -> f64 {
+        let mut newer: Option<&(i64, i64, i64)> = None;
+        for point in self.points.iter().rev() {
+            let &(_, last_seen, log_end) = point;
+            if log_end <= position {
+                let Some(&(first_seen, _, newer_end)) = newer else { return 0.0 };
+                let fraction = (position - log_end) as f64 / (newer_end - log_end) as f64;
+                let at = last_seen as f64 + fraction * (first_seen - last_seen) as f64;
+                return ((now_ms as f64 - at) / 1000.0).max(0.0);
+            }
+            newer = Some(point);
+        }
+        let oldest = self.points.front().map_or(now_ms, |p| p.0);
+        ((now_ms - oldest) as f64 / 1000.0).max(0.0)
+    }
+}
 
 /// Partitions listed one by one in status; beyond this, the ones with the most lag.
 pub const MAX_PARTITIONS_IN_STATUS: usize = 100;
@@ -202,44 +316,44 @@ pub struct Summary {
     pub partitions: Vec<PartitionFigures>,
     pub health: Health,
     pub max_lag_seconds: f64,
+    /// None until the group has two polls.
+    pub rates: Option<Rates>,
 }
 
-/// Folds one cycle's offsets into the history and summarizes it. `members`: how many members the
-/// group has (None when unknown). Lag of a group without members is never excluded as
-/// persistent: nobody can move its commits, so its lag must be able to scale it up from zero.
+/// Summarizes a group's history as of its last poll. `time_lag_seconds(topic, partition,
+/// position)`: the age of the message at `position` (from the partition's log-end history);
+/// `members`: how many members the group has (None when unknown). Lag of a group
+/// without members is never excluded as persistent: nobody can move its commits, so its lag must
+/// be able to scale it up from zero.
 pub fn summarize(
-    offsets: &BTreeMap<(String, i32), PartitionOffsets>,
-    history: &mut GroupHistory,
-    policy: AutoOffsetReset,
-    now_ms: i64,
+    history: &GroupHistory,
+    time_lag_seconds: impl Fn(&str, i32, i64) -> f64,
     exclude_persistent_after: Option<usize>,
     members: Option<usize>,
     measured_at: Time,
 ) -> Summary {
     let members_present = members != Some(0);
     let exclude_persistent_after = exclude_persistent_after.filter(|_| members_present);
-    history.retain(|key, _| offsets.contains_key(key));
-    let mut partitions = Vec::with_capacity(offsets.len());
+    let mut partitions = Vec::new();
     let mut health = Health::Ok;
     let mut scaling_lag = 0i64;
     let mut excluded = Vec::new();
-    for ((topic, partition), o) in offsets {
-        let lag = partition_lag(*o, policy);
-        let entry = history.entry((topic.clone(), *partition)).or_default();
-        entry.push(Sample { at_ms: now_ms, committed: o.committed, log_end: o.log_end, lag });
-        health = health.max(entry.health(members_present));
-        if exclude_persistent_after.is_some_and(|polls| entry.persistent_lag(polls)) {
+    for (topic, partition, window) in history.partitions() {
+        let Some(last) = window.back() else { continue };
+        health = health.max(self::health(window, members_present));
+        if exclude_persistent_after.is_some_and(|polls| persistent_lag(window, polls)) {
             excluded.push(format!("{topic}/{partition}"));
         } else {
-            scaling_lag = scaling_lag.saturating_add(lag);
+            scaling_lag = scaling_lag.saturating_add(last.lag);
         }
+        let lag_seconds = if last.lag > 0 { time_lag_seconds(topic, partition, last.log_end - last.lag) } else { 0.0 };
         partitions.push(PartitionFigures {
             topic: topic.clone(),
-            partition: *partition,
-            committed: o.committed,
-            log_end: o.log_end,
-            lag,
-            lag_seconds: entry.time_lag_seconds(now_ms),
+            partition,
+            committed: last.committed(),
+            log_end: last.log_end,
+            lag: last.lag,
+            lag_seconds,
         });
     }
     let total = partitions.iter().fold(0i64, |sum, p| sum.saturating_add(p.lag));
@@ -272,7 +386,7 @@ pub fn summarize(
         excluded_count: (!excluded.is_empty()).then_some(excluded.len() as i32),
         excluded_partitions: excluded.into_iter().take(MAX_EXCLUDED_IN_STATUS).collect(),
     };
-    Summary { status, scaling_lag, partitions, health, max_lag_seconds }
+    Summary { status, scaling_lag, partitions, health, max_lag_seconds, rates: history.rates() }
 }
 
 /// The lag to keep in status: the fresh figures when something a person or a GitOps tool acts on
@@ -343,132 +457,169 @@ mod tests {
         }
     }
 
-    fn history(samples: &[(i64, Option<i64>, i64)]) -> PartitionHistory {
-        let mut h = PartitionHistory::default();
-        for &(at_s, committed, log_end) in samples {
-            let lag = partition_lag(offsets(committed, 0, log_end), AutoOffsetReset::Earliest);
-            h.push(Sample { at_ms: at_s * 1000, committed, log_end, lag });
+    fn key(p: i32) -> (String, i32) {
+        ("t".to_string(), p)
+    }
+
+    /// A one-partition history from (committed, log end) per poll.
+    fn history(polls: &[(Option<i64>, i64)]) -> PartitionWindow {
+        let mut h = GroupHistory::default();
+        for (i, &(committed, log_end)) in polls.iter().enumerate() {
+            let offsets = BTreeMap::from([(key(0), offsets(committed, 0, log_end))]);
+            h.record(&offsets, |_, o| o.log_end, AutoOffsetReset::Earliest, i as i64 * 1000, WINDOW);
         }
-        h
+        h.topics["t"][0].clone()
+    }
+
+    fn time() -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(1).unwrap())
     }
 
     #[test]
-    fn time_lag_interpolates_between_log_end_samples() {
-        // Log end 100 at t=10, 200 at t=20; committed 150 was the log end at t=15.
-        let h = history(&[(10, Some(50), 100), (20, Some(150), 200)]);
-        assert!((h.time_lag_seconds(30_000) - 15.0).abs() < 1e-9);
+    fn time_lag_interpolates_between_the_polls_around_the_position() {
+        let mut log = LogEndHistory::default();
+        log.record(10_000, 100);
+        log.record(12_000, 100);
+        log.record(20_000, 200);
+        // Offset 150 was written after the last poll that saw 100 (t=12) and before the first
+        // that saw 200 (t=20): halfway, t=16.
+        assert!((log.time_lag_seconds(150, 30_000) - 14.0).abs() < 1e-9);
+        assert_eq!(log.time_lag_seconds(200, 30_000), 0.0, "caught up: no age");
+        assert!((log.time_lag_seconds(50, 30_000) - 20.0).abs() < 1e-9, "older than every point: the oldest");
     }
 
     #[test]
-    fn time_lag_is_zero_without_lag_and_bounded_by_history_otherwise() {
-        assert_eq!(history(&[(10, Some(100), 100)]).time_lag_seconds(50_000), 0.0);
-        let h = history(&[(10, Some(0), 100), (20, Some(0), 200)]);
-        assert!((h.time_lag_seconds(30_000) - 20.0).abs() < 1e-9, "older than every sample: age of the oldest");
+    fn log_end_history_keeps_changes_only_and_restarts_when_the_log_goes_back() {
+        let mut log = LogEndHistory::default();
+        for at in 0..100 {
+            log.record(at * 1000, 100);
+        }
+        assert_eq!(log.points.len(), 1, "an unchanged log end is one point");
+        for at in 0..100 {
+            log.record(100_000 + at * 1000, 200 + at);
+        }
+        assert_eq!(log.points.len(), MAX_LOG_END_POINTS);
+        log.record(300_000, 5);
+        assert_eq!(log.points, VecDeque::from([(300_000, 300_000, 5)]));
     }
 
-    fn window(f: impl Fn(i64) -> (Option<i64>, i64)) -> PartitionHistory {
-        history(&(0..WINDOW as i64).map(|i| (i * 10, f(i).0, f(i).1)).collect::<Vec<_>>())
+    fn window(f: impl Fn(i64) -> (Option<i64>, i64)) -> PartitionWindow {
+        history(&(0..WINDOW as i64).map(f).collect::<Vec<_>>())
     }
 
     #[test]
     fn health_verdicts() {
-        assert_eq!(window(|i| (Some(100 + i * 10), 100 + i * 10)).health(true), Health::Ok, "caught up");
-        assert_eq!(window(|i| (Some(i * 10), 100 + i * 20)).health(true), Health::Warn, "moving but falling behind");
-        assert_eq!(window(|_| (Some(10), 100)).health(true), Health::Stall, "same commit, same log end, lag");
-        assert_eq!(window(|i| (Some(10), 100 + i)).health(true), Health::Stop, "no progress while producers go on");
-        assert_eq!(window(|i| (Some(if i == 5 { 0 } else { 50 + i }), 200)).health(true), Health::Rewind);
-        assert_eq!(history(&[(0, Some(1), 100)]).health(true), Health::Ok, "not enough samples yet");
+        assert_eq!(health(&window(|i| (Some(100 + i * 10), 100 + i * 10)), true), Health::Ok, "caught up");
+        assert_eq!(health(&window(|i| (Some(i * 10), 100 + i * 20)), true), Health::Warn, "falling behind");
+        assert_eq!(health(&window(|_| (Some(10), 100)), true), Health::Stall, "same commit, same log end, lag");
+        assert_eq!(health(&window(|i| (Some(10), 100 + i)), true), Health::Stop, "no progress, producers go on");
+        assert_eq!(health(&window(|i| (Some(if i == 5 { 0 } else { 50 + i }), 200)), true), Health::Rewind);
+        assert_eq!(health(&history(&[(Some(1), 100)]), true), Health::Ok, "not enough samples yet");
+    }
+
+    #[test]
+    fn history_is_bounded_and_forgets_partitions_no_longer_read() {
+        let mut h = GroupHistory::default();
+        for poll in 0..50 {
+            let offsets: BTreeMap<(String, i32), PartitionOffsets> =
+                (0..if poll < 40 { 4 } else { 2 }).map(|p| (key(p), offsets(Some(poll), 0, 100))).collect();
+            h.record(&offsets, |_, o| o.log_end, AutoOffsetReset::Latest, poll * 1000, WINDOW);
+        }
+        assert_eq!(h.times.len(), WINDOW);
+        assert_eq!(h.partitions().count(), 2);
+        assert!(h.partitions().all(|(_, _, w)| w.len() == WINDOW));
+    }
+
+    #[test]
+    fn rates_come_from_log_end_and_commit_growth() {
+        let mut h = GroupHistory::default();
+        for poll in 0..5i64 {
+            let offsets = BTreeMap::from([
+                (key(0), offsets(Some(poll * 10), 0, 1000 + poll * 30)),
+                (key(1), offsets(Some(poll * 5), 0, 1000 + poll * 10)),
+            ]);
+            h.record(&offsets, |_, o| o.log_end, AutoOffsetReset::Latest, poll * 2000, WINDOW);
+        }
+        let rates = h.rates().unwrap();
+        assert!((rates.produced_per_second - 20.0).abs() < 1e-9, "40 messages per 2 s poll");
+        assert!((rates.committed_per_second - 7.5).abs() < 1e-9, "15 commits per 2 s poll");
+    }
+
+    fn summary(h: &GroupHistory, exclude: Option<usize>, members: Option<usize>) -> Summary {
+        summarize(h, |_, _, _| 7.0, exclude, members, time())
     }
 
     #[test]
     fn summary_bounds_the_partition_list_and_keeps_the_laggiest() {
         let offsets: BTreeMap<(String, i32), PartitionOffsets> =
-            (0..150).map(|p| (("t".to_string(), p), offsets(Some(0), 0, i64::from(p)))).collect();
-        let mut history = GroupHistory::new();
-        let time = Time(k8s_openapi::jiff::Timestamp::from_second(1).unwrap());
-        let s = summarize(&offsets, &mut history, AutoOffsetReset::Latest, 1000, None, None, time);
+            (0..150).map(|p| (key(p), offsets(Some(0), 0, i64::from(p)))).collect();
+        let mut h = GroupHistory::default();
+        h.record(&offsets, |_, o| o.log_end, AutoOffsetReset::Latest, 1000, WINDOW);
+        let s = summary(&h, None, None);
         assert_eq!(s.status.total, (0..150).sum::<i64>());
         assert_eq!(s.status.max_partition_lag, 149);
         assert_eq!(s.status.partitions.len(), MAX_PARTITIONS_IN_STATUS);
         assert_eq!(s.status.partitions_omitted, 50);
         assert_eq!(s.status.partitions[0].partition, 50, "the 100 with most lag, in partition order");
         assert_eq!(s.scaling_lag, s.status.total);
+        assert_eq!(s.partitions[0].lag_seconds, 0.0, "no lag, no age");
+        assert_eq!(s.partitions[1].lag_seconds, 7.0);
+    }
+
+    #[test]
+    fn the_lag_log_end_counts_for_lag_and_is_shown() {
+        // Two trailing transaction markers: the observer counts lag up to the committed offset.
+        let mut h = GroupHistory::default();
+        let offsets = BTreeMap::from([(key(0), offsets(Some(98), 0, 100))]);
+        h.record(&offsets, |_, o| o.committed.unwrap(), AutoOffsetReset::Latest, 1000, WINDOW);
+        let s = summary(&h, None, None);
+        assert_eq!((s.status.total, s.partitions[0].log_end), (0, 98));
+    }
+
+    fn persistent_run(cycles: i64, exclude: usize, members: usize, partitions: i32) -> Summary {
+        let mut h = GroupHistory::default();
+        for cycle in 0..cycles {
+            let offsets: BTreeMap<(String, i32), PartitionOffsets> = (0..partitions)
+                .map(|p| {
+                    // Partition 1 moves its commit; every other one is stuck while lag grows.
+                    let o =
+                        if p == 1 { offsets(Some(cycle * 5), 0, 20) } else { offsets(Some(10), 0, 100 + cycle * 10) };
+                    (key(p), o)
+                })
+                .collect();
+            h.record(&offsets, |_, o| o.log_end, AutoOffsetReset::Latest, cycle * 1000, exclude);
+        }
+        summary(&h, Some(exclude), Some(members))
     }
 
     #[test]
     fn persistent_lag_is_excluded_from_scaling_only() {
-        let mut history = GroupHistory::new();
-        let time = || Time(k8s_openapi::jiff::Timestamp::from_second(1).unwrap());
-        let mut last = None;
-        for cycle in 0..3 {
-            let offsets = BTreeMap::from([
-                (("t".to_string(), 0), offsets(Some(10), 0, 100 + cycle * 10)),
-                (("t".to_string(), 1), offsets(Some(cycle * 5), 0, 20)),
-            ]);
-            last = Some(summarize(
-                &offsets,
-                &mut history,
-                AutoOffsetReset::Latest,
-                cycle * 1000,
-                Some(3),
-                Some(1),
-                time(),
-            ));
-        }
-        let s = last.unwrap();
+        let s = persistent_run(3, 3, 1, 2);
         assert_eq!(s.status.excluded_partitions, vec!["t/0".to_string()]);
         assert_eq!(s.scaling_lag, 10, "only partition 1's lag counts for scaling");
         assert_eq!(s.status.total, 120, "status still shows all lag");
     }
 
     #[test]
-    fn a_group_without_members_is_stopped_and_its_lag_always_counts() {
-        let stuck = window(|_| (Some(10), 100));
-        assert_eq!(stuck.health(false), Health::Stop, "lag, no members: consumers gone, not stalled");
-        assert_eq!(window(|i| (Some(100 + i * 10), 100 + i * 10)).health(false), Health::Ok, "no lag");
+    fn persistent_lag_beyond_the_health_window_is_counted_in_polls() {
+        assert!(persistent_run(49, 50, 1, 2).status.excluded_partitions.is_empty(), "49 polls of 50");
+        assert_eq!(persistent_run(50, 50, 1, 2).status.excluded_partitions, vec!["t/0".to_string()]);
+    }
 
-        let mut history = GroupHistory::new();
-        let time = || Time(k8s_openapi::jiff::Timestamp::from_second(1).unwrap());
-        let mut last = None;
-        for cycle in 0..4 {
-            let offsets = BTreeMap::from([(("t".to_string(), 0), offsets(Some(10), 0, 100 + cycle * 10))]);
-            last = Some(summarize(
-                &offsets,
-                &mut history,
-                AutoOffsetReset::Latest,
-                cycle * 1000,
-                Some(2),
-                Some(0),
-                time(),
-            ));
-        }
-        let s = last.unwrap();
+    #[test]
+    fn a_group_without_members_is_stopped_and_its_lag_always_counts() {
+        assert_eq!(health(&window(|_| (Some(10), 100)), false), Health::Stop, "lag, no members: consumers gone");
+        assert_eq!(health(&window(|i| (Some(100 + i * 10), 100 + i * 10)), false), Health::Ok, "no lag");
+        let s = persistent_run(4, 2, 0, 1);
         assert!(s.status.excluded_partitions.is_empty(), "nobody can move the commit of a group without members");
         assert_eq!(s.scaling_lag, 120);
     }
 
     #[test]
     fn excluded_partitions_are_bounded_in_status() {
-        let mut history = GroupHistory::new();
-        let time = || Time(k8s_openapi::jiff::Timestamp::from_second(1).unwrap());
-        let mut last = None;
-        for cycle in 0..3 {
-            let offsets: BTreeMap<(String, i32), PartitionOffsets> =
-                (0..1000).map(|p| (("t".to_string(), p), offsets(Some(1), 0, 100 + cycle))).collect();
-            last = Some(summarize(
-                &offsets,
-                &mut history,
-                AutoOffsetReset::Latest,
-                cycle * 1000,
-                Some(2),
-                Some(3),
-                time(),
-            ));
-        }
-        let s = last.unwrap();
+        let s = persistent_run(3, 2, 3, 1000);
         assert_eq!(s.status.excluded_partitions.len(), MAX_EXCLUDED_IN_STATUS);
-        assert_eq!(s.status.excluded_count, Some(1000));
-        assert_eq!(s.scaling_lag, 0);
+        assert_eq!(s.status.excluded_count, Some(999));
     }
 
     #[test]
@@ -490,10 +641,10 @@ mod tests {
 
     #[test]
     fn persistent_lag_needs_a_fixed_commit_and_growing_lag() {
-        let stuck = history(&[(0, Some(10), 100), (10, Some(10), 110), (20, Some(10), 120)]);
-        assert!(stuck.persistent_lag(3));
-        let moving = history(&[(0, Some(10), 100), (10, Some(20), 110), (20, Some(30), 120)]);
-        assert!(!moving.persistent_lag(3));
-        assert!(!stuck.persistent_lag(4), "not enough samples");
+        let stuck = history(&[(Some(10), 100), (Some(10), 110), (Some(10), 120)]);
+        assert!(persistent_lag(&stuck, 3));
+        let moving = history(&[(Some(10), 100), (Some(20), 110), (Some(30), 120)]);
+        assert!(!persistent_lag(&moving, 3));
+        assert!(!persistent_lag(&stuck, 4), "not enough samples");
     }
 }

@@ -4,12 +4,13 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use super::conditions::{self, Transition};
 use super::workload::MANAGER;
+use crate::context::Events;
 use crate::crd::{ConsumerGroup, ConsumerGroupStatus, ScaleTargetKind};
 
 pub async fn apply_deployment(client: &Client, deployment: &Deployment) -> Result<(), kube::Error> {
@@ -60,7 +61,7 @@ pub enum Happening {
     Scaled { from: Option<i32>, to: i32, reason: String },
 }
 
-pub async fn publish(recorder: &Recorder, group: &ConsumerGroup, happenings: Vec<Happening>) {
+pub async fn publish(events: &Events, group: &ConsumerGroup, happenings: Vec<Happening>) {
     let reference = group.object_ref(&());
     for happening in happenings {
         let event = match happening {
@@ -93,7 +94,7 @@ pub async fn publish(recorder: &Recorder, group: &ConsumerGroup, happenings: Vec
                 }
             }
         };
-        if let Err(error) = recorder.publish(&event, &reference).await {
+        if let Err(error) = events.publish(&event, &reference).await {
             tracing::warn!(%error, "could not publish Event");
         }
     }

@@ -28,9 +28,8 @@ use kube::runtime::reflector::ObjectRef;
 use crate::connection::{self, Connection};
 use crate::context::{Category, Context};
 use crate::crd::{ConsumerGroup, ConsumerGroupStatus, TopicStatus};
-use crate::kafka::observer::GroupView;
-use crate::kafka::{GroupDescription, KafkaError, TopicPartition};
-use crate::lag::GroupHistory;
+use crate::kafka::observer::{GroupView, Interest};
+use crate::kafka::{GroupDescription, KafkaError};
 use crate::metrics::{GroupLabels, ResultLabels};
 use act::Happening;
 use decide::Recommendation;
@@ -88,8 +87,6 @@ impl Deref for GroupContext {
 #[derive(Default)]
 struct GroupMemory {
     recommendations: Vec<Recommendation>,
-    history: GroupHistory,
-    markers: std::collections::BTreeMap<TopicPartition, observe::MarkerMemo>,
     /// Since when the group has waited for its first observation.
     awaiting_observation: Option<std::time::Instant>,
 }
@@ -202,7 +199,7 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> R
     let mut outcome = KafkaOutcome::default();
     if let (Some(connection), Ok(_)) = (&connection, &workload_replicas) {
         ctx.use_connection(&key, &connection.properties);
-        outcome = observe_kafka(&ctx, &group, connection, &mut memory, &now).await;
+        outcome = observe_kafka(&ctx, &group, connection, &mut memory);
     }
     if outcome.awaiting {
         ctx.put_memory(key, memory);
@@ -335,9 +332,9 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> R
         conditions,
     };
     let fresh_members = kafka_seen_group.then_some(status.member_count).flatten();
-    report::record_metrics(&ctx.metrics, &group, &status, fresh_members, lag_summary.as_ref());
+    report::record_metrics(&ctx.metrics, &group, &status, fresh_members, lag_summary.as_deref());
     act::status(&ctx.client, &group, &status).await?;
-    act::publish(&ctx.recorder, &group, happenings).await;
+    act::publish(&ctx.events, &group, happenings).await;
 
     // Schedule the next look.
     let failed = matches!(kafka, KafkaObservation::Failed { .. });
@@ -371,7 +368,7 @@ struct KafkaOutcome {
     description: Option<GroupDescription>,
     /// Whether the group's state was read this time (else status keeps the last known one).
     described: bool,
-    lag: Option<crate::lag::Summary>,
+    lag: Option<Arc<crate::lag::Summary>>,
 }
 
 impl Default for KafkaOutcome {
@@ -386,14 +383,13 @@ impl Default for KafkaOutcome {
     }
 }
 
-/// Reads the group's part of its connection's observer snapshot (no Kafka I/O of its own, except
-/// the rare transaction-marker probe) and folds its offsets into the lag history.
-async fn observe_kafka(
+/// Reads the group's part of its connection's observer snapshot: the group's state and its lag
+/// as the observer summarized it. No Kafka I/O of its own.
+fn observe_kafka(
     ctx: &Context,
     group: &ConsumerGroup,
     connection: &Connection,
     memory: &mut GroupMemory,
-    now: &Time,
 ) -> KafkaOutcome {
     let failed = |error: KafkaError| KafkaOutcome {
         kafka: KafkaObservation::Failed { reason: observe::failure_reason(&error), message: error.to_string() },
@@ -403,12 +399,14 @@ async fn observe_kafka(
         Ok(observer) => observer,
         Err(error) => return failed(error),
     };
-    let every = group
-        .spec
-        .scaling
-        .as_ref()
-        .map_or(ctx.resync, |s| Duration::from_secs(s.poll_interval_seconds as u64).min(ctx.resync));
-    let Some(snapshot) = observer.latest(&group.spec.group_id, &group.spec.topics, every) else {
+    let scaling = group.spec.scaling.as_ref();
+    let interest = Interest {
+        topics: group.spec.topics.clone(),
+        every: scaling.map_or(ctx.resync, |s| Duration::from_secs(s.poll_interval_seconds as u64).min(ctx.resync)),
+        policy: group.spec.auto_offset_reset,
+        polls_kept: scaling.and_then(|s| s.exclude_persistent_lag_after_polls).map_or(0, |n| n.max(2) as usize),
+    };
+    let Some(snapshot) = observer.latest(&group.spec.group_id, &interest) else {
         // Not observed yet (a new group, or new topics): look again once the early poll is in,
         // unless the observer has not answered for a while.
         let since = *memory.awaiting_observation.get_or_insert_with(std::time::Instant::now);
@@ -419,12 +417,12 @@ async fn observe_kafka(
         return KafkaOutcome { awaiting: true, ..KafkaOutcome::default() };
     };
     memory.awaiting_observation = None;
-    let (partitions, group_read, offsets) = match snapshot.view(&group.spec.group_id, &group.spec.topics) {
+    let (partitions, group_read, lag) = match snapshot.view(&group.spec.group_id, &group.spec.topics) {
         GroupView::Failed(error) => return failed(error),
         GroupView::TopicsMissing(topics) => {
             return KafkaOutcome { kafka: KafkaObservation::TopicsMissing(topics), ..KafkaOutcome::default() };
         }
-        GroupView::Seen { partitions, group, offsets } => (partitions, group, offsets),
+        GroupView::Seen { partitions, group, lag, .. } => (partitions, group, lag),
     };
     let mut outcome = KafkaOutcome::default();
     let mut group_unreadable = None;
@@ -435,31 +433,8 @@ async fn observe_kafka(
         }
         Err(error) => group_unreadable = Some(error.to_string()),
     }
-    let offsets = match offsets {
-        Ok(observed) => observe::lag_offsets(connection, &mut memory.markers, observed, ctx.kafka_timeout).await,
-        Err(error) => Err(error),
-    };
-    match offsets {
-        Ok(offsets) => {
-            let offsets = offsets.into_iter().map(|(tp, o)| ((tp.topic, tp.partition), o)).collect();
-            let exclude_after = group
-                .spec
-                .scaling
-                .as_ref()
-                .and_then(|s| s.exclude_persistent_lag_after_polls)
-                .map(|n| n.max(2) as usize);
-            let members =
-                group_unreadable.is_none().then(|| outcome.description.as_ref().map_or(0, |d| d.members.len()));
-            outcome.lag = Some(crate::lag::summarize(
-                &offsets,
-                &mut memory.history,
-                group.spec.auto_offset_reset,
-                now.0.as_millisecond(),
-                exclude_after,
-                members,
-                now.clone(),
-            ));
-        }
+    match lag {
+        Ok(summary) => outcome.lag = Some(summary),
         Err(error) => {
             tracing::warn!(group = %group.name_any(), %error, "lag could not be measured");
             group_unreadable.get_or_insert_with(|| error.to_string());

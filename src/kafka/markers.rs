@@ -6,7 +6,8 @@
 //! (KEDA #5675: a drained group never scales to zero). For partitions with a small lag the operator
 //! reads from the committed offset with `isolation.level=read_committed`: control records are
 //! skipped, so reaching the partition end without a single record proves the lag is only markers.
-//! One consumer, one fetch per broker, only for the few partitions that need it.
+//! The observer probes once per poll, with one consumer, for every group's partitions that need
+//! it; a partition read by several groups is probed once, from the lowest committed offset.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -21,16 +22,17 @@ use super::{KafkaError, TopicPartition};
 /// Lag at or below this is checked for markers (one marker per transaction since the commit).
 pub const MAX_MARKER_LAG: i64 = 5;
 
-/// Of `candidates` (partition -> committed offset), the partitions that hold at least one
-/// readable record at or after the committed offset. Partitions not answered within `timeout`
-/// are reported as holding data (the safe side: their lag stays).
-pub fn partitions_with_records(
+/// For each partition of `from` (partition -> first offset to look at), the offset of the last
+/// readable record between that offset and the partition's end, or None when the end came
+/// without one (only transaction markers were left). Partitions not answered within `timeout` get
+/// `i64::MAX`: the safe side, as if records were everywhere.
+pub fn last_records(
     properties: &BTreeMap<String, String>,
-    candidates: &BTreeMap<TopicPartition, i64>,
+    from: &BTreeMap<TopicPartition, i64>,
     timeout: Duration,
-) -> Result<BTreeSet<TopicPartition>, KafkaError> {
-    if candidates.is_empty() {
-        return Ok(BTreeSet::new());
+) -> Result<BTreeMap<TopicPartition, Option<i64>>, KafkaError> {
+    if from.is_empty() {
+        return Ok(BTreeMap::new());
     }
     let mut config = ClientConfig::new();
     for (key, value) in properties {
@@ -44,6 +46,8 @@ pub fn partitions_with_records(
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed")
+        // Several topics are probed one after the other: an empty fetch must not wait long.
+        .set("fetch.wait.max.ms", "100")
         .set("fetch.max.bytes", "1048576")
         .set("max.partition.fetch.bytes", "65536");
     let consumer: BaseConsumer = config.create().map_err(|e| KafkaError::from_client_with(e, properties))?;
@@ -51,11 +55,11 @@ pub fn partitions_with_records(
     // librdkafka reports end-of-partition with the partition number only, so probe one topic at a
     // time: within a topic the number identifies the partition.
     let mut by_topic: BTreeMap<&str, BTreeMap<i32, i64>> = BTreeMap::new();
-    for (tp, &offset) in candidates {
+    for (tp, &offset) in from {
         by_topic.entry(tp.topic.as_str()).or_default().insert(tp.partition, offset);
     }
     let deadline = Instant::now() + timeout;
-    let mut with_records = BTreeSet::new();
+    let mut last = BTreeMap::new();
     for (topic, partitions) in by_topic {
         let mut assignment = TopicPartitionList::new();
         for (&partition, &offset) in &partitions {
@@ -64,25 +68,25 @@ pub fn partitions_with_records(
                 .map_err(KafkaError::from_client)?;
         }
         consumer.assign(&assignment).map_err(KafkaError::from_client)?;
+        let mut seen: BTreeMap<i32, Option<i64>> = partitions.keys().map(|&p| (p, None)).collect();
         let mut pending: BTreeSet<i32> = partitions.keys().copied().collect();
         while !pending.is_empty() && Instant::now() < deadline {
             match consumer.poll(Duration::from_millis(100)) {
                 None => {}
-                // A readable record: real lag.
-                Some(Ok(message)) if pending.remove(&message.partition()) => {
-                    with_records.insert(TopicPartition { topic: topic.to_string(), partition: message.partition() });
+                Some(Ok(message)) if pending.contains(&message.partition()) => {
+                    seen.insert(message.partition(), Some(message.offset()));
                 }
                 Some(Ok(_)) => {}
                 Some(Err(RdKafkaError::PartitionEOF(partition))) => {
-                    // The end came before any record: only control records (markers) were left.
                     pending.remove(&partition);
                 }
                 Some(Err(error)) => tracing::debug!(%error, topic, "marker probe consumer error"),
             }
         }
-        // Partitions not resolved in time keep their lag.
-        with_records
-            .extend(pending.into_iter().map(|partition| TopicPartition { topic: topic.to_string(), partition }));
+        for (partition, record) in seen {
+            let record = if pending.contains(&partition) { Some(i64::MAX) } else { record };
+            last.insert(TopicPartition { topic: topic.to_string(), partition }, record);
+        }
     }
-    Ok(with_records)
+    Ok(last)
 }

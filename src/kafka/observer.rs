@@ -9,7 +9,14 @@
 //! - B ListGroups + B DescribeGroups (librdkafka's group listing of every group, one round per
 //!   broker);
 //! - G OffsetFetch + G FindCoordinator (librdkafka 2.12 fetches one group per request);
-//! - 2 ListOffsets per broker for every 2,000 partitions (log start and end, shared by all groups).
+//! - 2 ListOffsets per broker for every 2,000 partitions (log start and end, shared by all groups);
+//! - rarely, one consumer's Fetch requests for the partitions whose small lag stayed put for a poll
+//!   (are they only transaction markers? see `markers`), for all groups at once.
+//!
+//! It also keeps what lag over time needs, once: each group's last polls (health verdict, rates,
+//! persistent lag) and each partition's log-end history (time lag, shared by every group reading
+//! the partition), and summarizes each group's lag at every poll. All of it is bounded and goes
+//! with the group's interest.
 //!
 //! A group registers its interest (topics and how often it wants a look) when its reconcile asks
 //! for a view; a new or changed interest wakes the observer for an early poll instead of waiting
@@ -22,8 +29,12 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use super::log_offsets::{LogOffsetCache, LogRange};
-use super::{GroupDescription, KafkaClient, KafkaError, TopicPartition};
+use super::{GroupDescription, KafkaClient, KafkaError, TopicPartition, markers};
+use crate::crd::AutoOffsetReset;
+use crate::lag::{GroupHistory, LogEndHistory, PartitionOffsets, Summary};
 
 /// OffsetFetch requests in flight at once during a poll.
 const OFFSET_FETCH_CONCURRENCY: usize = 16;
@@ -34,11 +45,53 @@ const EARLY_POLL_DELAY: Duration = Duration::from_millis(200);
 /// Interests not renewed for this many of their own intervals are dropped.
 const INTEREST_EXPIRY_INTERVALS: u32 = 3;
 
+/// What a ConsumerGroup asks the observer to watch for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Interest {
+    pub topics: Vec<String>,
+    /// How often the group wants a look (its poll interval).
+    pub every: Duration,
+    /// Where a group that never committed would start (lag of uncommitted partitions).
+    pub policy: AutoOffsetReset,
+    /// Polls to keep per partition beyond the health window (excludePersistentLagAfterPolls).
+    pub polls_kept: usize,
+}
+
 #[derive(Clone, Debug)]
-struct Interest {
+struct Registered {
+    interest: Interest,
     topics: BTreeSet<String>,
-    every: Duration,
     renewed: Instant,
+}
+
+/// What the observer remembers of one group between polls.
+#[derive(Default)]
+struct Track {
+    history: GroupHistory,
+    summary: Option<Arc<Summary>>,
+}
+
+/// The last marker probe of a partition: valid while its log end stays.
+#[derive(Clone, Copy, Debug)]
+struct MarkerScan {
+    log_end: i64,
+    from: i64,
+    last_record: Option<i64>,
+}
+
+impl MarkerScan {
+    /// Whether a group committed at `committed` has only transaction markers left to read.
+    fn only_markers(&self, committed: i64) -> bool {
+        self.last_record.is_none_or(|record| record < committed)
+    }
+}
+
+/// Lag state kept across polls (touched by the polling task only).
+#[derive(Default)]
+struct Memory {
+    tracks: BTreeMap<String, Track>,
+    logs: BTreeMap<TopicPartition, LogEndHistory>,
+    scans: BTreeMap<TopicPartition, MarkerScan>,
 }
 
 /// What one poll saw.
@@ -58,6 +111,8 @@ pub struct Snapshot {
     log_ranges: Result<BTreeMap<TopicPartition, LogRange>, KafkaError>,
     /// The topics each group was polled for.
     covered: BTreeMap<String, BTreeSet<String>>,
+    /// Each group's lag as of its last recorded poll, or why its offsets could not be read.
+    lag: BTreeMap<String, Result<Arc<Summary>, KafkaError>>,
 }
 
 /// One group's part of a snapshot.
@@ -74,6 +129,8 @@ pub enum GroupView {
         group: Result<Option<GroupDescription>, KafkaError>,
         /// Committed offset and log range of every partition, or why they could not be read.
         offsets: Result<BTreeMap<TopicPartition, (Option<i64>, LogRange)>, KafkaError>,
+        /// The group's lag summary, or why it could not be measured.
+        lag: Result<Arc<Summary>, KafkaError>,
     },
 }
 
@@ -111,7 +168,11 @@ impl Snapshot {
                 })
                 .collect::<Result<BTreeMap<_, _>, KafkaError>>()
         })();
-        GroupView::Seen { partitions, group, offsets }
+        let lag = match self.lag.get(group_id) {
+            Some(result) => result.clone(),
+            None => Err(KafkaError::Internal(format!("group {group_id:?} was not polled"))),
+        };
+        GroupView::Seen { partitions, group, offsets, lag }
     }
 }
 
@@ -121,7 +182,8 @@ pub struct Observer {
     log_offsets: LogOffsetCache,
     log_offsets_max_age: Duration,
     timeout: Duration,
-    interests: Mutex<BTreeMap<String, Interest>>,
+    interests: Mutex<BTreeMap<String, Registered>>,
+    memory: Mutex<Memory>,
     snapshot: watch::Sender<Option<Arc<Snapshot>>>,
     wake: Notify,
     on_poll: Box<dyn Fn(&Snapshot) + Send + Sync>,
@@ -142,6 +204,7 @@ impl Observer {
             log_offsets_max_age,
             timeout,
             interests: Mutex::default(),
+            memory: Mutex::default(),
             snapshot: watch::Sender::new(None),
             wake: Notify::new(),
             on_poll,
@@ -160,11 +223,13 @@ impl Observer {
     /// reconcile that gets `None` frees its slot and looks again shortly, so that many new groups
     /// (an operator start, a failover) register together and share a few polls instead of each
     /// waiting for a poll of its own.
-    pub fn latest(&self, group_id: &str, topics: &[String], every: Duration) -> Option<Arc<Snapshot>> {
-        let topics: BTreeSet<String> = topics.iter().cloned().collect();
+    pub fn latest(&self, group_id: &str, interest: &Interest) -> Option<Arc<Snapshot>> {
+        let topics: BTreeSet<String> = interest.topics.iter().cloned().collect();
+        let every = interest.every;
         {
             let mut interests = self.interests.lock().expect("interests lock");
-            interests.insert(group_id.to_string(), Interest { topics: topics.clone(), every, renewed: Instant::now() });
+            let registered = Registered { interest: interest.clone(), topics: topics.clone(), renewed: Instant::now() };
+            interests.insert(group_id.to_string(), registered);
         }
         let snapshot = self.snapshot.borrow().clone();
         match snapshot {
@@ -182,15 +247,14 @@ impl Observer {
     pub async fn observe(
         &self,
         group_id: &str,
-        topics: &[String],
-        every: Duration,
+        interest: &Interest,
         wait: Duration,
     ) -> Result<Arc<Snapshot>, KafkaError> {
         let mut snapshots = self.snapshot.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             snapshots.borrow_and_update();
-            if let Some(snapshot) = self.latest(group_id, topics, every) {
+            if let Some(snapshot) = self.latest(group_id, interest) {
                 return Ok(snapshot);
             }
             match tokio::time::timeout_at(deadline, snapshots.changed()).await {
@@ -213,13 +277,13 @@ impl Observer {
     /// The shortest interval any interest asks for (None: nobody is interested).
     fn interval(&self) -> Option<Duration> {
         let mut interests = self.interests.lock().expect("interests lock");
-        interests.retain(|_, i| i.renewed.elapsed() < i.every * INTEREST_EXPIRY_INTERVALS);
-        interests.values().map(|i| i.every).min()
+        interests.retain(|_, i| i.renewed.elapsed() < i.interest.every * INTEREST_EXPIRY_INTERVALS);
+        interests.values().map(|i| i.interest.every).min()
     }
 
     async fn poll(&self) -> Snapshot {
         let taken = Instant::now();
-        let interests: BTreeMap<String, Interest> = self.interests.lock().expect("interests lock").clone();
+        let interests: BTreeMap<String, Registered> = self.interests.lock().expect("interests lock").clone();
         let wanted: BTreeSet<&String> = interests.values().flat_map(|i| &i.topics).collect();
         let timeout = self.timeout;
 
@@ -295,16 +359,180 @@ impl Observer {
                 .await
         };
         let (groups, log_ranges, committed) = futures::join!(groups, ranges, committed);
-        Snapshot {
+        let mut snapshot = Snapshot {
             taken,
-            took: taken.elapsed(),
+            took: Duration::ZERO,
             topics,
             groups,
             committed,
             log_ranges,
-            covered: interests.into_iter().map(|(group_id, interest)| (group_id, interest.topics)).collect(),
-        }
+            covered: interests.iter().map(|(group_id, i)| (group_id.clone(), i.topics.clone())).collect(),
+            lag: BTreeMap::new(),
+        };
+        snapshot.lag = self.fold_lag(&snapshot, &interests).await;
+        snapshot.took = taken.elapsed();
+        snapshot
     }
+
+    /// Folds a poll's offsets into each group's history (at the group's own interval) and
+    /// summarizes it; partitions whose small lag stayed put are probed for transaction markers
+    /// first, all groups at once.
+    async fn fold_lag(
+        &self,
+        snapshot: &Snapshot,
+        interests: &BTreeMap<String, Registered>,
+    ) -> BTreeMap<String, Result<Arc<Summary>, KafkaError>> {
+        let now = jiff_now();
+        let at_ms = now.as_millisecond();
+        let measured_at = Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now));
+        // Each group's offsets this poll, for the groups due for a sample.
+        let mut due: BTreeMap<&String, BTreeMap<TopicPartition, PartitionOffsets>> = BTreeMap::new();
+        let mut lag = BTreeMap::new();
+        {
+            let mut memory = self.memory.lock().expect("observer memory lock");
+            memory.tracks.retain(|group_id, _| interests.contains_key(group_id));
+            for (group_id, registered) in interests {
+                let offsets = match snapshot.view(group_id, &registered.interest.topics) {
+                    GroupView::Seen { offsets: Ok(offsets), .. } => offsets,
+                    GroupView::Seen { offsets: Err(error), .. } | GroupView::Failed(error) => {
+                        lag.insert(group_id.clone(), Err(error));
+                        continue;
+                    }
+                    GroupView::TopicsMissing(topics) => {
+                        lag.insert(group_id.clone(), Err(KafkaError::UnknownTopics(topics)));
+                        continue;
+                    }
+                };
+                let track = memory.tracks.entry(group_id.clone()).or_default();
+                let every_ms = registered.interest.every.as_millis() as i64;
+                let recorded_recently =
+                    track.history.last_recorded_ms().is_some_and(|last| at_ms - last < every_ms * 9 / 10);
+                match (&track.summary, recorded_recently) {
+                    (Some(summary), true) => {
+                        lag.insert(group_id.clone(), Ok(summary.clone()));
+                    }
+                    _ => {
+                        let offsets = offsets
+                            .into_iter()
+                            .map(|(tp, (committed, range))| {
+                                (tp, PartitionOffsets { committed, log_start: range.start, log_end: range.end })
+                            })
+                            .collect();
+                        due.insert(group_id, offsets);
+                    }
+                }
+            }
+            if let Ok(ranges) = &snapshot.log_ranges {
+                memory.logs.retain(|tp, _| ranges.contains_key(tp));
+                for (tp, range) in ranges {
+                    memory.logs.entry(tp.clone()).or_default().record(at_ms, range.end);
+                }
+                let Memory { logs, scans, .. } = &mut *memory;
+                scans.retain(|tp, _| logs.contains_key(tp));
+            }
+        }
+
+        let scans = self.probe_markers(&due).await;
+
+        let mut memory = self.memory.lock().expect("observer memory lock");
+        let Memory { tracks, logs, .. } = &mut *memory;
+        for (group_id, offsets) in due {
+            let registered = &interests[group_id];
+            let track = tracks.entry(group_id.clone()).or_default();
+            let keyed: BTreeMap<(String, i32), PartitionOffsets> =
+                offsets.iter().map(|(tp, o)| ((tp.topic.clone(), tp.partition), *o)).collect();
+            let lag_log_end = |(topic, partition): &(String, i32), o: &PartitionOffsets| {
+                let tp = TopicPartition { topic: topic.clone(), partition: *partition };
+                match (o.committed, scans.get(&tp)) {
+                    (Some(committed), Some(scan)) if scan.log_end == o.log_end && scan.from <= committed => {
+                        if scan.only_markers(committed) { committed.min(o.log_end) } else { o.log_end }
+                    }
+                    _ => o.log_end,
+                }
+            };
+            let interest = &registered.interest;
+            track.history.record(&keyed, lag_log_end, interest.policy, at_ms, interest.polls_kept);
+            // Members: None when the group listing failed (unknown).
+            let members =
+                snapshot.groups.as_ref().ok().map(|g| g.get(group_id.as_str()).map_or(0, |d| d.members.len()));
+            let time_lag = |topic: &str, partition: i32, position: i64| {
+                let tp = TopicPartition { topic: topic.to_string(), partition };
+                logs.get(&tp).map_or(0.0, |log| log.time_lag_seconds(position, at_ms))
+            };
+            let exclude_after = (interest.polls_kept > 1).then_some(interest.polls_kept);
+            let summary =
+                Arc::new(crate::lag::summarize(&track.history, time_lag, exclude_after, members, measured_at.clone()));
+            track.summary = Some(summary.clone());
+            lag.insert(group_id.clone(), Ok(summary));
+        }
+        lag
+    }
+
+    /// Probes, with one consumer, the partitions whose small lag stayed put since a group's last
+    /// poll and that no valid probe answers yet; returns every valid probe result.
+    async fn probe_markers(
+        &self,
+        due: &BTreeMap<&String, BTreeMap<TopicPartition, PartitionOffsets>>,
+    ) -> BTreeMap<TopicPartition, MarkerScan> {
+        let mut from: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+        let mut ends: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+        {
+            let mut memory = self.memory.lock().expect("observer memory lock");
+            let Memory { tracks, scans, .. } = &mut *memory;
+            for (group_id, offsets) in due {
+                let Some(track) = tracks.get(group_id.as_str()) else { continue };
+                for (tp, o) in offsets {
+                    let Some(committed) = o.committed else { continue };
+                    let remaining = o.log_end - committed;
+                    if remaining <= 0 || remaining > markers::MAX_MARKER_LAG {
+                        continue;
+                    }
+                    // A moving log end or commit is real traffic: probe only what stayed put. (Once
+                    // probed, the history holds the counted log end and the scan answers.)
+                    if track.history.last(&tp.topic, tp.partition) != Some((Some(committed), o.log_end)) {
+                        continue;
+                    }
+                    let known = scans.get(tp).is_some_and(|s| s.log_end == o.log_end && s.from <= committed);
+                    if !known {
+                        let start = from.entry(tp.clone()).or_insert(committed);
+                        *start = (*start).min(committed);
+                        ends.insert(tp.clone(), o.log_end);
+                    }
+                }
+            }
+        }
+        let probed = if from.is_empty() {
+            BTreeMap::new()
+        } else {
+            let properties = self.client.properties().clone();
+            let (timeout, wanted) = (self.timeout, from.clone());
+            match tokio::task::spawn_blocking(move || markers::last_records(&properties, &wanted, timeout)).await {
+                Ok(Ok(records)) => records,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "transaction marker probe failed; lag counted as is");
+                    BTreeMap::new()
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "transaction marker probe task failed");
+                    BTreeMap::new()
+                }
+            }
+        };
+        let mut memory = self.memory.lock().expect("observer memory lock");
+        for (tp, last_record) in probed {
+            let (Some(&start), Some(&log_end)) = (from.get(&tp), ends.get(&tp)) else { continue };
+            memory.scans.insert(tp, MarkerScan { log_end, from: start, last_record });
+        }
+        // A scan stays valid while its partition's log end does not move.
+        let current: BTreeMap<&TopicPartition, i64> =
+            due.values().flat_map(|offsets| offsets.iter().map(|(tp, o)| (tp, o.log_end))).collect();
+        memory.scans.retain(|tp, scan| current.get(tp).is_none_or(|&end| end == scan.log_end));
+        memory.scans.clone()
+    }
+}
+
+fn jiff_now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::now()
 }
 
 /// Polls at the shortest interval its interests ask for, or at once when woken; ends within a

@@ -143,7 +143,7 @@ pub async fn apply_status(
 
 async fn event(ctx: &Context, reset: &OffsetReset, type_: EventType, reason: &str, note: String) {
     let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reset".into(), secondary: None };
-    if let Err(error) = ctx.recorder.publish(&event, &reset.object_ref(&())).await {
+    if let Err(error) = ctx.events.publish(&event, &reset.object_ref(&())).await {
         tracing::warn!(%error, "could not publish Event");
     }
 }
