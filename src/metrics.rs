@@ -63,6 +63,8 @@ pub struct Metrics {
     pub lag_sum: Family<GroupLabels, Gauge>,
     pub max_lag: Family<GroupLabels, Gauge>,
     pub max_lag_seconds: Family<GroupLabels, FloatGauge>,
+    pub production_rate: Family<GroupLabels, FloatGauge>,
+    pub consumption_rate: Family<GroupLabels, FloatGauge>,
     pub members: Family<GroupLabels, Gauge>,
     pub health: Family<GroupLabels, Gauge>,
     pub replicas: Family<GroupLabels, Gauge>,
@@ -96,6 +98,8 @@ impl Metrics {
         let lag_sum = Family::<GroupLabels, Gauge>::default();
         let max_lag = Family::<GroupLabels, Gauge>::default();
         let max_lag_seconds = Family::<GroupLabels, FloatGauge>::default();
+        let production_rate = Family::<GroupLabels, FloatGauge>::default();
+        let consumption_rate = Family::<GroupLabels, FloatGauge>::default();
         let members = Family::<GroupLabels, Gauge>::default();
         let health = Family::<GroupLabels, Gauge>::default();
         let replicas = Family::<GroupLabels, Gauge>::default();
@@ -129,6 +133,16 @@ impl Metrics {
             "kafka_consumergroup_max_lag_seconds",
             "Largest partition time lag of the group",
             max_lag_seconds.clone(),
+        );
+        registry.register(
+            "kafka_consumergroup_production_rate",
+            "Messages per second written to the group's partitions, over its last polls",
+            production_rate.clone(),
+        );
+        registry.register(
+            "kafka_consumergroup_consumption_rate",
+            "Messages per second the group committed past, over its last polls",
+            consumption_rate.clone(),
         );
         registry.register("kafka_consumergroup_members", "Members of the group as reported by Kafka", members.clone());
         registry.register(
@@ -186,6 +200,8 @@ impl Metrics {
             lag_sum,
             max_lag,
             max_lag_seconds,
+            production_rate,
+            consumption_rate,
             members,
             health,
             replicas,
@@ -238,7 +254,9 @@ impl Metrics {
         for family in [&self.lag_sum, &self.max_lag, &self.health] {
             family.remove(group);
         }
-        self.max_lag_seconds.remove(group);
+        for family in [&self.max_lag_seconds, &self.production_rate, &self.consumption_rate] {
+            family.remove(group);
+        }
         let stale = self.partition_series.lock().expect("metrics lock").remove(group).unwrap_or_default();
         for labels in &stale {
             self.remove_partition(labels);

@@ -247,7 +247,8 @@ async fn offsets_of_topics_just_created_wait_for_their_leaders() {
 
 #[tokio::test]
 async fn an_observer_poll_costs_requests_per_broker_plus_one_offset_fetch_per_group() {
-    use consumer_group_operator::kafka::observer::{GroupView, Observer};
+    use consumer_group_operator::crd::AutoOffsetReset;
+    use consumer_group_operator::kafka::observer::{GroupView, Interest, Observer};
     use consumer_group_operator::kafka::stats::delta;
 
     let kafka = broker().await;
@@ -274,11 +275,18 @@ async fn an_observer_poll_costs_requests_per_broker_plus_one_offset_fetch_per_gr
         let commits = all.iter().map(|t| (t.clone(), 0)).collect();
         client.alter_consumer_group_offsets(group, &commits, TIMEOUT).await.unwrap();
     }
+    // Lag 7 on the first topic's partition 0, for every group.
+    common::produce(&kafka.bootstrap_servers(), &topics[0], &[7], None);
 
     let observer = Observer::start(client.clone(), TIMEOUT, Duration::ZERO, Box::new(|_| {}));
-    let hour = Duration::from_secs(3600);
+    let interest = |reads: &[String]| Interest {
+        topics: reads.to_vec(),
+        every: Duration::from_secs(3600),
+        policy: AutoOffsetReset::Latest,
+        polls_kept: 0,
+    };
     for (group, reads) in &groups {
-        observer.observe(group, reads, hour, TIMEOUT * 2).await.expect("an early poll covers a new group");
+        observer.observe(group, &interest(reads), TIMEOUT * 2).await.expect("an early poll covers a new group");
     }
     let before = common::settled_requests(&client).await;
     let snapshot = observer.poll_once().await;
@@ -295,16 +303,60 @@ async fn an_observer_poll_costs_requests_per_broker_plus_one_offset_fetch_per_gr
 
     for (group, reads) in &groups {
         match snapshot.view(group, reads) {
-            GroupView::Seen { partitions, group: description, offsets } => {
+            GroupView::Seen { partitions, group: description, offsets, lag } => {
                 assert_eq!(partitions.values().sum::<i32>(), 50 * reads.len() as i32);
                 assert!(description.is_ok(), "{description:?}");
                 let offsets = offsets.expect("offsets read");
                 assert_eq!(offsets.len(), 50 * reads.len());
                 assert!(offsets.values().all(|(committed, _)| *committed == Some(0)));
+                let lag = lag.expect("lag summarized by the observer");
+                assert_eq!((lag.status.total, lag.partitions.len()), (7, 50 * reads.len()), "{group}");
             }
             other => panic!("{group}: {other:?}"),
         }
     }
     let missing = vec![testenv::unique_name("absent")];
     assert!(matches!(snapshot.view(&groups[0].0, &missing), GroupView::TopicsMissing(t) if t == missing));
+}
+
+#[tokio::test]
+async fn the_observer_measures_a_groups_production_and_consumption_rates() {
+    use consumer_group_operator::crd::AutoOffsetReset;
+    use consumer_group_operator::kafka::observer::{GroupView, Interest, Observer};
+
+    let kafka = broker().await;
+    let bootstrap = kafka.bootstrap_servers();
+    let client = std::sync::Arc::new(client(&bootstrap));
+    let topic = testenv::unique_name("k-rates");
+    client.create_topic(&topic, 2, 1, TIMEOUT).await.unwrap();
+    let group = testenv::unique_name("g");
+    client
+        .alter_consumer_group_offsets(&group, &BTreeMap::from([(tp(&topic, 0), 0), (tp(&topic, 1), 0)]), TIMEOUT)
+        .await
+        .unwrap();
+    let observer = Observer::start(client.clone(), TIMEOUT, Duration::ZERO, Box::new(|_| {}));
+    let interest = Interest {
+        topics: vec![topic.clone()],
+        every: Duration::from_millis(200),
+        policy: AutoOffsetReset::Latest,
+        polls_kept: 0,
+    };
+    observer.observe(&group, &interest, TIMEOUT).await.unwrap();
+    common::produce(&bootstrap, &topic, &[30, 10], None);
+    client.alter_consumer_group_offsets(&group, &BTreeMap::from([(tp(&topic, 0), 4)]), TIMEOUT).await.unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    let summary = loop {
+        let snapshot = observer.observe(&group, &interest, TIMEOUT).await.unwrap();
+        if let GroupView::Seen { lag: Ok(lag), .. } = snapshot.view(&group, &interest.topics)
+            && lag.status.total == 36
+        {
+            break lag;
+        }
+        assert!(Instant::now() < deadline, "the observer never saw the new records");
+        observer.poll_once().await;
+    };
+    let rates = summary.rates.expect("two polls give rates");
+    // 40 records and 4 commits between the first recorded poll and the last.
+    assert!(rates.produced_per_second > 0.0, "{rates:?}");
+    assert!((rates.committed_per_second / rates.produced_per_second - 0.1).abs() < 1e-9, "{rates:?}");
 }

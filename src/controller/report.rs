@@ -46,6 +46,16 @@ pub fn record_metrics(
     metrics.max_lag.get_or_create(&labels).set(lag.status.max_partition_lag);
     metrics.max_lag_seconds.get_or_create(&labels).set(lag.max_lag_seconds);
     metrics.health.get_or_create(&labels).set(lag.health.code());
+    match lag.rates {
+        Some(rates) => {
+            metrics.production_rate.get_or_create(&labels).set(rates.produced_per_second);
+            metrics.consumption_rate.get_or_create(&labels).set(rates.committed_per_second);
+        }
+        None => {
+            metrics.production_rate.remove(&labels);
+            metrics.consumption_rate.remove(&labels);
+        }
+    }
     let series = lag
         .partitions
         .iter()
