@@ -8,6 +8,7 @@ mod ffi;
 pub mod log_offsets;
 pub mod markers;
 pub mod observer;
+pub mod protocol;
 pub mod stats;
 
 use std::collections::BTreeMap;
