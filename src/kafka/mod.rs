@@ -8,6 +8,7 @@ mod ffi;
 pub mod log_offsets;
 pub mod markers;
 pub mod observer;
+pub mod protocol;
 pub mod stats;
 
 use std::collections::BTreeMap;
@@ -63,12 +64,16 @@ pub struct ListedOffset {
     pub timestamp: Option<i64>,
 }
 
-/// Group state as Kafka reports it.
+/// Group state as Kafka reports it: the classic protocol's states, and the `consumer` protocol's
+/// (KIP-848) `Assigning` and `Reconciling`, where the broker computes a new assignment and the
+/// members converge on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GroupState {
     Unknown,
     PreparingRebalance,
     CompletingRebalance,
+    Assigning,
+    Reconciling,
     Stable,
     Dead,
     Empty,
@@ -81,6 +86,8 @@ impl GroupState {
             GroupState::Unknown => "Unknown",
             GroupState::PreparingRebalance => "PreparingRebalance",
             GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Assigning => "Assigning",
+            GroupState::Reconciling => "Reconciling",
             GroupState::Stable => "Stable",
             GroupState::Dead => "Dead",
             GroupState::Empty => "Empty",
@@ -99,6 +106,8 @@ impl GroupState {
         match state {
             "PreparingRebalance" => GroupState::PreparingRebalance,
             "CompletingRebalance" | "AwaitingSync" => GroupState::CompletingRebalance,
+            "Assigning" => GroupState::Assigning,
+            "Reconciling" => GroupState::Reconciling,
             "Stable" => GroupState::Stable,
             "Dead" => GroupState::Dead,
             "Empty" => GroupState::Empty,
@@ -152,12 +161,33 @@ pub struct GroupListing {
     pub is_simple: bool,
 }
 
+/// The rebalance protocol of a group (Kafka 4's `group.protocol`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GroupProtocol {
+    /// JoinGroup/SyncGroup, described by DescribeGroups (also groups with offsets and no members).
+    Classic,
+    /// KIP-848: the broker assigns partitions; described by ConsumerGroupDescribe.
+    Consumer,
+}
+
+impl GroupProtocol {
+    /// Kafka's name of the protocol (`group.protocol`, ListGroups' group type).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupProtocol::Classic => "classic",
+            GroupProtocol::Consumer => "consumer",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupDescription {
     pub group_id: String,
     pub state: GroupState,
-    /// The assignor the members agreed on (range, roundrobin, cooperative-sticky, ...).
+    /// The assignor the members agreed on (range, roundrobin, cooperative-sticky, ...), or for a
+    /// `consumer`-protocol group the broker's assignor (uniform, range).
     pub partition_assignor: String,
+    pub protocol: GroupProtocol,
     pub members: Vec<MemberDescription>,
 }
 
@@ -298,12 +328,14 @@ impl KafkaError {
     }
 }
 
-/// A group of librdkafka's group listing as the operator describes it.
+/// A group of librdkafka's group listing as the operator describes it (that listing sees classic
+/// groups only).
 fn describe(info: &rdkafka::groups::GroupInfo) -> GroupDescription {
     GroupDescription {
         group_id: info.name().to_string(),
         state: GroupState::parse(info.state()),
         partition_assignor: info.protocol().to_string(),
+        protocol: GroupProtocol::Classic,
         members: info
             .members()
             .iter()
@@ -654,6 +686,7 @@ impl KafkaClient {
                         group_id: group.clone(),
                         state: GroupState::Dead,
                         partition_assignor: String::new(),
+                        protocol: GroupProtocol::Classic,
                         members: Vec::new(),
                     },
                 };
@@ -786,6 +819,10 @@ mod tests {
         assert_eq!(parse_assignment(&bytes[..12]), Vec::<TopicPartition>::new(), "cut inside the first topic");
         assert_eq!(parse_assignment(&[]), Vec::<TopicPartition>::new());
         assert_eq!(GroupState::parse("Stable"), GroupState::Stable);
+        for state in [GroupState::Assigning, GroupState::Reconciling, GroupState::Empty, GroupState::Dead] {
+            assert_eq!(GroupState::parse(state.as_str()), state);
+        }
+        assert!(!GroupState::Reconciling.is_inactive() && GroupState::Empty.is_inactive());
         assert_eq!(GroupState::parse("whatever"), GroupState::Unknown);
     }
 

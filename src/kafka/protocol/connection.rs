@@ -1,0 +1,207 @@
+//! One connection to one broker: Kafka's framing (a 4-byte size, a header, the message), the
+//! version negotiation, and the requests the group reader sends. One request at a time per
+//! connection: the reader's batching keeps requests few, so pipelining would buy nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use bytes::{BufMut, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
+    DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, OffsetFetchRequest,
+    OffsetFetchResponse, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, StrBytes, VersionRange};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::kafka::KafkaError;
+use crate::kafka::stats::RequestCounts;
+
+/// A request the reader sends: its API key, its name in librdkafka's statistics (so the counts
+/// add up with the librdkafka client's in one metric), and its response type.
+pub(super) trait Api: Encodable + HeaderVersion + Message {
+    const KEY: ApiKey;
+    const NAME: &'static str;
+    type Response: Decodable + HeaderVersion + Message;
+}
+
+macro_rules! apis {
+    ($($request:ident => $response:ident, $key:ident, $name:literal;)*) => {
+        $(impl Api for $request {
+            const KEY: ApiKey = ApiKey::$key;
+            const NAME: &'static str = $name;
+            type Response = $response;
+        })*
+    };
+}
+
+apis! {
+    ApiVersionsRequest => ApiVersionsResponse, ApiVersions, "ApiVersion";
+    FindCoordinatorRequest => FindCoordinatorResponse, FindCoordinator, "FindCoordinator";
+    OffsetFetchRequest => OffsetFetchResponse, OffsetFetch, "OffsetFetch";
+    DescribeGroupsRequest => DescribeGroupsResponse, DescribeGroups, "DescribeGroups";
+    ConsumerGroupDescribeRequest => ConsumerGroupDescribeResponse, ConsumerGroupDescribe, "ConsumerGroupDescribe";
+}
+
+/// Requests sent, by [`Api::NAME`], over every connection of a reader.
+#[derive(Default)]
+pub(super) struct Counts(Mutex<RequestCounts>);
+
+impl Counts {
+    fn add(&self, name: &str) {
+        if let Ok(mut counts) = self.0.lock() {
+            *counts.entry(name.to_string()).or_default() += 1;
+        }
+    }
+
+    pub(super) fn snapshot(&self) -> RequestCounts {
+        self.0.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+/// The byte stream under a connection: a TCP stream for PLAINTEXT; TLS will wrap that stream and
+/// SASL will run on it before the first request, so the framing below stays as it is.
+pub(super) trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+
+/// The ApiVersions version sent first (Kafka 2.4+; the reader needs Kafka 3.0+ for the batched
+/// FindCoordinator and OffsetFetch anyway). A broker answers ApiVersions in v0's layout when it
+/// lacks the version asked, which would not decode: a fixed, old enough version avoids that.
+const API_VERSIONS_VERSION: i16 = 3;
+
+/// Largest answer accepted: a size read from something that is not a Kafka listener (a TLS port
+/// answering with an alert) must not allocate gigabytes.
+const MAX_RESPONSE_BYTES: usize = 256 << 20;
+
+pub(super) struct Connection {
+    stream: Box<dyn Transport>,
+    /// What `broker 1` or `bootstrap server 2` names this connection in messages: never an
+    /// address, which may be a property's value.
+    peer: String,
+    /// The broker's version range of every API it has.
+    versions: BTreeMap<i16, VersionRange>,
+    client_id: StrBytes,
+    correlation_id: i32,
+    /// Set when the stream failed or an answer did not decode: the stream's position is lost, so
+    /// the connection must not be reused.
+    pub(super) broken: bool,
+}
+
+impl Connection {
+    /// Opens a PLAINTEXT connection to `address` and learns the broker's API versions.
+    pub(super) async fn open(
+        address: &(String, u16),
+        peer: String,
+        client_id: StrBytes,
+        counts: &Counts,
+    ) -> Result<Connection, KafkaError> {
+        let stream = tokio::net::TcpStream::connect((address.0.as_str(), address.1))
+            .await
+            .map_err(|e| KafkaError::Unreachable(format!("cannot connect to {peer}: {e}")))?;
+        // Requests are small and answered one at a time: send each at once.
+        stream.set_nodelay(true).map_err(|e| KafkaError::Unreachable(format!("cannot connect to {peer}: {e}")))?;
+        let mut connection = Connection {
+            stream: Box::new(stream),
+            peer,
+            versions: BTreeMap::new(),
+            client_id,
+            correlation_id: 0,
+            broken: false,
+        };
+        let request = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str(env!("CARGO_PKG_NAME")))
+            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+        let answer = connection.send(&request, API_VERSIONS_VERSION, counts).await?;
+        if let Some(error) = kafka_protocol::ResponseError::try_from_code(answer.error_code) {
+            return Err(KafkaError::Request(format!(
+                "{} refused ApiVersions v{API_VERSIONS_VERSION} ({error}); Kafka 3.0 or newer is needed",
+                connection.peer
+            )));
+        }
+        connection.versions = answer
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, VersionRange { min: k.min_version, max: k.max_version }))
+            .collect();
+        Ok(connection)
+    }
+
+    /// The highest version of `R` that both the broker and kafka-protocol speak, if it is at
+    /// least `min`.
+    pub(super) fn version<R: Api>(&self, min: i16) -> Option<i16> {
+        let ours = R::VERSIONS.intersect(&R::Response::VERSIONS);
+        let both = self.versions.get(&(R::KEY as i16))?.intersect(&ours);
+        (!both.is_empty() && both.max >= min).then_some(both.max)
+    }
+
+    /// [`Connection::version`], or an error naming the API and version the broker lacks.
+    pub(super) fn required_version<R: Api>(&self, min: i16) -> Result<i16, KafkaError> {
+        self.version::<R>(min).ok_or_else(|| {
+            let has = match self.versions.get(&(R::KEY as i16)) {
+                Some(range) => format!("it has v{range}"),
+                None => "it lacks the API".to_string(),
+            };
+            KafkaError::Request(format!(
+                "{} does not support {} v{min} or newer ({has}); the group reader needs Kafka 3.0 or newer",
+                self.peer,
+                R::NAME
+            ))
+        })
+    }
+
+    /// Sends `request` as `version` and reads its answer.
+    pub(super) async fn send<R: Api>(
+        &mut self,
+        request: &R,
+        version: i16,
+        counts: &Counts,
+    ) -> Result<R::Response, KafkaError> {
+        let malformed = |peer: &str, e: anyhow::Error| {
+            KafkaError::Request(format!("{} v{version} to {peer} could not be encoded or decoded: {e}", R::NAME))
+        };
+        self.correlation_id = self.correlation_id.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(self.client_id.clone()));
+        let mut frame = BytesMut::new();
+        frame.put_i32(0);
+        header.encode(&mut frame, R::header_version(version)).map_err(|e| malformed(&self.peer, e))?;
+        request.encode(&mut frame, version).map_err(|e| malformed(&self.peer, e))?;
+        let size = (frame.len() - 4) as i32;
+        frame[..4].copy_from_slice(&size.to_be_bytes());
+
+        // A failure from here on leaves the stream at an unknown position.
+        self.broken = true;
+        counts.add(R::NAME);
+        let lost = |peer: &str, e: std::io::Error| KafkaError::Unreachable(format!("connection to {peer} lost: {e}"));
+        self.stream.write_all(&frame).await.map_err(|e| lost(&self.peer, e))?;
+        let size = self.stream.read_i32().await.map_err(|e| lost(&self.peer, e))?;
+        let size = usize::try_from(size).ok().filter(|s| *s <= MAX_RESPONSE_BYTES).ok_or_else(|| {
+            KafkaError::Request(format!(
+                "{} answered {} with a frame of {size} bytes; is it a Kafka PLAINTEXT listener?",
+                self.peer,
+                R::NAME
+            ))
+        })?;
+        let mut body = BytesMut::zeroed(size);
+        self.stream.read_exact(&mut body).await.map_err(|e| lost(&self.peer, e))?;
+        let mut body = body.freeze();
+        let header = ResponseHeader::decode(&mut body, R::Response::header_version(version))
+            .map_err(|e| malformed(&self.peer, e))?;
+        if header.correlation_id != self.correlation_id {
+            return Err(KafkaError::Request(format!(
+                "{} answered {} with correlation id {} instead of {}",
+                self.peer,
+                R::NAME,
+                header.correlation_id,
+                self.correlation_id
+            )));
+        }
+        let response = R::Response::decode(&mut body, version).map_err(|e| malformed(&self.peer, e))?;
+        self.broken = false;
+        Ok(response)
+    }
+}

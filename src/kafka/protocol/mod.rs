@@ -1,0 +1,671 @@
+//! A small async Kafka client for the read-only consumer-group requests, batched the way Kafka's
+//! Java AdminClient batches them. librdkafka (2.12) sends one FindCoordinator and one OffsetFetch
+//! per group, and its group listing cannot see KIP-848 (`consumer`-protocol) groups.
+//!
+//! Cost model, for G groups on C coordinators:
+//! - [`GroupReader::committed_offsets`]: at most 1 FindCoordinator (v4+, KIP-699: every group
+//!   whose coordinator is not cached, in one request; 0 when all are cached) + C OffsetFetch (v8+,
+//!   KIP-709: all groups of a coordinator in one request).
+//! - [`GroupReader::describe_groups`]: the same FindCoordinator + C ConsumerGroupDescribe (API 69,
+//!   KIP-848 groups) + at most C DescribeGroups (the classic and unknown groups). No Metadata:
+//!   ConsumerGroupDescribe names each assigned topic next to its id (Kafka fills the name from its
+//!   metadata image and leaves out topics it no longer has; Java's AdminClient uses it as is).
+//! - A connection costs 1 ApiVersions when opened; it is kept, one per broker.
+//!
+//! A coordinator that moved or is loading costs one more round for its groups only, after a short
+//! pause, until the call's timeout. PLAINTEXT only so far: the stream under a connection is a
+//! [`connection::Transport`], which TLS and SASL will provide.
+
+mod connection;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::consumer_group_describe_response::DescribedGroup as ConsumerDescribedGroup;
+use kafka_protocol::messages::describe_groups_response::DescribedGroup as ClassicDescribedGroup;
+use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
+use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
+use kafka_protocol::messages::{
+    ConsumerGroupDescribeRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, OffsetFetchRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use tokio::time::Instant;
+
+use super::stats::RequestCounts;
+use super::{
+    GroupDescription, GroupProtocol, GroupState, KafkaError, MemberDescription, TopicPartition, parse_assignment,
+};
+use connection::{Api, Connection, Counts};
+
+/// Committed offsets of one group: None where it committed nothing.
+pub type GroupOffsets = BTreeMap<TopicPartition, Option<i64>>;
+
+/// Pause before retrying groups whose coordinator moved or is not ready, doubled each round up
+/// to [`MAX_PAUSE`]: a fresh broker needs a few seconds to create `__consumer_offsets`.
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+/// Longest wait to open a connection (as Java's `socket.connection.setup.timeout.ms`), so that
+/// one silent address does not use a whole call's timeout while another broker could answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads consumer groups' committed offsets and descriptions over its own connections. Shared by
+/// reference: calls may run concurrently (one request at a time per connection).
+pub struct GroupReader {
+    bootstrap: Vec<Broker>,
+    client_id: StrBytes,
+    /// One connection per broker address, opened on first use and reopened after a failure.
+    connections: Mutex<BTreeMap<(String, u16), Arc<Slot>>>,
+    /// Coordinator of each group, until an answer says it moved.
+    coordinators: Mutex<HashMap<String, Broker>>,
+    counts: Counts,
+}
+
+/// A broker to connect to, and what messages call it (never its address: a bootstrap address is
+/// a property's value).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Broker {
+    address: (String, u16),
+    label: String,
+}
+
+struct Slot {
+    label: String,
+    connection: tokio::sync::Mutex<Option<Connection>>,
+}
+
+/// What one coordinator answered for one group.
+enum Answer<T> {
+    Done(Result<T, KafkaError>),
+    /// Not (or no longer) its coordinator, or not ready: look the coordinator up again and retry.
+    Moved(ResponseError),
+}
+
+impl GroupReader {
+    /// `properties`: librdkafka-style client properties; `bootstrap.servers` is required,
+    /// `client.id` optional, and `security.protocol` must be PLAINTEXT if set. Connects lazily.
+    pub fn new(properties: &BTreeMap<String, String>) -> Result<GroupReader, KafkaError> {
+        if let Some(protocol) = properties.get("security.protocol")
+            && !protocol.trim().eq_ignore_ascii_case("plaintext")
+        {
+            return Err(KafkaError::Config(
+                "property \"security.protocol\": the group reader speaks PLAINTEXT only so far (the value is not shown)"
+                    .to_string(),
+            ));
+        }
+        let servers = properties.get("bootstrap.servers").ok_or_else(|| {
+            KafkaError::Config(
+                "property \"bootstrap.servers\" is required; set it in the client properties".to_string(),
+            )
+        })?;
+        let bootstrap = servers
+            .split(',')
+            .map(str::trim)
+            .filter(|server| !server.is_empty())
+            .enumerate()
+            .map(|(i, server)| Some(Broker { address: parse_address(server)?, label: format!("bootstrap server {}", i + 1) }))
+            .collect::<Option<Vec<_>>>()
+            .filter(|servers| !servers.is_empty())
+            .ok_or_else(|| {
+                KafkaError::Config(
+                    "property \"bootstrap.servers\" must list host:port entries separated by commas (the value is not shown)"
+                        .to_string(),
+                )
+            })?;
+        let client_id = properties.get("client.id").cloned().unwrap_or_else(|| env!("CARGO_PKG_NAME").to_string());
+        Ok(GroupReader {
+            bootstrap,
+            client_id: StrBytes::from_string(client_id),
+            connections: Mutex::default(),
+            coordinators: Mutex::default(),
+            counts: Counts::default(),
+        })
+    }
+
+    /// Requests sent since the reader was created, by librdkafka's statistics names
+    /// (`FindCoordinator`, `OffsetFetch`, `DescribeGroups`, `ConsumerGroupDescribe`, `ApiVersion`);
+    /// types never sent are left out.
+    pub fn request_counts(&self) -> RequestCounts {
+        self.counts.snapshot()
+    }
+
+    /// Committed offsets of each group for exactly its partitions in `scopes`: every partition is
+    /// in its group's map, None where the group committed nothing. One OffsetFetch per
+    /// coordinator; groups whose coordinator is still not ready at the timeout fail with
+    /// `CoordinatorUnavailable`.
+    pub async fn committed_offsets(
+        &self,
+        scopes: &BTreeMap<String, Vec<TopicPartition>>,
+        timeout: Duration,
+    ) -> BTreeMap<String, Result<GroupOffsets, KafkaError>> {
+        let deadline = Instant::now() + timeout;
+        self.per_coordinator(scopes.keys().cloned(), deadline, async |coordinator, groups| {
+            self.offset_fetch(coordinator, groups, scopes, deadline).await
+        })
+        .await
+    }
+
+    /// Describes each group, as Kafka's Java AdminClient does: one ConsumerGroupDescribe per
+    /// coordinator, then one DescribeGroups for the groups it did not know (classic groups, which
+    /// Kafka 4 answers GROUP_ID_NOT_FOUND, and unknown ones). None for a group Kafka does not know.
+    pub async fn describe_groups(
+        &self,
+        group_ids: &[String],
+        timeout: Duration,
+    ) -> BTreeMap<String, Result<Option<GroupDescription>, KafkaError>> {
+        let deadline = Instant::now() + timeout;
+        self.per_coordinator(group_ids.iter().cloned(), deadline, async |coordinator, groups| {
+            self.describe(coordinator, groups, deadline).await
+        })
+        .await
+    }
+
+    /// Runs `ask` once per coordinator with all of its groups, the coordinators in parallel; then
+    /// again, after a pause, for the groups whose coordinator moved or was not ready, until
+    /// `deadline`.
+    async fn per_coordinator<T>(
+        &self,
+        groups: impl IntoIterator<Item = String>,
+        deadline: Instant,
+        ask: impl AsyncFn(&Broker, &[String]) -> BTreeMap<String, Answer<T>>,
+    ) -> BTreeMap<String, Result<T, KafkaError>> {
+        let mut pending: BTreeSet<String> = groups.into_iter().collect();
+        let mut results = BTreeMap::new();
+        let mut pause = FIRST_PAUSE;
+        while !pending.is_empty() {
+            let mut by_coordinator: BTreeMap<Broker, Vec<String>> = BTreeMap::new();
+            for (group, coordinator) in self.coordinators(&pending, deadline).await {
+                match coordinator {
+                    Ok(broker) => by_coordinator.entry(broker).or_default().push(group),
+                    Err(KafkaError::CoordinatorUnavailable(_)) => {}
+                    Err(error) => {
+                        pending.remove(&group);
+                        results.insert(group, Err(error));
+                    }
+                }
+            }
+            let answers =
+                futures::future::join_all(by_coordinator.iter().map(|(broker, groups)| ask(broker, groups))).await;
+            for (group, answer) in answers.into_iter().flatten() {
+                match answer {
+                    Answer::Done(result) => {
+                        // A broker that cannot be reached no longer coordinates anything for us.
+                        if matches!(result, Err(KafkaError::Unreachable(_))) {
+                            self.forget_coordinator(&group);
+                        }
+                        pending.remove(&group);
+                        results.insert(group, result);
+                    }
+                    Answer::Moved(error) => {
+                        tracing::debug!(%group, %error, "group coordinator moved or not ready; retrying");
+                        self.forget_coordinator(&group);
+                    }
+                }
+            }
+            if pending.is_empty() {
+                break;
+            }
+            if Instant::now() + pause >= deadline {
+                results.extend(
+                    pending.into_iter().map(|group| (group.clone(), Err(KafkaError::CoordinatorUnavailable(group)))),
+                );
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_PAUSE);
+        }
+        results
+    }
+
+    fn forget_coordinator(&self, group: &str) {
+        self.coordinators.lock().expect("coordinator cache lock").remove(group);
+    }
+
+    /// The coordinator of each group: cached, or from one FindCoordinator carrying every group not
+    /// cached. A coordinator that is not ready maps to `CoordinatorUnavailable`.
+    async fn coordinators(
+        &self,
+        groups: &BTreeSet<String>,
+        deadline: Instant,
+    ) -> BTreeMap<String, Result<Broker, KafkaError>> {
+        let mut found = BTreeMap::new();
+        let mut missing = Vec::new();
+        {
+            let cache = self.coordinators.lock().expect("coordinator cache lock");
+            for group in groups {
+                match cache.get(group) {
+                    Some(broker) => {
+                        found.insert(group.clone(), Ok(broker.clone()));
+                    }
+                    None => missing.push(group.clone()),
+                }
+            }
+        }
+        if missing.is_empty() {
+            return found;
+        }
+        let request = FindCoordinatorRequest::default()
+            .with_key_type(0)
+            .with_coordinator_keys(missing.iter().map(|group| StrBytes::from_string(group.clone())).collect());
+        let answer = match self.send_any(&request, 4, deadline).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                found.extend(missing.into_iter().map(|group| (group, Err(error.clone()))));
+                return found;
+            }
+        };
+        let answers: HashMap<&str, _> = answer.coordinators.iter().map(|c| (c.key.as_str(), c)).collect();
+        let mut cache = self.coordinators.lock().expect("coordinator cache lock");
+        for group in missing {
+            let result = match answers.get(group.as_str()) {
+                None => Err(KafkaError::Request(format!("FindCoordinator answered nothing for group {group:?}"))),
+                Some(c) => match ResponseError::try_from_code(c.error_code) {
+                    Some(error) if moved(error) => Err(KafkaError::CoordinatorUnavailable(group.clone())),
+                    Some(error) => Err(group_error(format!("FindCoordinator for group {group:?}"), error)),
+                    None => match u16::try_from(c.port) {
+                        Ok(port) => {
+                            let broker = Broker {
+                                address: (c.host.to_string(), port),
+                                label: format!("broker {}", c.node_id.0),
+                            };
+                            cache.insert(group.clone(), broker.clone());
+                            Ok(broker)
+                        }
+                        Err(_) => Err(KafkaError::Request(format!(
+                            "FindCoordinator named port {} for group {group:?}",
+                            c.port
+                        ))),
+                    },
+                },
+            };
+            found.insert(group, result);
+        }
+        found
+    }
+
+    /// One OffsetFetch to `coordinator` for all of `groups`, each with exactly its partitions.
+    async fn offset_fetch(
+        &self,
+        coordinator: &Broker,
+        groups: &[String],
+        scopes: &BTreeMap<String, Vec<TopicPartition>>,
+        deadline: Instant,
+    ) -> BTreeMap<String, Answer<GroupOffsets>> {
+        let request = OffsetFetchRequest::default().with_groups(
+            groups
+                .iter()
+                .map(|group| {
+                    let mut topics: BTreeMap<&str, BTreeSet<i32>> = BTreeMap::new();
+                    for tp in &scopes[group] {
+                        topics.entry(&tp.topic).or_default().insert(tp.partition);
+                    }
+                    // An admin's fetch: no member id, epoch -1 (the defaults), as Java's does.
+                    OffsetFetchRequestGroup::default().with_group_id(group_id(group)).with_topics(Some(
+                        topics
+                            .into_iter()
+                            .map(|(topic, partitions)| {
+                                OffsetFetchRequestTopics::default()
+                                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                                    .with_partition_indexes(partitions.into_iter().collect())
+                            })
+                            .collect(),
+                    ))
+                })
+                .collect(),
+        );
+        let answer = self
+            .with_connection(coordinator, OffsetFetchRequest::NAME, deadline, async |connection| {
+                let version = connection.required_version::<OffsetFetchRequest>(8)?;
+                connection.send(&request, version, &self.counts).await
+            })
+            .await;
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(error) => return groups.iter().map(|g| (g.clone(), Answer::Done(Err(error.clone())))).collect(),
+        };
+        let by_group: HashMap<&str, &OffsetFetchResponseGroup> =
+            answer.groups.iter().map(|g| (g.group_id.0.as_str(), g)).collect();
+        groups
+            .iter()
+            .map(|group| {
+                let answer = match by_group.get(group.as_str()) {
+                    Some(answer) => offsets_of(group, &scopes[group], answer),
+                    None => Answer::Done(Err(KafkaError::Request(format!(
+                        "OffsetFetch answered nothing for group {group:?}"
+                    )))),
+                };
+                (group.clone(), answer)
+            })
+            .collect()
+    }
+
+    /// One ConsumerGroupDescribe to `coordinator` for all of `groups`, then one DescribeGroups for
+    /// those it did not know.
+    async fn describe(
+        &self,
+        coordinator: &Broker,
+        groups: &[String],
+        deadline: Instant,
+    ) -> BTreeMap<String, Answer<Option<GroupDescription>>> {
+        let request =
+            ConsumerGroupDescribeRequest::default().with_group_ids(groups.iter().map(|g| group_id(g)).collect());
+        let answer = self
+            .with_connection(coordinator, ConsumerGroupDescribeRequest::NAME, deadline, async |connection| {
+                match connection.version::<ConsumerGroupDescribeRequest>(0) {
+                    Some(version) => connection.send(&request, version, &self.counts).await.map(Some),
+                    // A broker without KIP-848 has classic groups only.
+                    None => Ok(None),
+                }
+            })
+            .await;
+        let mut answers = BTreeMap::new();
+        let mut classic = Vec::new();
+        match answer {
+            Err(error) => return groups.iter().map(|g| (g.clone(), Answer::Done(Err(error.clone())))).collect(),
+            Ok(None) => classic = groups.to_vec(),
+            Ok(Some(answer)) => {
+                let by_group: HashMap<&str, &ConsumerDescribedGroup> =
+                    answer.groups.iter().map(|g| (g.group_id.0.as_str(), g)).collect();
+                for group in groups {
+                    let Some(described) = by_group.get(group.as_str()) else {
+                        let error = format!("ConsumerGroupDescribe answered nothing for group {group:?}");
+                        answers.insert(group.clone(), Answer::Done(Err(KafkaError::Request(error))));
+                        continue;
+                    };
+                    let answer = match ResponseError::try_from_code(described.error_code) {
+                        None => Answer::Done(Ok(Some(consumer_description(described)))),
+                        Some(ResponseError::GroupIdNotFound) => {
+                            classic.push(group.clone());
+                            continue;
+                        }
+                        Some(error) if moved(error) => Answer::Moved(error),
+                        Some(error) => {
+                            Answer::Done(Err(group_error(format!("ConsumerGroupDescribe of group {group:?}"), error)))
+                        }
+                    };
+                    answers.insert(group.clone(), answer);
+                }
+            }
+        }
+        if classic.is_empty() {
+            return answers;
+        }
+        let request = DescribeGroupsRequest::default().with_groups(classic.iter().map(|g| group_id(g)).collect());
+        let answer = self
+            .with_connection(coordinator, DescribeGroupsRequest::NAME, deadline, async |connection| {
+                let version = connection.required_version::<DescribeGroupsRequest>(0)?;
+                connection.send(&request, version, &self.counts).await
+            })
+            .await;
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(error) => {
+                answers.extend(classic.into_iter().map(|g| (g, Answer::Done(Err(error.clone())))));
+                return answers;
+            }
+        };
+        let by_group: HashMap<&str, &ClassicDescribedGroup> =
+            answer.groups.iter().map(|g| (g.group_id.0.as_str(), g)).collect();
+        for group in classic {
+            let answer = match by_group.get(group.as_str()) {
+                None => Answer::Done(Err(KafkaError::Request(format!(
+                    "DescribeGroups answered nothing for group {group:?}"
+                )))),
+                Some(described) => match ResponseError::try_from_code(described.error_code) {
+                    None if described.group_state.as_str() == "Dead" && described.members.is_empty() => {
+                        Answer::Done(Ok(None))
+                    }
+                    None => Answer::Done(Ok(Some(classic_description(described)))),
+                    Some(ResponseError::GroupIdNotFound) => Answer::Done(Ok(None)),
+                    Some(error) if moved(error) => Answer::Moved(error),
+                    Some(error) => Answer::Done(Err(group_error(format!("DescribeGroups of group {group:?}"), error))),
+                },
+            };
+            answers.insert(group, answer);
+        }
+        answers
+    }
+
+    /// Sends a request any broker can answer: to brokers already connected first, then to the
+    /// others and the bootstrap servers, moving on while one cannot be reached.
+    async fn send_any<R: Api>(
+        &self,
+        request: &R,
+        min_version: i16,
+        deadline: Instant,
+    ) -> Result<R::Response, KafkaError> {
+        let mut candidates: Vec<(bool, Broker)> = {
+            let connections = self.connections.lock().expect("connections lock");
+            let known = connections.iter().map(|(address, slot)| {
+                // A connection in use is open.
+                let open = slot.connection.try_lock().map_or(true, |c| c.is_some());
+                (!open, Broker { address: address.clone(), label: slot.label.clone() })
+            });
+            let bootstrap =
+                self.bootstrap.iter().filter(|b| !connections.contains_key(&b.address)).map(|b| (true, b.clone()));
+            known.chain(bootstrap).collect()
+        };
+        candidates.sort_by_key(|(closed, _)| *closed);
+        let mut last_error = None;
+        for (_, broker) in candidates {
+            let answer = self
+                .with_connection(&broker, R::NAME, deadline, async |connection| {
+                    let version = connection.required_version::<R>(min_version)?;
+                    connection.send(request, version, &self.counts).await
+                })
+                .await;
+            match answer {
+                Err(error @ KafkaError::Unreachable(_)) => last_error = Some(error),
+                answer => return answer,
+            }
+        }
+        Err(last_error.unwrap_or_else(|| KafkaError::Unreachable("no broker to ask".to_string())))
+    }
+
+    /// Runs `exchange` on the connection to `broker`, opening it first if needed, before
+    /// `deadline`. A connection whose stream failed, or that the deadline cut mid-request, is
+    /// dropped (its stream's position is lost); the next request opens a new one.
+    async fn with_connection<T>(
+        &self,
+        broker: &Broker,
+        api: &'static str,
+        deadline: Instant,
+        exchange: impl AsyncFnOnce(&mut Connection) -> Result<T, KafkaError>,
+    ) -> Result<T, KafkaError> {
+        let slot = self
+            .connections
+            .lock()
+            .expect("connections lock")
+            .entry(broker.address.clone())
+            .or_insert_with(|| Arc::new(Slot { label: broker.label.clone(), connection: Default::default() }))
+            .clone();
+        let exchange = async {
+            let mut open = slot.connection.lock().await;
+            let mut connection = match open.take() {
+                Some(connection) => connection,
+                None => {
+                    let connecting =
+                        Connection::open(&broker.address, slot.label.clone(), self.client_id.clone(), &self.counts);
+                    tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.map_err(|_| {
+                        KafkaError::Unreachable(format!(
+                            "{} did not accept a connection within {CONNECT_TIMEOUT:?}",
+                            slot.label
+                        ))
+                    })??
+                }
+            };
+            let result = exchange(&mut connection).await;
+            if !connection.broken {
+                *open = Some(connection);
+            }
+            result
+        };
+        tokio::time::timeout_at(deadline, exchange).await.map_err(|_| KafkaError::Timeout(api))?
+    }
+}
+
+/// A group's offsets from its OffsetFetch answer: every partition of `scope`, None where nothing
+/// is committed (Kafka answers -1).
+fn offsets_of(group: &str, scope: &[TopicPartition], answer: &OffsetFetchResponseGroup) -> Answer<GroupOffsets> {
+    if let Some(error) = ResponseError::try_from_code(answer.error_code) {
+        return if moved(error) {
+            Answer::Moved(error)
+        } else {
+            Answer::Done(Err(group_error(format!("OffsetFetch of group {group:?}"), error)))
+        };
+    }
+    let mut offsets: GroupOffsets = scope.iter().map(|tp| (tp.clone(), None)).collect();
+    for topic in &answer.topics {
+        for partition in &topic.partitions {
+            let tp = TopicPartition { topic: topic.name.0.to_string(), partition: partition.partition_index };
+            if let Some(error) = ResponseError::try_from_code(partition.error_code) {
+                return Answer::Done(Err(group_error(
+                    format!("OffsetFetch of group {group:?}, partition {tp}"),
+                    error,
+                )));
+            }
+            if let Some(offset) = offsets.get_mut(&tp) {
+                *offset = (partition.committed_offset >= 0).then_some(partition.committed_offset);
+            }
+        }
+    }
+    Answer::Done(Ok(offsets))
+}
+
+fn classic_description(group: &ClassicDescribedGroup) -> GroupDescription {
+    // Only the consumer protocol's assignments are topic partitions (Connect and others have
+    // their own layout).
+    let consumer = group.protocol_type.as_str() == "consumer";
+    GroupDescription {
+        group_id: group.group_id.0.to_string(),
+        state: GroupState::parse(&group.group_state),
+        partition_assignor: group.protocol_data.to_string(),
+        protocol: GroupProtocol::Classic,
+        members: group
+            .members
+            .iter()
+            .map(|m| MemberDescription {
+                member_id: m.member_id.to_string(),
+                client_id: m.client_id.to_string(),
+                host: m.client_host.to_string(),
+                assignment: if consumer { parse_assignment(&m.member_assignment) } else { Vec::new() },
+            })
+            .collect(),
+    }
+}
+
+/// A KIP-848 group, with its members' current assignments (not their targets).
+fn consumer_description(group: &ConsumerDescribedGroup) -> GroupDescription {
+    GroupDescription {
+        group_id: group.group_id.0.to_string(),
+        state: GroupState::parse(&group.group_state),
+        partition_assignor: group.assignor_name.to_string(),
+        protocol: GroupProtocol::Consumer,
+        members: group
+            .members
+            .iter()
+            .map(|m| {
+                let mut assignment: Vec<TopicPartition> = m
+                    .assignment
+                    .topic_partitions
+                    .iter()
+                    .flat_map(|t| {
+                        t.partitions
+                            .iter()
+                            .map(|&partition| TopicPartition { topic: t.topic_name.0.to_string(), partition })
+                    })
+                    .collect();
+                assignment.sort();
+                MemberDescription {
+                    member_id: m.member_id.to_string(),
+                    client_id: m.client_id.to_string(),
+                    host: m.client_host.to_string(),
+                    assignment,
+                }
+            })
+            .collect(),
+    }
+}
+
+fn group_id(group: &str) -> GroupId {
+    GroupId(StrBytes::from_string(group.to_string()))
+}
+
+/// Answers that mean "ask the coordinator again, maybe elsewhere": it moved, or is being elected
+/// or loaded (a fresh broker answers COORDINATOR_NOT_AVAILABLE while it creates
+/// `__consumer_offsets`).
+fn moved(error: ResponseError) -> bool {
+    matches!(
+        error,
+        ResponseError::NotCoordinator
+            | ResponseError::CoordinatorNotAvailable
+            | ResponseError::CoordinatorLoadInProgress
+    )
+}
+
+fn group_error(context: String, error: ResponseError) -> KafkaError {
+    match error {
+        ResponseError::GroupAuthorizationFailed | ResponseError::TopicAuthorizationFailed => {
+            KafkaError::Auth(format!("{context}: {error}"))
+        }
+        _ => KafkaError::Request(format!("{context}: {error}")),
+    }
+}
+
+/// A `bootstrap.servers` entry: `host:port` or `[v6 address]:port`, after an optional
+/// `PLAINTEXT://`; the port defaults to 9092, as in librdkafka.
+fn parse_address(server: &str) -> Option<(String, u16)> {
+    let server = server.rsplit_once("://").map_or(server, |(_, rest)| rest);
+    let (host, port) = match server.strip_prefix('[') {
+        Some(rest) => {
+            let (host, port) = rest.split_once(']')?;
+            (host, port.strip_prefix(':'))
+        }
+        None => match server.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (server, None),
+        },
+    };
+    let port = port.map_or(Some(9092), |p| p.parse().ok())?;
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn properties(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
+        entries.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn bootstrap_entries_are_parsed_as_librdkafka_takes_them() {
+        assert_eq!(parse_address("k1:9093"), Some(("k1".into(), 9093)));
+        assert_eq!(parse_address("PLAINTEXT://k1:9093"), Some(("k1".into(), 9093)));
+        assert_eq!(parse_address("k1"), Some(("k1".into(), 9092)));
+        assert_eq!(parse_address("[::1]:9094"), Some(("::1".into(), 9094)));
+        assert_eq!(parse_address("k1:port"), None);
+        assert_eq!(parse_address(":9092"), None);
+    }
+
+    #[test]
+    fn refused_properties_are_named_never_their_values() {
+        let secret = "Zq9-not-shown";
+        for (entries, key) in [
+            (vec![("bootstrap.servers", "k:9092"), ("security.protocol", secret)], "security.protocol"),
+            (vec![("security.protocol", "PLAINTEXT")], "bootstrap.servers"),
+            (vec![("bootstrap.servers", "k:Zq9-not-shown")], "bootstrap.servers"),
+        ] {
+            let error = GroupReader::new(&properties(&entries)).err().expect("refused");
+            let text = error.to_string();
+            assert_eq!(error.label(), "config", "{text}");
+            assert!(text.contains(key) && !text.contains(secret), "{text}");
+        }
+        assert!(
+            GroupReader::new(&properties(&[("bootstrap.servers", "k:1, k2:2"), ("security.protocol", "plaintext")]))
+                .is_ok()
+        );
+    }
+}

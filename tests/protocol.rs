@@ -1,0 +1,254 @@
+//! The group reader (`kafka::protocol`) against a real Kafka 4.1 broker: its answers checked
+//! against librdkafka's and Kafka's own tool, its request counts against the batching it promises,
+//! and its fault paths (a coordinator not ready yet, no broker, a refused permission, TLS asked).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use consumer_group_operator::kafka::protocol::GroupReader;
+use consumer_group_operator::kafka::stats::delta;
+use consumer_group_operator::kafka::{
+    GroupDescription, GroupProtocol, GroupState, KafkaClient, KafkaError, TopicPartition,
+};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn broker() -> &'static testenv::Kafka {
+    tokio::task::spawn_blocking(testenv::shared_kafka).await.unwrap()
+}
+
+fn properties(bootstrap: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("bootstrap.servers".to_string(), bootstrap.to_string())])
+}
+
+fn reader(bootstrap: &str) -> GroupReader {
+    GroupReader::new(&properties(bootstrap)).unwrap()
+}
+
+fn client(bootstrap: &str) -> KafkaClient {
+    KafkaClient::new(&properties(bootstrap)).unwrap()
+}
+
+fn tp(topic: &str, partition: i32) -> TopicPartition {
+    TopicPartition { topic: topic.to_string(), partition }
+}
+
+fn counts(entries: &[(&str, i64)]) -> BTreeMap<String, i64> {
+    entries.iter().map(|(name, count)| (name.to_string(), *count)).collect()
+}
+
+/// `description` with its members in a stable order, to compare two readers' answers.
+fn sorted(mut description: GroupDescription) -> GroupDescription {
+    description.members.sort_by(|a, b| a.member_id.cmp(&b.member_id));
+    description
+}
+
+#[tokio::test]
+async fn offsets_of_100_groups_take_one_find_coordinator_and_one_offset_fetch_and_match_librdkafka() {
+    let kafka = broker().await;
+    let bootstrap = kafka.bootstrap_servers();
+    let client = client(&bootstrap);
+    let topic = testenv::unique_name("p-offsets");
+    client.create_topic(&topic, 20, 1, TIMEOUT).await.unwrap();
+    let all: Vec<TopicPartition> = (0..20).map(|p| tp(&topic, p)).collect();
+    let groups: Vec<String> = (0..100).map(|_| testenv::unique_name("pg")).collect();
+    // Group i commits i * 100 + p on every partition p but one in three, which stays uncommitted.
+    let mut expected = BTreeMap::new();
+    for (i, group) in groups.iter().enumerate() {
+        let committed: BTreeMap<TopicPartition, i64> = all
+            .iter()
+            .filter(|t| !(t.partition as usize + i).is_multiple_of(3))
+            .map(|t| (t.clone(), (i * 100) as i64 + t.partition as i64))
+            .collect();
+        client.alter_consumer_group_offsets(group, &committed, TIMEOUT).await.unwrap();
+        let offsets: BTreeMap<TopicPartition, Option<i64>> =
+            all.iter().map(|t| (t.clone(), committed.get(t).copied())).collect();
+        expected.insert(group.clone(), offsets);
+    }
+    let scopes: BTreeMap<String, Vec<TopicPartition>> = groups.iter().map(|g| (g.clone(), all.clone())).collect();
+
+    let reader = reader(&bootstrap);
+    let read = reader.committed_offsets(&scopes, TIMEOUT).await;
+    let first = reader.request_counts();
+    assert_eq!(read.len(), 100);
+    for group in &groups {
+        let offsets = read[group].as_ref().unwrap_or_else(|e| panic!("{group}: {e}"));
+        assert_eq!(offsets, &expected[group], "{group}");
+        let librdkafka = client.list_consumer_group_offsets(group, Some(&all), TIMEOUT).await.unwrap();
+        assert_eq!(offsets, &librdkafka, "librdkafka reads {group} the same");
+    }
+    assert_eq!(first, counts(&[("ApiVersion", 1), ("FindCoordinator", 1), ("OffsetFetch", 1)]), "first read");
+
+    let again = reader.committed_offsets(&scopes, TIMEOUT).await;
+    assert!(groups.iter().all(|g| again[g].as_ref().ok() == Some(&expected[g])));
+    assert_eq!(delta(&reader.request_counts(), &first), counts(&[("OffsetFetch", 1)]), "coordinators cached");
+    println!("request counts after two reads of 100 groups: {:?}", reader.request_counts());
+}
+
+#[tokio::test]
+async fn a_fresh_broker_s_coordinator_is_waited_for_and_uncommitted_partitions_are_none() {
+    let fresh = tokio::task::spawn_blocking(testenv::Kafka::start).await.unwrap().unwrap();
+    // No topic and no librdkafka client here: a librdkafka client with a group id looks its
+    // coordinator up when created, which would start `__consumer_offsets` before the reader asks.
+    // Partitions of a topic that does not exist have no commits, like any other.
+    let reader = reader(&fresh.bootstrap_servers());
+    let scopes = BTreeMap::from([("never-seen".to_string(), vec![tp("t", 0), tp("t", 1)])]);
+    let started = Instant::now();
+    let read = reader.committed_offsets(&scopes, Duration::from_secs(60)).await;
+    let offsets = read["never-seen"].as_ref().unwrap_or_else(|e| panic!("after {:?}: {e}", started.elapsed()));
+    assert_eq!(offsets, &BTreeMap::from([(tp("t", 0), None), (tp("t", 1), None)]));
+    // The first lookup makes Kafka create `__consumer_offsets` and is answered
+    // COORDINATOR_NOT_AVAILABLE: the answer above came from a retry.
+    let requests = reader.request_counts();
+    assert!(requests["FindCoordinator"] >= 2, "{requests:?}");
+    println!("fresh broker answered after {:?} with {requests:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_classic_group_is_described_as_librdkafka_describes_it() {
+    let kafka = broker().await;
+    let bootstrap = kafka.bootstrap_servers();
+    let client = client(&bootstrap);
+    let topic = testenv::unique_name("p-classic");
+    client.create_topic(&topic, 4, 1, TIMEOUT).await.unwrap();
+    let group = testenv::unique_name("pg-classic");
+    let consumers = common::Consumers::start(&bootstrap, &group, &topic, 2, "classic");
+    let reader = reader(&bootstrap);
+    let all: Vec<TopicPartition> = (0..4).map(|p| tp(&topic, p)).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ours = loop {
+        let described = reader.describe_groups(std::slice::from_ref(&group), TIMEOUT).await;
+        if let Ok(Some(d)) = &described[&group] {
+            let mut assigned: Vec<TopicPartition> = d.members.iter().flat_map(|m| m.assignment.clone()).collect();
+            assigned.sort();
+            if d.state == GroupState::Stable && d.members.len() == 2 && assigned == all {
+                break d.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "the group never became Stable with both members: {described:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let librdkafka = client.describe_consumer_groups(std::slice::from_ref(&group), TIMEOUT).await.unwrap();
+    assert_eq!(sorted(ours.clone()), sorted(librdkafka[0].clone()));
+    assert_eq!(ours.protocol, GroupProtocol::Classic);
+    assert!(ours.members.iter().all(|m| m.client_id.starts_with("classic-")), "{ours:?}");
+    drop(consumers);
+}
+
+#[tokio::test]
+async fn a_kip_848_group_is_described_with_topic_names_as_kafka_s_tool_sees_it() {
+    let kafka = broker().await;
+    let bootstrap = kafka.bootstrap_servers();
+    let client = client(&bootstrap);
+    let topic = testenv::unique_name("p-848");
+    client.create_topic(&topic, 3, 1, TIMEOUT).await.unwrap();
+    let group = testenv::unique_name("pg-848");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", &group)
+        .set("group.protocol", "consumer")
+        .set("client.id", "kip848-member")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let all: Vec<TopicPartition> = (0..3).map(|p| tp(&topic, p)).collect();
+    let reader = reader(&bootstrap);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let described = loop {
+        let _ = consumer.poll(Duration::from_millis(100));
+        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        if assigned == 3 {
+            let described = reader.describe_groups(std::slice::from_ref(&group), TIMEOUT).await;
+            if let Ok(Some(d)) = &described[&group]
+                && d.state == GroupState::Stable
+                && d.members.first().is_some_and(|m| m.assignment == all)
+            {
+                break d.clone();
+            }
+            assert!(Instant::now() < deadline, "never Stable with the whole topic assigned: {described:?}");
+        }
+        assert!(Instant::now() < deadline, "the consumer never got its 3 partitions (has {assigned})");
+    };
+    assert_eq!(described.protocol, GroupProtocol::Consumer);
+    assert_eq!(described.members.len(), 1);
+    assert_eq!(described.members[0].client_id, "kip848-member");
+    assert!(!described.partition_assignor.is_empty(), "{described:?}");
+
+    // Kafka's own tool: `GROUP COORDINATOR (ID) ASSIGNMENT-STRATEGY STATE #MEMBERS`.
+    let out = kafka.consumer_groups(&["--describe", "--group", &group, "--state"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let row: Vec<&str> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|columns| columns.first() == Some(&group.as_str()))
+        .unwrap_or_else(|| panic!("no row for {group} in {text}{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(row[row.len() - 2..], ["Stable", "1"], "{text}");
+    assert_eq!(row[row.len() - 3], described.partition_assignor, "{text}");
+
+    // Both protocols and an unknown group in one call: one ConsumerGroupDescribe, then one
+    // DescribeGroups for the two groups it does not know (the classic one and the unknown one).
+    let offsets_only = testenv::unique_name("pg-offsets-only");
+    client.alter_consumer_group_offsets(&offsets_only, &BTreeMap::from([(tp(&topic, 0), 1)]), TIMEOUT).await.unwrap();
+    let unknown = testenv::unique_name("pg-unknown");
+    let before = reader.request_counts();
+    let described = reader.describe_groups(&[group.clone(), offsets_only.clone(), unknown.clone()], TIMEOUT).await;
+    let requests = delta(&reader.request_counts(), &before);
+    assert_eq!(requests, counts(&[("ConsumerGroupDescribe", 1), ("DescribeGroups", 1), ("FindCoordinator", 1)]));
+    assert_eq!(described[&group].as_ref().unwrap().as_ref().map(|d| d.protocol), Some(GroupProtocol::Consumer));
+    let classic = described[&offsets_only].as_ref().unwrap().as_ref().expect("a group with offsets exists");
+    assert_eq!(
+        (classic.state, classic.protocol, classic.members.len()),
+        (GroupState::Empty, GroupProtocol::Classic, 0)
+    );
+    assert!(matches!(described[&unknown], Ok(None)), "{described:?}");
+    println!("KIP-848 group: {described:?}; reader requests: {:?}", reader.request_counts());
+    drop(consumer);
+}
+
+#[tokio::test]
+async fn unknown_groups_are_none_and_missing_brokers_tls_and_refused_groups_are_errors() {
+    let kafka = broker().await;
+    let bootstrap = kafka.bootstrap_servers();
+    let reader = reader(&bootstrap);
+    let unknown = testenv::unique_name("pg-unknown");
+    let described = reader.describe_groups(std::slice::from_ref(&unknown), TIMEOUT).await;
+    assert!(matches!(described[&unknown], Ok(None)), "{described:?}");
+
+    // A group this client may not describe fails alone; the other group of the batch is read.
+    let denied = testenv::unique_name("pg-denied");
+    let allowed = testenv::unique_name("pg-allowed");
+    let acl_kafka = kafka;
+    tokio::task::spawn_blocking({
+        let denied = denied.clone();
+        move || {
+            acl_kafka.add_acls(&["--deny-principal", "User:ANONYMOUS", "--operation", "Describe", "--group", &denied])
+        }
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let scopes = BTreeMap::from([(denied.clone(), vec![tp("t", 0)]), (allowed.clone(), vec![tp("t", 0)])]);
+    let read = reader.committed_offsets(&scopes, TIMEOUT).await;
+    assert!(matches!(&read[&denied], Err(KafkaError::Auth(m)) if m.contains("GroupAuthorizationFailed")), "{read:?}");
+    assert_eq!(read[&allowed].as_ref().unwrap(), &BTreeMap::from([(tp("t", 0), None)]));
+
+    let nothing = self::reader(&format!("127.0.0.1:{}", testenv::process::free_port()));
+    let started = Instant::now();
+    let timeout = Duration::from_secs(3);
+    let read = nothing.committed_offsets(&scopes, timeout).await;
+    let described = nothing.describe_groups(std::slice::from_ref(&unknown), timeout).await;
+    assert!(started.elapsed() < 2 * timeout + Duration::from_secs(1), "took {:?}", started.elapsed());
+    for error in [read[&denied].as_ref().unwrap_err(), described[&unknown].as_ref().unwrap_err()] {
+        assert!(matches!(error, KafkaError::Unreachable(_) | KafkaError::Timeout(_)), "{error:?}");
+    }
+
+    let mut tls = properties(&bootstrap);
+    tls.insert("security.protocol".to_string(), "SASL_SSL".to_string());
+    let error = GroupReader::new(&tls).err().expect("TLS is refused for now");
+    assert!(matches!(error, KafkaError::Config(_)), "{error:?}");
+    assert!(error.to_string().contains("security.protocol") && !error.to_string().contains("SASL_SSL"), "{error}");
+}
