@@ -151,6 +151,7 @@ impl Context {
         };
         // Before unused clients close, so their last requests are counted.
         self.metrics.count_kafka_requests(&self.kafka.take_new_requests());
+
         self.kafka.retain_connections(&in_use, CONNECTION_GRACE);
         // An observer holds its client: drop unused observers first, their clients go next sweep.
         self.observers.lock().expect("observers lock").retain(|properties, _| in_use.contains(properties));

@@ -296,7 +296,9 @@ pub struct ConsumerGroupStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
 
-    /// Group state reported by Kafka: Empty, Stable, PreparingRebalance, CompletingRebalance, Dead.
+    /// Group state reported by Kafka. Classic protocol: Empty, Stable, PreparingRebalance,
+    /// CompletingRebalance, Dead; KIP-848 `consumer` protocol: Empty, Assigning, Reconciling,
+    /// Stable, Dead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_state: Option<String>,
 

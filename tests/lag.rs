@@ -499,3 +499,46 @@ async fn a_rotated_secret_or_a_deleted_group_closes_its_kafka_connection() {
     groups.delete("b", &Default::default()).await.unwrap();
     assert!(connections(1.0).await, "a deleted ConsumerGroup's connection is closed");
 }
+
+#[tokio::test]
+async fn a_group_on_the_kip_848_consumer_protocol_is_seen_with_its_members() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    let env = common::shared_env().await;
+    let (client, namespace, groups, _) = setup("lag-848").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 2).await;
+    let group_id = testenv::unique_name("g848");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", &group_id)
+        .set("group.protocol", "consumer")
+        .set("client.id", "new-protocol-member")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let assigned = common::eventually(WAIT, || {
+        let _ = consumer.poll(Duration::from_millis(100));
+        let count = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        async move { (count == 2).then_some(()) }
+    })
+    .await;
+    assert!(assigned.is_some(), "the consumer-protocol member never got its partitions");
+
+    let _operator = start_operator(&client, &namespace, &bootstrap).await;
+    let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 1, "template": template()});
+    groups.create(&PostParams::default(), &common::consumer_group("kip848", spec)).await.unwrap();
+    let status = common::eventually(WAIT, || async {
+        let _ = consumer.poll(Duration::from_millis(10));
+        let status = groups.get("kip848").await.ok()?.status?;
+        (status.group_state.as_deref() == Some("Stable") && status.member_count == Some(1)).then_some(status)
+    })
+    .await
+    .expect("the operator sees a KIP-848 group as Kafka's tool does: Stable, 1 member");
+    assert_eq!(status.members[0].client_id, "new-protocol-member");
+    assert_eq!(status.members[0].assignment.get(&topic), Some(&vec![0, 1]), "{:?}", status.members);
+    let tool = env.kafka.consumer_groups(&["--describe", "--group", &group_id, "--state"]).unwrap();
+    let tool = String::from_utf8_lossy(&tool.stdout).to_string();
+    assert!(tool.contains("Stable") && tool.lines().any(|l| l.trim_end().ends_with(" 1")), "{tool}");
+    drop(consumer);
+}

@@ -454,6 +454,17 @@ fn is_secret_key(key: &str) -> bool {
 /// few milliseconds, for one more request per broker per 2,000 partitions.
 pub const LIST_OFFSETS_BATCH: usize = 2_000;
 
+/// How a group Kafka does not know is described (as Kafka's own tool shows it: Dead, no members).
+fn unknown_group(group: &str) -> GroupDescription {
+    GroupDescription {
+        group_id: group.to_string(),
+        state: GroupState::Dead,
+        partition_assignor: String::new(),
+        protocol: GroupProtocol::Classic,
+        members: Vec::new(),
+    }
+}
+
 /// Group id of the operator's own client handle. It never subscribes, joins or commits; it exists
 /// because librdkafka (2.12) dereferences the client's consumer-group handle when an OffsetFetch
 /// answers NOT_COORDINATOR, which crashes a producer-type (admin) client. A consumer-type client
@@ -463,9 +474,11 @@ const HANDLE_GROUP_ID: &str = "consumer-group-operator-admin";
 /// One connection to a Kafka cluster, shared by every ConsumerGroup with the same connection
 /// properties: a consumer-type librdkafka client that is never subscribed (see
 /// [`HANDLE_GROUP_ID`]), used for metadata and every admin call, and served by a small thread that
-/// drains its event queue.
+/// drains its event queue; and the batched group reader (Kafka's protocol, see [`protocol`]) for
+/// group descriptions and committed offsets, where it can honour the connection's settings.
 pub struct KafkaClient {
     handle: Arc<BaseConsumer<RequestCounting>>,
+    reader: Result<protocol::GroupReader, KafkaError>,
     properties: BTreeMap<String, String>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     /// Request counts already handed to [`KafkaClient::take_new_requests`].
@@ -512,13 +525,28 @@ impl KafkaClient {
                 }
             })
             .map_err(|e| KafkaError::Internal(format!("cannot start the Kafka event thread: {e}")))?;
-        Ok(KafkaClient { handle, properties: properties.clone(), stop, reported: Default::default() })
+        let reader = protocol::GroupReader::new(properties);
+        if let Err(error) = &reader {
+            tracing::info!(%error, "group reads go through librdkafka for this connection (one request per group, KIP-848 groups unseen)");
+        }
+        Ok(KafkaClient { handle, reader, properties: properties.clone(), stop, reported: Default::default() })
     }
 
     /// Requests this client sent since it was created, by type, as of librdkafka's last
     /// statistics emission.
     pub fn request_counts(&self) -> RequestCounts {
-        self.handle.context().counts()
+        let mut counts = self.handle.context().counts();
+        if let Ok(reader) = &self.reader {
+            for (request, count) in reader.request_counts() {
+                *counts.entry(request).or_default() += count;
+            }
+        }
+        counts
+    }
+
+    /// The batched group reader, or why this connection's settings need librdkafka instead.
+    pub fn group_reader(&self) -> Result<&protocol::GroupReader, &KafkaError> {
+        self.reader.as_ref()
     }
 
     /// Requests sent since the previous call (for the requests counter of `/metrics`).
@@ -674,6 +702,18 @@ impl KafkaClient {
         groups: &[String],
         timeout: Duration,
     ) -> Result<Vec<GroupDescription>, KafkaError> {
+        if let Ok(reader) = &self.reader {
+            let mut described = reader.describe_groups(groups, timeout).await;
+            return groups
+                .iter()
+                .map(|group| match described.remove(group) {
+                    Some(Ok(Some(description))) => Ok(description),
+                    Some(Ok(None)) => Ok(unknown_group(group)),
+                    Some(Err(error)) => Err(error),
+                    None => Err(KafkaError::Internal(format!("group {group:?} was not described"))),
+                })
+                .collect();
+        }
         let client = self.handle.clone();
         let groups = groups.to_vec();
         tokio::task::spawn_blocking(move || {
@@ -682,13 +722,7 @@ impl KafkaClient {
                 let list = client.fetch_group_list(Some(group), timeout).map_err(KafkaError::from_client)?;
                 let description = match list.groups().iter().find(|g| g.name() == group) {
                     Some(info) => describe(info),
-                    None => GroupDescription {
-                        group_id: group.clone(),
-                        state: GroupState::Dead,
-                        partition_assignor: String::new(),
-                        protocol: GroupProtocol::Classic,
-                        members: Vec::new(),
-                    },
+                    None => unknown_group(group),
                 };
                 descriptions.push(description);
             }

@@ -2,13 +2,16 @@
 //! ConsumerGroup reconcile needs, in a few batched requests per poll, and publishes the result as
 //! a snapshot that reconciles read without any Kafka I/O of their own.
 //!
-//! Cost of one poll, for G groups on B brokers (counted by librdkafka's statistics and pinned by
-//! a test in `tests/kafka.rs`):
+//! Cost of one poll, for G groups on B brokers, C of them coordinating the groups (counted by
+//! librdkafka's statistics and the reader's own counts, pinned by a test in `tests/kafka.rs`):
 //! - 1 Metadata request (every topic of the cluster: one request, whatever the number of topics
 //!   the groups read);
-//! - B ListGroups + B DescribeGroups (librdkafka's group listing of every group, one round per
-//!   broker);
-//! - G OffsetFetch + G FindCoordinator (librdkafka 2.12 fetches one group per request);
+//! - C OffsetFetch (every group of a coordinator in one request) + C ConsumerGroupDescribe
+//!   (KIP-848 groups) + at most C DescribeGroups (the classic ones), through the batched
+//!   [`super::protocol::GroupReader`]; plus 1 FindCoordinator for groups whose coordinator is not cached yet;
+//! - where the reader cannot honour the connection's settings (TLS or SASL so far), librdkafka
+//!   instead: B ListGroups + B DescribeGroups, and G OffsetFetch + G FindCoordinator (it fetches
+//!   one group per request, and does not see KIP-848 groups);
 //! - 2 ListOffsets per broker for every 2,000 partitions (log start and end, shared by all groups);
 //! - rarely, one consumer's Fetch requests for the partitions whose small lag stayed put for a poll
 //!   (are they only transaction markers? see `markers`), for all groups at once.
@@ -103,8 +106,9 @@ pub struct Snapshot {
     pub took: Duration,
     /// Partition counts of the topics that exist, or why metadata could not be read.
     topics: Result<BTreeMap<String, i32>, KafkaError>,
-    /// Every group of the cluster, or why the listing failed.
-    groups: Result<BTreeMap<String, GroupDescription>, KafkaError>,
+    /// Each served group's description (`None`: Kafka does not know it), or why it could not be
+    /// read.
+    groups: BTreeMap<String, Result<Option<GroupDescription>, KafkaError>>,
     /// Committed offsets per served group.
     committed: BTreeMap<String, Result<BTreeMap<TopicPartition, Option<i64>>, KafkaError>>,
     /// Log start and end of every partition of the served groups' topics.
@@ -150,7 +154,10 @@ impl Snapshot {
             return GroupView::TopicsMissing(missing);
         }
         let partitions: BTreeMap<String, i32> = topics.iter().map(|t| (t.clone(), counts[t])).collect();
-        let group = self.groups.as_ref().map(|groups| groups.get(group_id).cloned()).map_err(Clone::clone);
+        let group = match self.groups.get(group_id) {
+            Some(result) => result.clone(),
+            None => Err(KafkaError::Internal(format!("group {group_id:?} was not polled"))),
+        };
         let offsets = (|| {
             let committed = match self.committed.get(group_id) {
                 Some(result) => result.as_ref().map_err(Clone::clone)?,
@@ -300,12 +307,15 @@ impl Observer {
                 .collect(),
             Err(_) => Vec::new(),
         };
+        let group_ids: Vec<String> = interests.keys().cloned().collect();
         let groups = async {
             // Metadata failed: the cluster is not answering; do not wait on it three times.
-            if let Err(error) = &topics {
-                return Err(error.clone());
-            }
-            self.client.describe_all_groups(timeout).await
+            let described = match (&topics, self.client.group_reader()) {
+                (Err(error), _) => Err(error.clone()),
+                (Ok(_), Ok(reader)) => return reader.describe_groups(&group_ids, timeout).await,
+                (Ok(_), Err(_)) => self.client.describe_all_groups(timeout).await,
+            };
+            each_group(&group_ids, described)
         };
         let ranges = async {
             match &topics {
@@ -341,22 +351,25 @@ impl Observer {
                     (group_id.clone(), scope)
                 })
                 .collect();
+            let (mut results, jobs) = split_empty_scopes(jobs);
+            if let Ok(reader) = self.client.group_reader() {
+                results.extend(reader.committed_offsets(&jobs, timeout).await);
+                return results;
+            }
             let client = self.client.clone();
-            futures::stream::iter(jobs)
+            let fetched = futures::stream::iter(jobs)
                 .map(move |(group_id, scope)| {
                     let client = client.clone();
                     async move {
-                        let offsets = if scope.is_empty() {
-                            Ok(BTreeMap::new())
-                        } else {
-                            client.list_consumer_group_offsets(&group_id, Some(&scope), timeout).await
-                        };
+                        let offsets = client.list_consumer_group_offsets(&group_id, Some(&scope), timeout).await;
                         (group_id, offsets)
                     }
                 })
                 .buffer_unordered(OFFSET_FETCH_CONCURRENCY)
-                .collect::<BTreeMap<_, _>>()
-                .await
+                .collect::<Vec<_>>()
+                .await;
+            results.extend(fetched);
+            results
         };
         let (groups, log_ranges, committed) = futures::join!(groups, ranges, committed);
         let mut snapshot = Snapshot {
@@ -453,8 +466,10 @@ impl Observer {
             let interest = &registered.interest;
             track.history.record(&keyed, lag_log_end, interest.policy, at_ms, interest.polls_kept);
             // Members: None when the group listing failed (unknown).
-            let members =
-                snapshot.groups.as_ref().ok().map(|g| g.get(group_id.as_str()).map_or(0, |d| d.members.len()));
+            let members = snapshot.groups.get(group_id.as_str()).and_then(|group| match group {
+                Ok(description) => Some(description.as_ref().map_or(0, |d| d.members.len())),
+                Err(_) => None,
+            });
             let time_lag = |topic: &str, partition: i32, position: i64| {
                 let tp = TopicPartition { topic: topic.to_string(), partition };
                 logs.get(&tp).map_or(0.0, |log| log.time_lag_seconds(position, at_ms))
@@ -529,6 +544,29 @@ impl Observer {
         memory.scans.retain(|tp, scan| current.get(tp).is_none_or(|&end| end == scan.log_end));
         memory.scans.clone()
     }
+}
+
+/// Each group's part of a listing of every group (the librdkafka path).
+fn each_group(
+    group_ids: &[String],
+    described: Result<BTreeMap<String, GroupDescription>, KafkaError>,
+) -> BTreeMap<String, Result<Option<GroupDescription>, KafkaError>> {
+    group_ids
+        .iter()
+        .map(|group_id| {
+            (group_id.clone(), described.as_ref().map(|all| all.get(group_id).cloned()).map_err(Clone::clone))
+        })
+        .collect()
+}
+
+type CommittedOffsets = BTreeMap<String, Result<BTreeMap<TopicPartition, Option<i64>>, KafkaError>>;
+
+/// Groups reading no existing partition (answered at once, nothing to ask) apart from the others.
+fn split_empty_scopes(
+    jobs: Vec<(String, Vec<TopicPartition>)>,
+) -> (CommittedOffsets, BTreeMap<String, Vec<TopicPartition>>) {
+    let (empty, asked): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|(_, scope)| scope.is_empty());
+    (empty.into_iter().map(|(group_id, _)| (group_id, Ok(BTreeMap::new()))).collect(), asked.into_iter().collect())
 }
 
 fn jiff_now() -> k8s_openapi::jiff::Timestamp {

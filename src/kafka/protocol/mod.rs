@@ -141,8 +141,8 @@ impl GroupReader {
         timeout: Duration,
     ) -> BTreeMap<String, Result<GroupOffsets, KafkaError>> {
         let deadline = Instant::now() + timeout;
-        self.per_coordinator(scopes.keys().cloned(), deadline, async |coordinator, groups| {
-            self.offset_fetch(coordinator, groups, scopes, deadline).await
+        self.per_coordinator(scopes.keys().cloned(), deadline, |coordinator, groups| {
+            Box::pin(async move { self.offset_fetch(&coordinator, &groups, scopes, deadline).await })
         })
         .await
     }
@@ -156,20 +156,21 @@ impl GroupReader {
         timeout: Duration,
     ) -> BTreeMap<String, Result<Option<GroupDescription>, KafkaError>> {
         let deadline = Instant::now() + timeout;
-        self.per_coordinator(group_ids.iter().cloned(), deadline, async |coordinator, groups| {
-            self.describe(coordinator, groups, deadline).await
+        self.per_coordinator(group_ids.iter().cloned(), deadline, |coordinator, groups| {
+            Box::pin(async move { self.describe(&coordinator, &groups, deadline).await })
         })
         .await
     }
 
     /// Runs `ask` once per coordinator with all of its groups, the coordinators in parallel; then
     /// again, after a pause, for the groups whose coordinator moved or was not ready, until
-    /// `deadline`.
-    async fn per_coordinator<T>(
-        &self,
+    /// `deadline`. (`ask` returns a boxed `Send` future: an async closure over borrowed arguments
+    /// would make the caller's future not `Send` for every lifetime, and the observer spawns it.)
+    async fn per_coordinator<'a, T>(
+        &'a self,
         groups: impl IntoIterator<Item = String>,
         deadline: Instant,
-        ask: impl AsyncFn(&Broker, &[String]) -> BTreeMap<String, Answer<T>>,
+        ask: impl Fn(Broker, Vec<String>) -> futures::future::BoxFuture<'a, BTreeMap<String, Answer<T>>>,
     ) -> BTreeMap<String, Result<T, KafkaError>> {
         let mut pending: BTreeSet<String> = groups.into_iter().collect();
         let mut results = BTreeMap::new();
@@ -187,7 +188,7 @@ impl GroupReader {
                 }
             }
             let answers =
-                futures::future::join_all(by_coordinator.iter().map(|(broker, groups)| ask(broker, groups))).await;
+                futures::future::join_all(by_coordinator.into_iter().map(|(broker, groups)| ask(broker, groups))).await;
             for (group, answer) in answers.into_iter().flatten() {
                 match answer {
                     Answer::Done(result) => {
