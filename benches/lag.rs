@@ -1,6 +1,7 @@
-//! `make bench`: one full lag collection for G groups x P partitions on one real broker, measured
-//! in the same run against Kafka's own `kafka-consumer-groups --describe --all-groups` and a naive
-//! per-partition watermark loop. Prints times, ratios, the Kafka requests each client sent
+//! `make bench`: one full lag collection for G groups x P partitions on one real broker (an observer
+//! poll, as the running operator does it), measured in the same run against a warm Java
+//! AdminClient doing the same reads (Kafka's own client), Kafka's own `kafka-consumer-groups
+//! --describe --all-groups` and a naive per-partition watermark loop. Prints times, ratios, the Kafka requests each client sent
 //! (counted by librdkafka's statistics, not estimated) and the process RSS.
 //!
 //! Sizes: BENCH_GROUPS (default 100), BENCH_TOPICS (10) x BENCH_PARTITIONS_PER_TOPIC (100): every
@@ -14,13 +15,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use consumer_group_operator::kafka::log_offsets::LogOffsetCache;
+use consumer_group_operator::kafka::observer::{GroupView, Interest, Observer};
 use consumer_group_operator::kafka::stats::{RequestCounting, RequestCounts, delta};
 use consumer_group_operator::kafka::{KafkaClient, TopicPartition};
 use futures::StreamExt;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+/// Timed polls of the operator and rounds of the Java reference.
+const POLL_ROUNDS: usize = 5;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -88,43 +92,81 @@ async fn main() {
         .await;
     let partitions_per_group = all.len();
     let rss_before = common::memory_mib("VmRSS");
-    let requests_before = common::settled_requests(&client).await;
 
-    // 1. The operator's Kafka module: one OffsetFetch per group, log offsets shared by all groups
-    //    (two batched ListOffsets), as one reconcile cycle over every ConsumerGroup does.
-    let cache = Arc::new(LogOffsetCache::default());
-    let started = Instant::now();
-    let total_lag: i64 = futures::stream::iter(group_ids.iter())
-        .map(|group| {
-            let (client, cache, all) = (client.clone(), cache.clone(), all.clone());
-            async move {
-                let (committed, ranges) =
-                    futures::try_join!(client.list_consumer_group_offsets(group, Some(&all), timeout), async {
-                        cache.get(&client, &all, Duration::from_secs(60), timeout).await.map(|(r, _)| r)
-                    },)
-                    .unwrap();
-                all.iter()
-                    .map(|tp| {
-                        let range = ranges[tp];
+    // 1. The operator's observer: one poll reads every group (one OffsetFetch per coordinator) and
+    //    the log offsets they share. A first poll registers the groups and warms the connections
+    //    (as a running operator is); then POLL_ROUNDS polls are timed, and requests counted.
+    let observer = Observer::start(client.clone(), timeout, Duration::ZERO, Box::new(|_| {}));
+    let interest = Interest {
+        topics: topic_names.clone(),
+        every: Duration::from_secs(3600),
+        policy: consumer_group_operator::crd::AutoOffsetReset::Latest,
+        polls_kept: 0,
+    };
+    for group in &group_ids {
+        observer.latest(group, &interest);
+    }
+    observer.poll_once().await;
+    let requests_before = common::settled_requests(&client).await;
+    let mut times = Vec::new();
+    let mut total_lag = 0;
+    for _ in 0..POLL_ROUNDS {
+        let started = Instant::now();
+        let snapshot = observer.poll_once().await;
+        times.push(started.elapsed());
+        total_lag = group_ids
+            .iter()
+            .map(|group| match snapshot.view(group, &interest.topics) {
+                GroupView::Seen { offsets: Ok(offsets), .. } => offsets
+                    .values()
+                    .map(|&(committed, range)| {
                         let offsets = consumer_group_operator::lag::PartitionOffsets {
-                            committed: committed.get(tp).copied().flatten(),
+                            committed,
                             log_start: range.start,
                             log_end: range.end,
                         };
-                        consumer_group_operator::lag::partition_lag(
-                            offsets,
-                            consumer_group_operator::crd::AutoOffsetReset::Latest,
-                        )
+                        consumer_group_operator::lag::partition_lag(offsets, interest.policy)
                     })
-                    .sum::<i64>()
-            }
-        })
-        .buffer_unordered(16)
-        .fold(0i64, |sum, lag| async move { sum + lag })
-        .await;
-    let operator_time = started.elapsed();
+                    .sum::<i64>(),
+                other => panic!("{group}: {other:?}"),
+            })
+            .sum::<i64>();
+    }
+    let operator_time = *times.iter().min().unwrap();
+    let operator_mean = times.iter().sum::<Duration>() / POLL_ROUNDS as u32;
     let rss_after = common::memory_mib("VmRSS");
-    let operator_requests = delta(&common::settled_requests(&client).await, &requests_before);
+    let operator_requests: RequestCounts = delta(&common::settled_requests(&client).await, &requests_before)
+        .into_iter()
+        .map(|(request, n)| (request, n / POLL_ROUNDS as i64))
+        .collect();
+
+    // 1b. The warm Java AdminClient (Kafka's own client, batched the same way), best and mean of
+    //     POLL_ROUNDS rounds after a warm-up round, in one JVM.
+    let groups_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(groups_file.path(), group_ids.join("\n")).unwrap();
+    let java = tokio::task::spawn_blocking({
+        let (bootstrap, path) = (bootstrap.clone(), groups_file.path().to_owned());
+        move || {
+            let libs = testenv::kafka::kafka_libs().expect("Kafka's jars");
+            std::process::Command::new("java")
+                .arg("-cp")
+                .arg(format!("{}/*", libs.display()))
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/java/AdminLag.java"))
+                .args([bootstrap.as_str(), path.to_str().unwrap(), &POLL_ROUNDS.to_string()])
+                .output()
+                .expect("run java")
+        }
+    })
+    .await
+    .unwrap();
+    assert!(java.status.success(), "{}", String::from_utf8_lossy(&java.stderr));
+    let java_out = String::from_utf8_lossy(&java.stdout).to_string();
+    let java_figures: Vec<f64> = java_out.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    let (java_best, java_mean, java_lag) = (
+        Duration::from_secs_f64(java_figures[0] / 1000.0),
+        Duration::from_secs_f64(java_figures[1] / 1000.0),
+        java_figures[2] as i64,
+    );
 
     // 2. Kafka's own tool, the reference.
     let started = Instant::now();
@@ -212,10 +254,23 @@ async fn main() {
     println!("  {:<44} {:>10} {:>16} {:>10}", "method", "time (s)", "Kafka requests", "vs operator");
     println!(
         "  {:<44} {:>10.3} {:>16} {:>10}",
-        "operator (batched, shared log offsets)",
+        format!("operator observer poll (best of {POLL_ROUNDS})"),
         operator_time.as_secs_f64(),
         total(&operator_requests),
         "1.0x"
+    );
+    println!(
+        "  {:<44} {:>10.3} {:>16} {:>9.1}x",
+        format!("warm Java AdminClient (best of {POLL_ROUNDS})"),
+        java_best.as_secs_f64(),
+        "n/a (JVM)",
+        java_best.as_secs_f64() / operator_time.as_secs_f64()
+    );
+    println!(
+        "  means: operator {:.3} s, Java AdminClient {:.3} s ({:.1}x); Java's lag {java_lag}",
+        operator_mean.as_secs_f64(),
+        java_mean.as_secs_f64(),
+        java_mean.as_secs_f64() / operator_mean.as_secs_f64()
     );
     println!(
         "  {:<44} {:>10.3} {:>16} {:>9.1}x",
@@ -231,7 +286,10 @@ async fn main() {
         (total(&naive_requests) as f64 * scale).round() as i64,
         naive_time.as_secs_f64() / operator_time.as_secs_f64()
     );
-    println!("  operator requests (counted by librdkafka): {}", describe(&operator_requests));
+    println!(
+        "  operator requests per poll (counted by librdkafka and the group reader): {}",
+        describe(&operator_requests)
+    );
     println!(
         "  naive sample: {naive_sample} groups in {:.3}s, lag {naive_lag}, requests {}",
         naive_sample_time.as_secs_f64(),
@@ -245,4 +303,5 @@ async fn main() {
         tool_peak / peak
     );
     assert_eq!(total_lag, expected_lag, "the operator's lag must be exact");
+    assert_eq!(java_lag, expected_lag, "the reference must read the same lag");
 }

@@ -192,7 +192,19 @@ async fn measure(
     }
     let port = testenv::process::free_port();
     let log = std::fs::File::create(std::env::temp_dir().join(format!("{namespace}.log"))).unwrap();
-    let mut operator = std::process::Command::new(binary)
+    // BENCH_SCALE_WRAPPER runs the operator under a profiler (e.g. "heaptrack -o /tmp/op"); the
+    // figures are then the profiler's process, not the operator's.
+    let wrapper: Vec<String> =
+        std::env::var("BENCH_SCALE_WRAPPER").unwrap_or_default().split_whitespace().map(String::from).collect();
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = std::process::Command::new(program);
+            command.args(args).arg(binary);
+            command
+        }
+        None => std::process::Command::new(binary),
+    };
+    let mut operator = command
         .args(["run", "--namespace", &namespace, "--default-bootstrap-servers", &bootstrap])
         .args(["--metrics-address", &format!("127.0.0.1:{port}"), "--log-level", "warn"])
         .arg("--default-client-properties-dir")
