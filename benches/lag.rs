@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use consumer_group_operator::kafka::observer::{GroupView, Interest, Observer};
+use consumer_group_operator::kafka::observer::{Interest, Observer};
 use consumer_group_operator::kafka::stats::{RequestCounting, RequestCounts, delta};
 use consumer_group_operator::kafka::{KafkaClient, TopicPartition};
 use futures::StreamExt;
@@ -116,8 +116,8 @@ async fn main() {
         times.push(started.elapsed());
         total_lag = group_ids
             .iter()
-            .map(|group| match snapshot.view(group, &interest.topics) {
-                GroupView::Seen { offsets: Ok(offsets), .. } => offsets
+            .map(|group| match snapshot.offsets(group, &interest.topics) {
+                Ok(offsets) => offsets
                     .values()
                     .map(|&(committed, range)| {
                         let offsets = consumer_group_operator::lag::PartitionOffsets {

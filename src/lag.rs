@@ -114,42 +114,35 @@ impl GroupHistory {
         self.times.back().copied()
     }
 
-    /// Adds a poll's offsets (`lag_log_end`: the log end that counts, below the real one when only
-    /// transaction markers remain) and keeps `length` polls.
-    pub fn record(
+    /// Adds a poll's offsets, by topic and partition index (`lag_log_end`: the log end that counts,
+    /// below the real one when only transaction markers remain), and keeps `length` polls.
+    pub fn record<'a>(
         &mut self,
-        offsets: &BTreeMap<(String, i32), PartitionOffsets>,
-        lag_log_end: impl Fn(&(String, i32), &PartitionOffsets) -> i64,
+        topics: impl IntoIterator<Item = (&'a str, &'a [PartitionOffsets])>,
+        lag_log_end: impl Fn(&str, i32, &PartitionOffsets) -> i64,
         policy: AutoOffsetReset,
         at_ms: i64,
         length: usize,
     ) {
         self.length = length.max(WINDOW);
+        // Topics not in this poll (unsubscribed) are left behind in `previous`.
         let mut previous = std::mem::take(&mut self.topics);
-        for (key, o) in offsets {
-            let (topic, partition) = key;
-            let index = (*partition).max(0) as usize;
-            // Partitions not in this poll (a topic unsubscribed) are left behind in `previous`.
-            let mut window = previous
-                .get_mut(topic)
-                .and_then(|windows| windows.get_mut(index))
-                .map(std::mem::take)
-                .unwrap_or_default();
-            while window.len() >= self.length {
-                window.pop_front();
+        for (topic, partitions) in topics {
+            let (name, mut windows) = previous.remove_entry(topic).unwrap_or_else(|| (topic.to_string(), Vec::new()));
+            windows.resize_with(partitions.len(), VecDeque::new);
+            for (index, (window, o)) in windows.iter_mut().zip(partitions).enumerate() {
+                while window.len() >= self.length {
+                    window.pop_front();
+                }
+                let counted = PartitionOffsets { log_end: lag_log_end(topic, index as i32, o), ..*o };
+                // The counted log end is the one shown: lag and log end agree, as before the probe.
+                window.push_back(Sample {
+                    committed: o.committed.unwrap_or(-1),
+                    log_end: counted.log_end,
+                    lag: partition_lag(counted, policy),
+                });
             }
-            let counted = PartitionOffsets { log_end: lag_log_end(key, o), ..*o };
-            // The counted log end is the one shown: lag and log end agree, as before the probe.
-            window.push_back(Sample {
-                committed: o.committed.unwrap_or(-1),
-                log_end: counted.log_end,
-                lag: partition_lag(counted, policy),
-            });
-            let windows = self.topics.entry(topic.clone()).or_default();
-            if windows.len() <= index {
-                windows.resize_with(index + 1, VecDeque::new);
-            }
-            windows[index] = window;
+            self.topics.insert(name, windows);
         }
         while self.times.len() >= self.length {
             self.times.pop_front();
@@ -254,6 +247,11 @@ pub struct LogEndHistory {
 const MAX_LOG_END_POINTS: usize = 30;
 
 impl LogEndHistory {
+    /// The last log end recorded.
+    pub fn latest(&self) -> Option<i64> {
+        self.points.back().map(|p| p.2)
+    }
+
     pub fn record(&mut self, at_ms: i64, log_end: i64) {
         match self.points.back_mut() {
             Some(last) if last.2 == log_end => last.1 = at_ms,
@@ -300,7 +298,8 @@ pub const MAX_EXCLUDED_IN_STATUS: usize = 100;
 /// One partition's figures of a lag cycle.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PartitionFigures {
-    pub topic: String,
+    /// Shared by the partitions of a topic (a group may read thousands).
+    pub topic: std::sync::Arc<str>,
     pub partition: i32,
     pub committed: Option<i64>,
     pub log_end: i64,
@@ -338,8 +337,13 @@ pub fn summarize(
     let mut health = Health::Ok;
     let mut scaling_lag = 0i64;
     let mut excluded = Vec::new();
+    let mut shared_name: Option<std::sync::Arc<str>> = None;
     for (topic, partition, window) in history.partitions() {
         let Some(last) = window.back() else { continue };
+        let name = match &shared_name {
+            Some(name) if **name == **topic => name.clone(),
+            _ => shared_name.insert(std::sync::Arc::from(topic.as_str())).clone(),
+        };
         health = health.max(self::health(window, members_present));
         if exclude_persistent_after.is_some_and(|polls| persistent_lag(window, polls)) {
             excluded.push(format!("{topic}/{partition}"));
@@ -348,7 +352,7 @@ pub fn summarize(
         }
         let lag_seconds = if last.lag > 0 { time_lag_seconds(topic, partition, last.log_end - last.lag) } else { 0.0 };
         partitions.push(PartitionFigures {
-            topic: topic.clone(),
+            topic: name,
             partition,
             committed: last.committed(),
             log_end: last.log_end,
@@ -373,7 +377,7 @@ pub fn summarize(
         partitions: listed
             .into_iter()
             .map(|p| PartitionLag {
-                topic: p.topic.clone(),
+                topic: p.topic.to_string(),
                 partition: p.partition,
                 committed_offset: p.committed,
                 log_end_offset: p.log_end,
@@ -461,12 +465,26 @@ mod tests {
         ("t".to_string(), p)
     }
 
+    /// Records one poll of topic "t" given by (partition, offsets).
+    fn record(
+        h: &mut GroupHistory,
+        offsets: &BTreeMap<(String, i32), PartitionOffsets>,
+        lag_log_end: impl Fn(&str, i32, &PartitionOffsets) -> i64,
+        policy: AutoOffsetReset,
+        at_ms: i64,
+        length: usize,
+    ) {
+        let partitions: Vec<PartitionOffsets> = offsets.values().copied().collect();
+        assert!(offsets.keys().enumerate().all(|(i, k)| *k == key(i as i32)), "partitions 0..n of t");
+        h.record([("t", partitions.as_slice())], lag_log_end, policy, at_ms, length);
+    }
+
     /// A one-partition history from (committed, log end) per poll.
     fn history(polls: &[(Option<i64>, i64)]) -> PartitionWindow {
         let mut h = GroupHistory::default();
         for (i, &(committed, log_end)) in polls.iter().enumerate() {
             let offsets = BTreeMap::from([(key(0), offsets(committed, 0, log_end))]);
-            h.record(&offsets, |_, o| o.log_end, AutoOffsetReset::Earliest, i as i64 * 1000, WINDOW);
+            record(&mut h, &offsets, |_, _, o| o.log_end, AutoOffsetReset::Earliest, i as i64 * 1000, WINDOW);
         }
         h.topics["t"][0].clone()
     }
@@ -523,7 +541,7 @@ mod tests {
         for poll in 0..50 {
             let offsets: BTreeMap<(String, i32), PartitionOffsets> =
                 (0..if poll < 40 { 4 } else { 2 }).map(|p| (key(p), offsets(Some(poll), 0, 100))).collect();
-            h.record(&offsets, |_, o| o.log_end, AutoOffsetReset::Latest, poll * 1000, WINDOW);
+            record(&mut h, &offsets, |_, _, o| o.log_end, AutoOffsetReset::Latest, poll * 1000, WINDOW);
         }
         assert_eq!(h.times.len(), WINDOW);
         assert_eq!(h.partitions().count(), 2);
@@ -538,7 +556,7 @@ mod tests {
                 (key(0), offsets(Some(poll * 10), 0, 1000 + poll * 30)),
                 (key(1), offsets(Some(poll * 5), 0, 1000 + poll * 10)),
             ]);
-            h.record(&offsets, |_, o| o.log_end, AutoOffsetReset::Latest, poll * 2000, WINDOW);
+            record(&mut h, &offsets, |_, _, o| o.log_end, AutoOffsetReset::Latest, poll * 2000, WINDOW);
         }
         let rates = h.rates().unwrap();
         assert!((rates.produced_per_second - 20.0).abs() < 1e-9, "40 messages per 2 s poll");
@@ -554,7 +572,7 @@ mod tests {
         let offsets: BTreeMap<(String, i32), PartitionOffsets> =
             (0..150).map(|p| (key(p), offsets(Some(0), 0, i64::from(p)))).collect();
         let mut h = GroupHistory::default();
-        h.record(&offsets, |_, o| o.log_end, AutoOffsetReset::Latest, 1000, WINDOW);
+        record(&mut h, &offsets, |_, _, o| o.log_end, AutoOffsetReset::Latest, 1000, WINDOW);
         let s = summary(&h, None, None);
         assert_eq!(s.status.total, (0..150).sum::<i64>());
         assert_eq!(s.status.max_partition_lag, 149);
@@ -571,7 +589,7 @@ mod tests {
         // Two trailing transaction markers: the observer counts lag up to the committed offset.
         let mut h = GroupHistory::default();
         let offsets = BTreeMap::from([(key(0), offsets(Some(98), 0, 100))]);
-        h.record(&offsets, |_, o| o.committed.unwrap(), AutoOffsetReset::Latest, 1000, WINDOW);
+        record(&mut h, &offsets, |_, _, o| o.committed.unwrap(), AutoOffsetReset::Latest, 1000, WINDOW);
         let s = summary(&h, None, None);
         assert_eq!((s.status.total, s.partitions[0].log_end), (0, 98));
     }
@@ -587,7 +605,7 @@ mod tests {
                     (key(p), o)
                 })
                 .collect();
-            h.record(&offsets, |_, o| o.log_end, AutoOffsetReset::Latest, cycle * 1000, exclude);
+            record(&mut h, &offsets, |_, _, o| o.log_end, AutoOffsetReset::Latest, cycle * 1000, exclude);
         }
         summary(&h, Some(exclude), Some(members))
     }

@@ -63,7 +63,7 @@ pub fn record_metrics(
             let partition_labels = PartitionLabels {
                 namespace: labels.namespace.clone(),
                 consumergroup: labels.consumergroup.clone(),
-                topic: p.topic.clone(),
+                topic: p.topic.to_string(),
                 partition: p.partition.to_string(),
             };
             (partition_labels, p.lag, p.lag_seconds, p.committed)

@@ -35,6 +35,7 @@ use tokio::sync::{Notify, watch};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::log_offsets::{LogOffsetCache, LogRange};
+use super::protocol::TopicOffsets;
 use super::{GroupDescription, KafkaClient, KafkaError, TopicPartition, markers};
 use crate::crd::AutoOffsetReset;
 use crate::lag::{GroupHistory, LogEndHistory, PartitionOffsets, Summary};
@@ -93,7 +94,8 @@ impl MarkerScan {
 #[derive(Default)]
 struct Memory {
     tracks: BTreeMap<String, Track>,
-    logs: BTreeMap<TopicPartition, LogEndHistory>,
+    /// Each topic's partitions' log-end histories, by partition index.
+    logs: BTreeMap<String, Vec<LogEndHistory>>,
     scans: BTreeMap<TopicPartition, MarkerScan>,
 }
 
@@ -109,10 +111,10 @@ pub struct Snapshot {
     /// Each served group's description (`None`: Kafka does not know it), or why it could not be
     /// read.
     groups: BTreeMap<String, Result<Option<GroupDescription>, KafkaError>>,
-    /// Committed offsets per served group.
-    committed: BTreeMap<String, Result<BTreeMap<TopicPartition, Option<i64>>, KafkaError>>,
-    /// Log start and end of every partition of the served groups' topics.
-    log_ranges: Result<BTreeMap<TopicPartition, LogRange>, KafkaError>,
+    /// Committed offsets per served group, by topic and partition index.
+    committed: BTreeMap<String, Result<TopicOffsets, KafkaError>>,
+    /// Log start and end of every partition of the served groups' topics, by partition index.
+    log_ranges: Result<BTreeMap<String, Vec<LogRange>>, KafkaError>,
     /// The topics each group was polled for.
     covered: BTreeMap<String, BTreeSet<String>>,
     /// Each group's lag as of its last recorded poll, or why its offsets could not be read.
@@ -131,8 +133,6 @@ pub enum GroupView {
         /// The group's description (`None`: Kafka does not know the group), or why it could not
         /// be read.
         group: Result<Option<GroupDescription>, KafkaError>,
-        /// Committed offset and log range of every partition, or why they could not be read.
-        offsets: Result<BTreeMap<TopicPartition, (Option<i64>, LogRange)>, KafkaError>,
         /// The group's lag summary, or why it could not be measured.
         lag: Result<Arc<Summary>, KafkaError>,
     },
@@ -158,28 +158,79 @@ impl Snapshot {
             Some(result) => result.clone(),
             None => Err(KafkaError::Internal(format!("group {group_id:?} was not polled"))),
         };
-        let offsets = (|| {
-            let committed = match self.committed.get(group_id) {
-                Some(result) => result.as_ref().map_err(Clone::clone)?,
-                None => return Err(KafkaError::Internal(format!("group {group_id:?} was not polled"))),
-            };
-            let ranges = self.log_ranges.as_ref().map_err(Clone::clone)?;
-            partitions
-                .iter()
-                .flat_map(|(topic, &count)| {
-                    (0..count).map(move |partition| TopicPartition { topic: topic.clone(), partition })
-                })
-                .map(|tp| {
-                    let range = ranges.get(&tp).copied().ok_or_else(|| KafkaError::MissingOffsets(tp.clone()))?;
-                    Ok((tp.clone(), (committed.get(&tp).copied().flatten(), range)))
-                })
-                .collect::<Result<BTreeMap<_, _>, KafkaError>>()
-        })();
         let lag = match self.lag.get(group_id) {
             Some(result) => result.clone(),
             None => Err(KafkaError::Internal(format!("group {group_id:?} was not polled"))),
         };
-        GroupView::Seen { partitions, group, offsets, lag }
+        GroupView::Seen { partitions, group, lag }
+    }
+
+    /// The committed offset and log range of every partition of `topics` for `group_id`, or why
+    /// they could not be read (tests and benchmarks compare them with Kafka's tools).
+    pub fn offsets(
+        &self,
+        group_id: &str,
+        topics: &[String],
+    ) -> Result<BTreeMap<TopicPartition, (Option<i64>, LogRange)>, KafkaError> {
+        let counts = self.topics.as_ref().map_err(Clone::clone)?;
+        let committed = match self.committed.get(group_id) {
+            Some(result) => result.as_ref().map_err(Clone::clone)?,
+            None => return Err(KafkaError::Internal(format!("group {group_id:?} was not polled"))),
+        };
+        let ranges = self.log_ranges.as_ref().map_err(Clone::clone)?;
+        let mut offsets = BTreeMap::new();
+        for topic in topics {
+            let Some(&count) = counts.get(topic) else { return Err(KafkaError::UnknownTopics(vec![topic.clone()])) };
+            for partition in 0..count {
+                let tp = TopicPartition { topic: topic.clone(), partition };
+                let range = ranges
+                    .get(topic)
+                    .and_then(|r| r.get(partition as usize))
+                    .copied()
+                    .ok_or_else(|| KafkaError::MissingOffsets(tp.clone()))?;
+                let committed = committed.get(topic).and_then(|c| c.get(partition as usize)).copied().flatten();
+                offsets.insert(tp, (committed, range));
+            }
+        }
+        Ok(offsets)
+    }
+
+    /// Each partition's offsets of `group_id` for its `topics` (by topic, partition index), or
+    /// why they could not be read.
+    fn partition_offsets<'a>(
+        &self,
+        group_id: &str,
+        topics: &'a [String],
+    ) -> Result<Vec<(&'a str, Vec<PartitionOffsets>)>, KafkaError> {
+        let counts = self.topics.as_ref().map_err(Clone::clone)?;
+        let missing: Vec<String> = topics.iter().filter(|t| !counts.contains_key(*t)).cloned().collect();
+        if !missing.is_empty() {
+            return Err(KafkaError::UnknownTopics(missing));
+        }
+        let committed = match self.committed.get(group_id) {
+            Some(result) => result.as_ref().map_err(Clone::clone)?,
+            None => return Err(KafkaError::Internal(format!("group {group_id:?} was not polled"))),
+        };
+        let ranges = self.log_ranges.as_ref().map_err(Clone::clone)?;
+        topics
+            .iter()
+            .map(|topic| {
+                let count = counts[topic].max(0) as usize;
+                let topic_ranges = ranges
+                    .get(topic)
+                    .filter(|r| r.len() >= count)
+                    .ok_or_else(|| KafkaError::MissingOffsets(TopicPartition { topic: topic.clone(), partition: 0 }))?;
+                let topic_committed = committed.get(topic);
+                let partitions = (0..count)
+                    .map(|partition| PartitionOffsets {
+                        committed: topic_committed.and_then(|c| c.get(partition).copied()).flatten(),
+                        log_start: topic_ranges[partition].start,
+                        log_end: topic_ranges[partition].end,
+                    })
+                    .collect();
+                Ok((topic.as_str(), partitions))
+            })
+            .collect()
     }
 }
 
@@ -319,11 +370,11 @@ impl Observer {
         };
         let ranges = async {
             match &topics {
-                Ok(_) if !partitions.is_empty() => self
+                Ok(counts) if !partitions.is_empty() => self
                     .log_offsets
                     .get(&self.client, &partitions, self.log_offsets_max_age, timeout)
                     .await
-                    .map(|(ranges, _)| ranges),
+                    .map(|(ranges, _)| by_topic(counts, &ranges)),
                 Ok(_) => Ok(BTreeMap::new()),
                 Err(error) => Err(error.clone()),
             }
@@ -335,41 +386,33 @@ impl Observer {
                     return interests.keys().map(|g| (g.clone(), Err(error.clone()))).collect::<BTreeMap<_, _>>();
                 }
             };
+            let scopes = group_scopes(&interests, counts);
+            if let Ok(reader) = self.client.group_reader() {
+                return reader.committed_by_topic(&scopes, timeout).await;
+            }
             // Owned jobs: a stream of borrowed ones makes the spawned poll's future not `Send`
             // for every lifetime (a known limit of async closures over references).
-            let jobs: Vec<(String, Vec<TopicPartition>)> = interests
-                .iter()
-                .map(|(group_id, interest)| {
-                    let scope = interest
-                        .topics
-                        .iter()
-                        .filter_map(|topic| counts.get(topic).map(|&count| (topic, count)))
-                        .flat_map(|(topic, count)| {
-                            (0..count).map(move |partition| TopicPartition { topic: topic.clone(), partition })
-                        })
-                        .collect();
-                    (group_id.clone(), scope)
-                })
-                .collect();
-            let (mut results, jobs) = split_empty_scopes(jobs);
-            if let Ok(reader) = self.client.group_reader() {
-                results.extend(reader.committed_offsets(&jobs, timeout).await);
-                return results;
-            }
+            let jobs: Vec<(String, BTreeMap<String, i32>)> = scopes.into_iter().collect();
             let client = self.client.clone();
-            let fetched = futures::stream::iter(jobs)
-                .map(move |(group_id, scope)| {
+            futures::stream::iter(jobs)
+                .map(move |(group_id, topics)| {
                     let client = client.clone();
                     async move {
-                        let offsets = client.list_consumer_group_offsets(&group_id, Some(&scope), timeout).await;
+                        let scope = partitions_of(&topics);
+                        let offsets = if scope.is_empty() {
+                            Ok(TopicOffsets::new())
+                        } else {
+                            client
+                                .list_consumer_group_offsets(&group_id, Some(&scope), timeout)
+                                .await
+                                .map(|offsets| topic_offsets(&topics, &offsets))
+                        };
                         (group_id, offsets)
                     }
                 })
                 .buffer_unordered(OFFSET_FETCH_CONCURRENCY)
-                .collect::<Vec<_>>()
-                .await;
-            results.extend(fetched);
-            results
+                .collect::<BTreeMap<_, _>>()
+                .await
         };
         let (groups, log_ranges, committed) = futures::join!(groups, ranges, committed);
         let mut snapshot = Snapshot {
@@ -399,20 +442,16 @@ impl Observer {
         let at_ms = now.as_millisecond();
         let measured_at = Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now));
         // Each group's offsets this poll, for the groups due for a sample.
-        let mut due: BTreeMap<&String, BTreeMap<TopicPartition, PartitionOffsets>> = BTreeMap::new();
+        let mut due: BTreeMap<&String, Vec<(&str, Vec<PartitionOffsets>)>> = BTreeMap::new();
         let mut lag = BTreeMap::new();
         {
             let mut memory = self.memory.lock().expect("observer memory lock");
             memory.tracks.retain(|group_id, _| interests.contains_key(group_id));
             for (group_id, registered) in interests {
-                let offsets = match snapshot.view(group_id, &registered.interest.topics) {
-                    GroupView::Seen { offsets: Ok(offsets), .. } => offsets,
-                    GroupView::Seen { offsets: Err(error), .. } | GroupView::Failed(error) => {
+                let offsets = match snapshot.partition_offsets(group_id, &registered.interest.topics) {
+                    Ok(offsets) => offsets,
+                    Err(error) => {
                         lag.insert(group_id.clone(), Err(error));
-                        continue;
-                    }
-                    GroupView::TopicsMissing(topics) => {
-                        lag.insert(group_id.clone(), Err(KafkaError::UnknownTopics(topics)));
                         continue;
                     }
                 };
@@ -425,23 +464,21 @@ impl Observer {
                         lag.insert(group_id.clone(), Ok(summary.clone()));
                     }
                     _ => {
-                        let offsets = offsets
-                            .into_iter()
-                            .map(|(tp, (committed, range))| {
-                                (tp, PartitionOffsets { committed, log_start: range.start, log_end: range.end })
-                            })
-                            .collect();
                         due.insert(group_id, offsets);
                     }
                 }
             }
             if let Ok(ranges) = &snapshot.log_ranges {
-                memory.logs.retain(|tp, _| ranges.contains_key(tp));
-                for (tp, range) in ranges {
-                    memory.logs.entry(tp.clone()).or_default().record(at_ms, range.end);
-                }
                 let Memory { logs, scans, .. } = &mut *memory;
-                scans.retain(|tp, _| logs.contains_key(tp));
+                logs.retain(|topic, _| ranges.contains_key(topic));
+                for (topic, ranges) in ranges {
+                    let histories = logs.entry(topic.clone()).or_default();
+                    histories.resize_with(ranges.len(), LogEndHistory::default);
+                    for (history, range) in histories.iter_mut().zip(ranges) {
+                        history.record(at_ms, range.end);
+                    }
+                }
+                scans.retain(|tp, _| logs.get(&tp.topic).is_some_and(|h| (tp.partition as usize) < h.len()));
             }
         }
 
@@ -450,29 +487,36 @@ impl Observer {
         let mut memory = self.memory.lock().expect("observer memory lock");
         let Memory { tracks, logs, .. } = &mut *memory;
         for (group_id, offsets) in due {
-            let registered = &interests[group_id];
+            let interest = &interests[group_id].interest;
             let track = tracks.entry(group_id.clone()).or_default();
-            let keyed: BTreeMap<(String, i32), PartitionOffsets> =
-                offsets.iter().map(|(tp, o)| ((tp.topic.clone(), tp.partition), *o)).collect();
-            let lag_log_end = |(topic, partition): &(String, i32), o: &PartitionOffsets| {
-                let tp = TopicPartition { topic: topic.clone(), partition: *partition };
-                match (o.committed, scans.get(&tp)) {
+            let lag_log_end = |topic: &str, partition: i32, o: &PartitionOffsets| {
+                let scan = match o.committed {
+                    // Only small lag is ever probed: skip the lookup for everything else.
+                    Some(committed)
+                        if o.log_end - committed > 0 && o.log_end - committed <= markers::MAX_MARKER_LAG =>
+                    {
+                        scans.get(&TopicPartition { topic: topic.to_string(), partition })
+                    }
+                    _ => None,
+                };
+                match (o.committed, scan) {
                     (Some(committed), Some(scan)) if scan.log_end == o.log_end && scan.from <= committed => {
                         if scan.only_markers(committed) { committed.min(o.log_end) } else { o.log_end }
                     }
                     _ => o.log_end,
                 }
             };
-            let interest = &registered.interest;
-            track.history.record(&keyed, lag_log_end, interest.policy, at_ms, interest.polls_kept);
-            // Members: None when the group listing failed (unknown).
+            let topics = offsets.iter().map(|(topic, partitions)| (*topic, partitions.as_slice()));
+            track.history.record(topics, lag_log_end, interest.policy, at_ms, interest.polls_kept);
+            // Members: None when the group could not be described (unknown).
             let members = snapshot.groups.get(group_id.as_str()).and_then(|group| match group {
                 Ok(description) => Some(description.as_ref().map_or(0, |d| d.members.len())),
                 Err(_) => None,
             });
             let time_lag = |topic: &str, partition: i32, position: i64| {
-                let tp = TopicPartition { topic: topic.to_string(), partition };
-                logs.get(&tp).map_or(0.0, |log| log.time_lag_seconds(position, at_ms))
+                logs.get(topic)
+                    .and_then(|histories| histories.get(partition as usize))
+                    .map_or(0.0, |log| log.time_lag_seconds(position, at_ms))
             };
             let exclude_after = (interest.polls_kept > 1).then_some(interest.polls_kept);
             let summary =
@@ -487,7 +531,7 @@ impl Observer {
     /// poll and that no valid probe answers yet; returns every valid probe result.
     async fn probe_markers(
         &self,
-        due: &BTreeMap<&String, BTreeMap<TopicPartition, PartitionOffsets>>,
+        due: &BTreeMap<&String, Vec<(&str, Vec<PartitionOffsets>)>>,
     ) -> BTreeMap<TopicPartition, MarkerScan> {
         let mut from: BTreeMap<TopicPartition, i64> = BTreeMap::new();
         let mut ends: BTreeMap<TopicPartition, i64> = BTreeMap::new();
@@ -496,22 +540,26 @@ impl Observer {
             let Memory { tracks, scans, .. } = &mut *memory;
             for (group_id, offsets) in due {
                 let Some(track) = tracks.get(group_id.as_str()) else { continue };
-                for (tp, o) in offsets {
-                    let Some(committed) = o.committed else { continue };
-                    let remaining = o.log_end - committed;
-                    if remaining <= 0 || remaining > markers::MAX_MARKER_LAG {
-                        continue;
-                    }
-                    // A moving log end or commit is real traffic: probe only what stayed put. (Once
-                    // probed, the history holds the counted log end and the scan answers.)
-                    if track.history.last(&tp.topic, tp.partition) != Some((Some(committed), o.log_end)) {
-                        continue;
-                    }
-                    let known = scans.get(tp).is_some_and(|s| s.log_end == o.log_end && s.from <= committed);
-                    if !known {
-                        let start = from.entry(tp.clone()).or_insert(committed);
-                        *start = (*start).min(committed);
-                        ends.insert(tp.clone(), o.log_end);
+                for (topic, partitions) in offsets {
+                    for (partition, o) in partitions.iter().enumerate() {
+                        let Some(committed) = o.committed else { continue };
+                        let remaining = o.log_end - committed;
+                        if remaining <= 0 || remaining > markers::MAX_MARKER_LAG {
+                            continue;
+                        }
+                        let partition = partition as i32;
+                        // A moving log end or commit is real traffic: probe only what stayed put.
+                        // (Once probed, the history holds the counted log end and the scan answers.)
+                        if track.history.last(topic, partition) != Some((Some(committed), o.log_end)) {
+                            continue;
+                        }
+                        let tp = TopicPartition { topic: topic.to_string(), partition };
+                        let known = scans.get(&tp).is_some_and(|s| s.log_end == o.log_end && s.from <= committed);
+                        if !known {
+                            let start = from.entry(tp.clone()).or_insert(committed);
+                            *start = (*start).min(committed);
+                            ends.insert(tp, o.log_end);
+                        }
                     }
                 }
             }
@@ -539,10 +587,14 @@ impl Observer {
             memory.scans.insert(tp, MarkerScan { log_end, from: start, last_record });
         }
         // A scan stays valid while its partition's log end does not move.
-        let current: BTreeMap<&TopicPartition, i64> =
-            due.values().flat_map(|offsets| offsets.iter().map(|(tp, o)| (tp, o.log_end))).collect();
-        memory.scans.retain(|tp, scan| current.get(tp).is_none_or(|&end| end == scan.log_end));
-        memory.scans.clone()
+        let Memory { logs, scans, .. } = &mut *memory;
+        scans.retain(|tp, scan| {
+            logs.get(&tp.topic)
+                .and_then(|histories| histories.get(tp.partition as usize))
+                .and_then(LogEndHistory::latest)
+                .is_none_or(|end| end == scan.log_end)
+        });
+        scans.clone()
     }
 }
 
@@ -559,14 +611,59 @@ fn each_group(
         .collect()
 }
 
-type CommittedOffsets = BTreeMap<String, Result<BTreeMap<TopicPartition, Option<i64>>, KafkaError>>;
+/// Each group's topics that exist, with their partition counts.
+fn group_scopes(
+    interests: &BTreeMap<String, Registered>,
+    counts: &BTreeMap<String, i32>,
+) -> BTreeMap<String, BTreeMap<String, i32>> {
+    interests
+        .iter()
+        .map(|(group_id, registered)| {
+            let topics = registered
+                .topics
+                .iter()
+                .filter_map(|topic| counts.get(topic).map(|&count| (topic.clone(), count)))
+                .collect();
+            (group_id.clone(), topics)
+        })
+        .collect()
+}
 
-/// Groups reading no existing partition (answered at once, nothing to ask) apart from the others.
-fn split_empty_scopes(
-    jobs: Vec<(String, Vec<TopicPartition>)>,
-) -> (CommittedOffsets, BTreeMap<String, Vec<TopicPartition>>) {
-    let (empty, asked): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|(_, scope)| scope.is_empty());
-    (empty.into_iter().map(|(group_id, _)| (group_id, Ok(BTreeMap::new()))).collect(), asked.into_iter().collect())
+fn partitions_of(topics: &BTreeMap<String, i32>) -> Vec<TopicPartition> {
+    topics
+        .iter()
+        .flat_map(|(topic, &count)| (0..count).map(move |partition| TopicPartition { topic: topic.clone(), partition }))
+        .collect()
+}
+
+/// librdkafka's answer, by topic and partition index.
+fn topic_offsets(topics: &BTreeMap<String, i32>, offsets: &BTreeMap<TopicPartition, Option<i64>>) -> TopicOffsets {
+    topics
+        .iter()
+        .map(|(topic, &count)| {
+            let by_partition = (0..count)
+                .map(|partition| offsets.get(&TopicPartition { topic: topic.clone(), partition }).copied().flatten())
+                .collect();
+            (topic.clone(), by_partition)
+        })
+        .collect()
+}
+
+/// The log ranges of each topic, by partition index.
+fn by_topic(
+    counts: &BTreeMap<String, i32>,
+    ranges: &BTreeMap<TopicPartition, LogRange>,
+) -> BTreeMap<String, Vec<LogRange>> {
+    let mut topics: BTreeMap<String, Vec<LogRange>> = counts.keys().map(|topic| (topic.clone(), Vec::new())).collect();
+    // BTreeMap order: by topic, then partition, so each topic's ranges come in index order.
+    for (tp, range) in ranges {
+        if let Some(list) = topics.get_mut(&tp.topic)
+            && list.len() == tp.partition as usize
+        {
+            list.push(*range);
+        }
+    }
+    topics
 }
 
 fn jiff_now() -> k8s_openapi::jiff::Timestamp {

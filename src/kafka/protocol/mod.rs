@@ -25,10 +25,10 @@ use std::time::Duration;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::consumer_group_describe_response::DescribedGroup as ConsumerDescribedGroup;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup as ClassicDescribedGroup;
-use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
 use kafka_protocol::messages::{
-    ConsumerGroupDescribeRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, OffsetFetchRequest, TopicName,
+    ConsumerGroupDescribeRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, OffsetFetchRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
@@ -41,6 +41,9 @@ use connection::{Api, Connection, Counts};
 
 /// Committed offsets of one group: None where it committed nothing.
 pub type GroupOffsets = BTreeMap<TopicPartition, Option<i64>>;
+
+/// Committed offsets of one group by topic, indexed by partition: None where it committed nothing.
+pub type TopicOffsets = BTreeMap<String, Vec<Option<i64>>>;
 
 /// Pause before retrying groups whose coordinator moved or is not ready, doubled each round up
 /// to [`MAX_PAUSE`]: a fresh broker needs a few seconds to create `__consumer_offsets`.
@@ -132,14 +135,55 @@ impl GroupReader {
     }
 
     /// Committed offsets of each group for exactly its partitions in `scopes`: every partition is
-    /// in its group's map, None where the group committed nothing. One OffsetFetch per
-    /// coordinator; groups whose coordinator is still not ready at the timeout fail with
-    /// `CoordinatorUnavailable`.
+    /// in its group's map, None where the group committed nothing. See
+    /// [`GroupReader::committed_by_topic`].
     pub async fn committed_offsets(
         &self,
         scopes: &BTreeMap<String, Vec<TopicPartition>>,
         timeout: Duration,
     ) -> BTreeMap<String, Result<GroupOffsets, KafkaError>> {
+        let topics: BTreeMap<String, BTreeMap<String, i32>> = scopes
+            .iter()
+            .map(|(group, scope)| {
+                let mut counts: BTreeMap<String, i32> = BTreeMap::new();
+                for tp in scope {
+                    let count = counts.entry(tp.topic.clone()).or_default();
+                    *count = (*count).max(tp.partition + 1);
+                }
+                (group.clone(), counts)
+            })
+            .collect();
+        let mut read = self.committed_by_topic(&topics, timeout).await;
+        scopes
+            .iter()
+            .map(|(group, scope)| {
+                let offsets = match read.remove(group) {
+                    Some(Ok(by_topic)) => Ok(scope
+                        .iter()
+                        .map(|tp| {
+                            let offset = by_topic.get(&tp.topic).and_then(|o| o.get(tp.partition as usize).copied());
+                            (tp.clone(), offset.flatten())
+                        })
+                        .collect()),
+                    Some(Err(error)) => Err(error),
+                    None => Err(KafkaError::Internal(format!("group {group:?} was not read"))),
+                };
+                (group.clone(), offsets)
+            })
+            .collect()
+    }
+
+    /// Committed offsets of each group for its topics (`scopes`: group -> topic -> partition
+    /// count), by topic and partition index. One OffsetFetch per coordinator asking, as Java's
+    /// AdminClient does, for every topic the group committed (a small request; naming each
+    /// partition would make it grow with the partitions); topics outside the scope are dropped.
+    /// Groups whose coordinator is still not ready at the timeout fail with
+    /// `CoordinatorUnavailable`.
+    pub async fn committed_by_topic(
+        &self,
+        scopes: &BTreeMap<String, BTreeMap<String, i32>>,
+        timeout: Duration,
+    ) -> BTreeMap<String, Result<TopicOffsets, KafkaError>> {
         let deadline = Instant::now() + timeout;
         self.per_coordinator(scopes.keys().cloned(), deadline, |coordinator, groups| {
             Box::pin(async move { self.offset_fetch(&coordinator, &groups, scopes, deadline).await })
@@ -286,34 +330,19 @@ impl GroupReader {
         found
     }
 
-    /// One OffsetFetch to `coordinator` for all of `groups`, each with exactly its partitions.
+    /// One OffsetFetch to `coordinator` for all of `groups`, each for every topic it committed.
     async fn offset_fetch(
         &self,
         coordinator: &Broker,
         groups: &[String],
-        scopes: &BTreeMap<String, Vec<TopicPartition>>,
+        scopes: &BTreeMap<String, BTreeMap<String, i32>>,
         deadline: Instant,
-    ) -> BTreeMap<String, Answer<GroupOffsets>> {
+    ) -> BTreeMap<String, Answer<TopicOffsets>> {
+        // An admin's fetch: no member id, epoch -1 (the defaults), as Java's does; no topics: all.
         let request = OffsetFetchRequest::default().with_groups(
             groups
                 .iter()
-                .map(|group| {
-                    let mut topics: BTreeMap<&str, BTreeSet<i32>> = BTreeMap::new();
-                    for tp in &scopes[group] {
-                        topics.entry(&tp.topic).or_default().insert(tp.partition);
-                    }
-                    // An admin's fetch: no member id, epoch -1 (the defaults), as Java's does.
-                    OffsetFetchRequestGroup::default().with_group_id(group_id(group)).with_topics(Some(
-                        topics
-                            .into_iter()
-                            .map(|(topic, partitions)| {
-                                OffsetFetchRequestTopics::default()
-                                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                                    .with_partition_indexes(partitions.into_iter().collect())
-                            })
-                            .collect(),
-                    ))
-                })
+                .map(|group| OffsetFetchRequestGroup::default().with_group_id(group_id(group)).with_topics(None))
                 .collect(),
         );
         let answer = self
@@ -509,7 +538,7 @@ impl GroupReader {
 
 /// A group's offsets from its OffsetFetch answer: every partition of `scope`, None where nothing
 /// is committed (Kafka answers -1).
-fn offsets_of(group: &str, scope: &[TopicPartition], answer: &OffsetFetchResponseGroup) -> Answer<GroupOffsets> {
+fn offsets_of(group: &str, topics: &BTreeMap<String, i32>, answer: &OffsetFetchResponseGroup) -> Answer<TopicOffsets> {
     if let Some(error) = ResponseError::try_from_code(answer.error_code) {
         return if moved(error) {
             Answer::Moved(error)
@@ -517,18 +546,20 @@ fn offsets_of(group: &str, scope: &[TopicPartition], answer: &OffsetFetchRespons
             Answer::Done(Err(group_error(format!("OffsetFetch of group {group:?}"), error)))
         };
     }
-    let mut offsets: GroupOffsets = scope.iter().map(|tp| (tp.clone(), None)).collect();
+    let mut offsets: TopicOffsets =
+        topics.iter().map(|(topic, &count)| (topic.clone(), vec![None; count.max(0) as usize])).collect();
     for topic in &answer.topics {
+        let Some(slots) = offsets.get_mut(topic.name.0.as_str()) else { continue };
         for partition in &topic.partitions {
-            let tp = TopicPartition { topic: topic.name.0.to_string(), partition: partition.partition_index };
             if let Some(error) = ResponseError::try_from_code(partition.error_code) {
+                let tp = TopicPartition { topic: topic.name.0.to_string(), partition: partition.partition_index };
                 return Answer::Done(Err(group_error(
                     format!("OffsetFetch of group {group:?}, partition {tp}"),
                     error,
                 )));
             }
-            if let Some(offset) = offsets.get_mut(&tp) {
-                *offset = (partition.committed_offset >= 0).then_some(partition.committed_offset);
+            if let Some(slot) = usize::try_from(partition.partition_index).ok().and_then(|i| slots.get_mut(i)) {
+                *slot = (partition.committed_offset >= 0).then_some(partition.committed_offset);
             }
         }
     }
