@@ -30,6 +30,18 @@ pub fn limit_malloc_arenas() {
     }
 }
 
+/// Hands memory freed since the last sweep back to the system. glibc keeps freed heap pages (a
+/// /metrics scrape of 1,000 groups builds a 6 MB text, a poll's answers are as large) until the top
+/// of the heap is free, which it rarely is with long-lived objects above: the resident set then
+/// stays at the peak of every past burst. One trim per sweep (every 10 s) costs well under a
+/// millisecond at this heap size.
+fn return_freed_memory() {
+    // SAFETY: malloc_trim only releases free pages of the allocator's own heaps.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// ConsumerGroup reconciles in flight at once (each reads its workload and a snapshot: no Kafka
 /// round trip, so a few are enough to keep up with thousands of groups).
 const RECONCILE_CONCURRENCY: u16 = 16;
@@ -255,6 +267,7 @@ pub async fn run_with_client(
             loop {
                 tick.tick().await;
                 groups.sweep();
+                return_freed_memory();
             }
         });
     }
