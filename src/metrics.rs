@@ -28,12 +28,14 @@ pub struct GroupLabels {
     pub consumergroup: String,
 }
 
+/// Labels of a partition's series. Shared names: 1,000 groups of 12 partitions are 36,000 series,
+/// and a copy of each name per series was most of the metrics' memory.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct PartitionLabels {
-    pub namespace: String,
-    pub consumergroup: String,
-    pub topic: String,
-    pub partition: String,
+    pub namespace: Arc<str>,
+    pub consumergroup: Arc<str>,
+    pub topic: Arc<str>,
+    pub partition: i32,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -324,7 +326,7 @@ mod tests {
             namespace: "ns".into(),
             consumergroup: "cg".into(),
             topic: "t".into(),
-            partition: p.to_string(),
+            partition: p,
         }
     }
 

@@ -56,15 +56,17 @@ pub fn record_metrics(
             metrics.consumption_rate.remove(&labels);
         }
     }
+    let (namespace, consumergroup): (std::sync::Arc<str>, std::sync::Arc<str>) =
+        (labels.namespace.as_str().into(), labels.consumergroup.as_str().into());
     let series = lag
         .partitions
         .iter()
         .map(|p| {
             let partition_labels = PartitionLabels {
-                namespace: labels.namespace.clone(),
-                consumergroup: labels.consumergroup.clone(),
-                topic: p.topic.to_string(),
-                partition: p.partition.to_string(),
+                namespace: namespace.clone(),
+                consumergroup: consumergroup.clone(),
+                topic: p.topic.clone(),
+                partition: p.partition,
             };
             (partition_labels, p.lag, p.lag_seconds, p.committed)
         })
