@@ -8,6 +8,7 @@
 
 pub mod kafka;
 pub mod kube;
+mod pki;
 pub mod process;
 
 use std::path::{Path, PathBuf};
