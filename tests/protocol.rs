@@ -1,6 +1,10 @@
 //! The group reader (`kafka::protocol`) against a real Kafka 4.1 broker: its answers checked
 //! against librdkafka's and Kafka's own tool, its request counts against the batching it promises,
-//! and its fault paths (a coordinator not ready yet, no broker, a refused permission, TLS asked).
+//! and its fault paths (a coordinator not ready yet, no broker, a refused permission). Over TLS
+//! (server and mutual) and SASL (SCRAM-SHA-256, SCRAM-SHA-512, PLAIN) too, on a second broker with
+//! those listeners: the same answers as librdkafka's with the same properties, and refusals (an
+//! untrusted CA, a wrong host name or password, an unsupported mechanism) that say what to fix
+//! and never show a secret.
 
 mod common;
 
@@ -232,7 +236,7 @@ async fn a_kip_848_group_is_described_with_topic_names_as_kafka_s_tool_sees_it()
 }
 
 #[tokio::test]
-async fn unknown_groups_are_none_and_missing_brokers_tls_and_refused_groups_are_errors() {
+async fn unknown_groups_are_none_and_missing_brokers_and_refused_groups_are_errors() {
     let kafka = broker().await;
     let bootstrap = kafka.bootstrap_servers();
     let reader = reader(&bootstrap);
@@ -267,10 +271,281 @@ async fn unknown_groups_are_none_and_missing_brokers_tls_and_refused_groups_are_
     for error in [read[&denied].as_ref().unwrap_err(), described[&unknown].as_ref().unwrap_err()] {
         assert!(matches!(error, KafkaError::Unreachable(_) | KafkaError::Timeout(_)), "{error:?}");
     }
+}
 
-    let mut tls = properties(&bootstrap);
-    tls.insert("security.protocol".to_string(), "SASL_SSL".to_string());
-    let error = GroupReader::new(&tls).err().expect("TLS is refused for now");
-    assert!(matches!(error, KafkaError::Config(_)), "{error:?}");
-    assert!(error.to_string().contains("security.protocol") && !error.to_string().contains("SASL_SSL"), "{error}");
+async fn secured_broker() -> &'static testenv::Kafka {
+    tokio::task::spawn_blocking(testenv::shared_secured_kafka).await.unwrap()
+}
+
+fn with(bootstrap: &str, entries: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut properties = properties(bootstrap);
+    properties.extend(entries.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    properties
+}
+
+fn path(path: std::path::PathBuf) -> String {
+    path.to_str().expect("a UTF-8 path").to_string()
+}
+
+/// `count` groups with commits on a fresh 3-partition topic, made over PLAINTEXT: group i commits
+/// i * 10 + p on partition p, except partition i % 3, which stays uncommitted.
+async fn committed_groups(
+    kafka: &testenv::Kafka,
+    count: usize,
+) -> BTreeMap<String, BTreeMap<TopicPartition, Option<i64>>> {
+    let client = client(&kafka.bootstrap_servers());
+    let topic = testenv::unique_name("p-secured");
+    client.create_topic(&topic, 3, 1, TIMEOUT).await.unwrap();
+    let mut expected = BTreeMap::new();
+    for i in 0..count {
+        let group = testenv::unique_name("pg-secured");
+        let offsets: BTreeMap<TopicPartition, Option<i64>> =
+            (0..3).map(|p| (tp(&topic, p), (p as usize != i % 3).then_some((i * 10) as i64 + p as i64))).collect();
+        let commits: BTreeMap<TopicPartition, i64> =
+            offsets.iter().filter_map(|(t, o)| o.map(|o| (t.clone(), o))).collect();
+        // The broker learns of a topic just created a moment after CreateTopics answers, and
+        // refuses commits to it (UnknownTopicOrPartition) until then.
+        common::eventually(TIMEOUT, || async {
+            client.alter_consumer_group_offsets(&group, &commits, TIMEOUT).await.ok()
+        })
+        .await
+        .unwrap_or_else(|| panic!("{group}'s commits to {topic} were refused for {TIMEOUT:?}"));
+        expected.insert(group, offsets);
+    }
+    expected
+}
+
+fn scopes(expected: &BTreeMap<String, BTreeMap<TopicPartition, Option<i64>>>) -> BTreeMap<String, Vec<TopicPartition>> {
+    expected.iter().map(|(group, offsets)| (group.clone(), offsets.keys().cloned().collect())).collect()
+}
+
+/// Reads `expected`'s groups with a reader built from `properties`: the offsets must be the
+/// commits and what librdkafka reads over the same listener with the same properties, and each
+/// group (offsets, no members) must be described as Empty, an unknown one as None. Returns the
+/// reader's request counts.
+async fn reads_as_librdkafka(
+    properties: &BTreeMap<String, String>,
+    expected: &BTreeMap<String, BTreeMap<TopicPartition, Option<i64>>>,
+) -> BTreeMap<String, i64> {
+    let reader = GroupReader::new(properties).unwrap_or_else(|e| panic!("{e}"));
+    let read = reader.committed_offsets(&scopes(expected), TIMEOUT).await;
+    let librdkafka = KafkaClient::new(properties).unwrap_or_else(|e| panic!("{e}"));
+    for (group, offsets) in expected {
+        let ours = read[group].as_ref().unwrap_or_else(|e| panic!("{group}: {e}"));
+        assert_eq!(ours, offsets, "{group}");
+        let scope: Vec<TopicPartition> = offsets.keys().cloned().collect();
+        let theirs = librdkafka.list_consumer_group_offsets(group, Some(&scope), TIMEOUT).await;
+        assert_eq!(ours, &theirs.unwrap_or_else(|e| panic!("librdkafka, {group}: {e}")), "{group}");
+    }
+    let unknown = testenv::unique_name("pg-unknown");
+    let mut groups: Vec<String> = expected.keys().cloned().collect();
+    groups.push(unknown.clone());
+    let described = reader.describe_groups(&groups, TIMEOUT).await;
+    for group in expected.keys() {
+        let description = described[group].as_ref().unwrap_or_else(|e| panic!("{group}: {e}"));
+        let description = description.as_ref().unwrap_or_else(|| panic!("{group} is known"));
+        assert_eq!(
+            (description.state, description.protocol, description.members.len()),
+            (GroupState::Empty, GroupProtocol::Classic, 0),
+            "{description:?}"
+        );
+    }
+    assert!(matches!(described[&unknown], Ok(None)), "{described:?}");
+    reader.request_counts()
+}
+
+/// The text of every group's error, which must all be authentication failures.
+fn auth_errors<T: std::fmt::Debug>(results: &BTreeMap<String, Result<T, KafkaError>>) -> Vec<String> {
+    results
+        .values()
+        .map(|result| match result {
+            Err(error @ KafkaError::Auth(_)) => error.to_string(),
+            other => panic!("an authentication failure expected: {other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn over_ssl_offsets_and_descriptions_match_librdkafka_with_the_ca_from_a_file_or_inline() {
+    let kafka = secured_broker().await;
+    let tls = kafka.secured();
+    let expected = committed_groups(kafka, 3).await;
+    let ca = path(tls.ca_pem_path());
+    let ca_pem = std::fs::read_to_string(&ca).unwrap();
+    for properties in [
+        with(&tls.ssl_bootstrap_servers(), &[("security.protocol", "SSL"), ("ssl.ca.location", &ca)]),
+        with(&tls.ssl_bootstrap_servers(), &[("security.protocol", "ssl"), ("ssl.ca.pem", &ca_pem)]),
+    ] {
+        let requests = reads_as_librdkafka(&properties, &expected).await;
+        // TLS adds no request: one connection, no SASL.
+        assert_eq!(requests["ApiVersion"], 1, "{requests:?}");
+        assert!(!requests.contains_key("SaslHandshake"), "{requests:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_untrusted_ca_or_a_certificate_for_another_host_is_refused_and_none_skips_the_host_check() {
+    let kafka = secured_broker().await;
+    let tls = kafka.secured();
+    let expected = committed_groups(kafka, 1).await;
+    let (ca, untrusted) = (path(tls.ca_pem_path()), path(tls.untrusted_ca_pem_path()));
+    let (certificate, key) = (path(tls.client_certificate_path()), path(tls.client_key_path()));
+
+    let properties =
+        with(&tls.ssl_bootstrap_servers(), &[("security.protocol", "SSL"), ("ssl.ca.location", &untrusted)]);
+    let reader = GroupReader::new(&properties).unwrap();
+    for text in auth_errors(&reader.committed_offsets(&scopes(&expected), TIMEOUT).await) {
+        assert!(text.contains("not signed by a CA this client trusts") && text.contains("ssl.ca.location"), "{text}");
+    }
+
+    // The MTLS listener's certificate names localhost only: reached by IP address, it is refused,
+    // unless the host check is off (the chain is still verified).
+    let by_ip = |algorithm: &str| {
+        with(
+            &tls.mtls_bootstrap_servers_by_ip(),
+            &[
+                ("security.protocol", "SSL"),
+                ("ssl.ca.location", &ca),
+                ("ssl.certificate.location", &certificate),
+                ("ssl.key.location", &key),
+                ("ssl.endpoint.identification.algorithm", algorithm),
+            ],
+        )
+    };
+    let reader = GroupReader::new(&by_ip("https")).unwrap();
+    for text in auth_errors(&reader.committed_offsets(&scopes(&expected), TIMEOUT).await) {
+        assert!(text.contains("does not name the host") && !text.contains("127.0.0.1"), "{text}");
+    }
+    reads_as_librdkafka(&by_ip("none"), &expected).await;
+    let mut untrusted_without_check = by_ip("none");
+    untrusted_without_check.insert("ssl.ca.location".to_string(), untrusted);
+    let reader = GroupReader::new(&untrusted_without_check).unwrap();
+    for text in auth_errors(&reader.committed_offsets(&scopes(&expected), TIMEOUT).await) {
+        assert!(text.contains("not signed by a CA this client trusts"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn mutual_tls_presents_the_client_certificate_from_files_or_inline_and_without_one_is_refused() {
+    let kafka = secured_broker().await;
+    let tls = kafka.secured();
+    let expected = committed_groups(kafka, 2).await;
+    let ca = path(tls.ca_pem_path());
+    let (certificate, key) = (path(tls.client_certificate_path()), path(tls.client_key_path()));
+    let (certificate_pem, key_pem) =
+        (std::fs::read_to_string(&certificate).unwrap(), std::fs::read_to_string(&key).unwrap());
+    let bootstrap = tls.mtls_bootstrap_servers();
+    for client_identity in [
+        [("ssl.certificate.location", &certificate), ("ssl.key.location", &key)],
+        [("ssl.certificate.pem", &certificate_pem), ("ssl.key.pem", &key_pem)],
+    ] {
+        let mut properties = with(&bootstrap, &[("security.protocol", "SSL"), ("ssl.ca.location", &ca)]);
+        properties.extend(client_identity.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        reads_as_librdkafka(&properties, &expected).await;
+    }
+
+    let anonymous = with(&bootstrap, &[("security.protocol", "SSL"), ("ssl.ca.location", &ca)]);
+    let reader = GroupReader::new(&anonymous).unwrap();
+    for text in auth_errors(&reader.committed_offsets(&scopes(&expected), TIMEOUT).await) {
+        assert!(text.contains("ssl.certificate.location"), "{text}");
+    }
+}
+
+const MECHANISMS: [&str; 3] = ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"];
+
+fn sasl(bootstrap: &str, mechanism: &str, user: &str, password: &str) -> BTreeMap<String, String> {
+    with(
+        bootstrap,
+        &[
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", mechanism),
+            ("sasl.username", user),
+            ("sasl.password", password),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn sasl_scram_sha_256_scram_sha_512_and_plain_read_what_librdkafka_reads() {
+    let kafka = secured_broker().await;
+    let listeners = kafka.secured();
+    let (user, password) = listeners.sasl_user();
+    let expected = committed_groups(kafka, 3).await;
+    for mechanism in MECHANISMS {
+        let properties = sasl(&listeners.sasl_bootstrap_servers(), mechanism, user, password);
+        let requests = reads_as_librdkafka(&properties, &expected).await;
+        // One connection: one handshake, and SCRAM's two messages or PLAIN's one.
+        let messages = if mechanism == "PLAIN" { 1 } else { 2 };
+        assert_eq!(
+            (requests["ApiVersion"], requests["SaslHandshake"], requests["SaslAuthenticate"]),
+            (1, 1, messages),
+            "{mechanism}: {requests:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_password_or_a_mechanism_the_listener_lacks_is_an_auth_error_that_shows_no_secret() {
+    let kafka = secured_broker().await;
+    let listeners = kafka.secured();
+    let (user, password) = listeners.sasl_user();
+    let expected = committed_groups(kafka, 2).await;
+    let wrong = testenv::unique_name("wrong-password");
+    for mechanism in MECHANISMS {
+        let reader = GroupReader::new(&sasl(&listeners.sasl_bootstrap_servers(), mechanism, user, &wrong)).unwrap();
+        let read = reader.committed_offsets(&scopes(&expected), TIMEOUT).await;
+        let groups: Vec<String> = expected.keys().cloned().collect();
+        let described = reader.describe_groups(&groups, TIMEOUT).await;
+        for text in auth_errors(&read).into_iter().chain(auth_errors(&described)) {
+            assert!(text.contains("refused SASL") && text.contains(mechanism), "{text}");
+            assert!(!text.contains(&wrong) && !text.contains(password), "{mechanism}: a password shown: {text}");
+        }
+    }
+    // The REAUTH listener enables SCRAM-SHA-256 only; the error says which it enables.
+    let reader = GroupReader::new(&sasl(&listeners.reauth_bootstrap_servers(), "PLAIN", user, password)).unwrap();
+    for text in auth_errors(&reader.committed_offsets(&scopes(&expected), TIMEOUT).await) {
+        assert!(text.contains("enables SCRAM-SHA-256") && !text.contains(password), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn gssapi_is_a_config_error_naming_sasl_mechanism_and_no_value() {
+    let (user, password) = ("Zq9-user-not-shown", "Zq9-password-not-shown");
+    for mechanism in ["GSSAPI", "OAUTHBEARER"] {
+        let properties = sasl("127.0.0.1:9092", mechanism, user, password);
+        let error = GroupReader::new(&properties).err().expect("refused");
+        let text = error.to_string();
+        assert!(matches!(error, KafkaError::Config(_)), "{error:?}");
+        assert!(text.contains("sasl.mechanism") && text.contains("through librdkafka"), "{text}");
+        assert!(!text.contains(mechanism) && !text.contains(user) && !text.contains(password), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_sasl_session_with_a_lifetime_is_replaced_before_the_broker_closes_it() {
+    let kafka = secured_broker().await;
+    let listeners = kafka.secured();
+    let (user, password) = listeners.sasl_user();
+    let expected = committed_groups(kafka, 1).await;
+    let reader =
+        GroupReader::new(&sasl(&listeners.reauth_bootstrap_servers(), "SCRAM-SHA-256", user, password)).unwrap();
+    let scopes = scopes(&expected);
+    for round in 0..2 {
+        let read = reader.committed_offsets(&scopes, TIMEOUT).await;
+        for (group, offsets) in &expected {
+            assert_eq!(read[group].as_ref().unwrap_or_else(|e| panic!("round {round}: {e}")), offsets);
+        }
+        if round == 0 {
+            // Not a wait for a condition: the session must run out, which only time does.
+            tokio::time::sleep(testenv::kafka::REAUTH_SESSION + Duration::from_millis(500)).await;
+        }
+    }
+    // The second round opened and authenticated a new connection instead of sending on the old
+    // one, which the broker would have closed.
+    let requests = reader.request_counts();
+    assert_eq!(
+        (requests["ApiVersion"], requests["SaslHandshake"], requests["SaslAuthenticate"]),
+        (2, 2, 4),
+        "{requests:?}"
+    );
 }

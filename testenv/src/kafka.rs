@@ -1,4 +1,6 @@
-//! A real single-node Apache Kafka (KRaft, combined broker + controller) run from jars.
+//! A real single-node Apache Kafka (KRaft, combined broker + controller) run from jars, with a
+//! PLAINTEXT listener, and with TLS and SASL listeners too when started by
+//! [`Kafka::start_secured`].
 //!
 //! The jars come from `scripts/kafka-libs.sh` (`$KAFKA_HOME/libs`, the cache, or Maven Central),
 //! unless `CGO_KAFKA_LIBS` already names the folder.
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::pki::Ca;
 use crate::process::{Guarded, free_port};
 use crate::{repo_root, run_script};
 
@@ -37,25 +40,190 @@ pub struct Kafka {
     dir: tempfile::TempDir,
     libs: PathBuf,
     port: u16,
+    secured: Option<SecuredListeners>,
+}
+
+/// The user the SASL listeners know, for PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512.
+pub const SASL_USER: &str = "alice";
+
+/// How long a SASL session lasts on the `REAUTH` listener (its `connections.max.reauth.ms`,
+/// KIP-368): the broker closes a connection whose session ended at its next request.
+pub const REAUTH_SESSION: Duration = Duration::from_secs(3);
+
+/// The TLS and SASL listeners of a broker from [`Kafka::start_secured`], and what their clients
+/// need. Inter-broker and controller traffic stays on PLAINTEXT listeners.
+#[derive(Debug)]
+pub struct SecuredListeners {
+    ssl_port: u16,
+    mtls_port: u16,
+    sasl_port: u16,
+    reauth_port: u16,
+    pki: PathBuf,
+    password: String,
+}
+
+impl SecuredListeners {
+    /// `SSL`: TLS with a broker certificate for 127.0.0.1 and localhost, signed by
+    /// [`SecuredListeners::ca_pem_path`]; no client certificate asked.
+    pub fn ssl_bootstrap_servers(&self) -> String {
+        format!("127.0.0.1:{}", self.ssl_port)
+    }
+
+    /// `MTLS`: TLS that requires a client certificate signed by the CA (such as
+    /// [`SecuredListeners::client_certificate_path`]). Its broker certificate names localhost
+    /// only, no IP address, and it advertises itself as `localhost`.
+    pub fn mtls_bootstrap_servers(&self) -> String {
+        format!("localhost:{}", self.mtls_port)
+    }
+
+    /// The `MTLS` listener by IP address, which its certificate does not name.
+    pub fn mtls_bootstrap_servers_by_ip(&self) -> String {
+        format!("127.0.0.1:{}", self.mtls_port)
+    }
+
+    /// `SASL_PLAINTEXT`: PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for [`SecuredListeners::sasl_user`].
+    pub fn sasl_bootstrap_servers(&self) -> String {
+        format!("127.0.0.1:{}", self.sasl_port)
+    }
+
+    /// `REAUTH`: SASL_PLAINTEXT with SCRAM-SHA-256 only, whose sessions last [`REAUTH_SESSION`].
+    pub fn reauth_bootstrap_servers(&self) -> String {
+        format!("127.0.0.1:{}", self.reauth_port)
+    }
+
+    /// The CA that signed the broker's and the client's certificates (PEM).
+    pub fn ca_pem_path(&self) -> PathBuf {
+        self.pki.join("ca.pem")
+    }
+
+    /// A CA that signed nothing of this broker's (PEM).
+    pub fn untrusted_ca_pem_path(&self) -> PathBuf {
+        self.pki.join("untrusted-ca.pem")
+    }
+
+    /// A client certificate the `MTLS` listener accepts (PEM), and its key (PKCS#8 PEM).
+    pub fn client_certificate_path(&self) -> PathBuf {
+        self.pki.join("client.pem")
+    }
+
+    pub fn client_key_path(&self) -> PathBuf {
+        self.pki.join("client.key")
+    }
+
+    /// [`SASL_USER`] and its password (random per broker).
+    pub fn sasl_user(&self) -> (&str, &str) {
+        (SASL_USER, &self.password)
+    }
+}
+
+/// What the secured listeners add to server.properties: entries of `listeners`,
+/// `advertised.listeners` and `listener.security.protocol.map` (each starting with a comma), and
+/// their own settings (whole lines).
+#[derive(Default)]
+struct Listeners {
+    listeners: String,
+    advertised: String,
+    protocols: String,
+    settings: String,
+}
+
+impl SecuredListeners {
+    /// Writes the CA, the certificates and keys under `pki`, and returns the broker's settings.
+    fn configure(&self) -> Result<Listeners> {
+        fs::create_dir_all(&self.pki)?;
+        let ca = Ca::new("cgo-kafka-ca")?;
+        let broker = ca.server("cgo-kafka", &["127.0.0.1", "localhost"])?;
+        let localhost_only = ca.server("cgo-kafka-mtls", &["localhost"])?;
+        let client = ca.client(&[(rcgen::DnType::CommonName, "cgo-client")])?;
+        fs::write(self.ca_pem_path(), ca.pem())?;
+        fs::write(self.untrusted_ca_pem_path(), Ca::new("cgo-untrusted-ca")?.pem())?;
+        fs::write(self.client_certificate_path(), &client.certificate_pem)?;
+        fs::write(self.client_key_path(), &client.key_pem)?;
+
+        // The broker's key and chain go inline (Kafka's PEM key store: `ssl.keystore.key` and
+        // `ssl.keystore.certificate.chain`, an unencrypted key); a properties file reads `\n` in a
+        // value as a line break.
+        let inline = |pem: &str| pem.trim_end().replace('\n', "\\n");
+        let (ssl, mtls, sasl, reauth) = (self.ssl_port, self.mtls_port, self.sasl_port, self.reauth_port);
+        let scram_login = "org.apache.kafka.common.security.scram.ScramLoginModule required;";
+        let settings = format!(
+            "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512\n\
+             listener.name.ssl.ssl.keystore.type=PEM\n\
+             listener.name.ssl.ssl.keystore.certificate.chain={broker_chain}\n\
+             listener.name.ssl.ssl.keystore.key={broker_key}\n\
+             listener.name.mtls.ssl.keystore.type=PEM\n\
+             listener.name.mtls.ssl.keystore.certificate.chain={mtls_chain}\n\
+             listener.name.mtls.ssl.keystore.key={mtls_key}\n\
+             listener.name.mtls.ssl.truststore.type=PEM\n\
+             listener.name.mtls.ssl.truststore.location={ca}\n\
+             listener.name.mtls.ssl.client.auth=required\n\
+             listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_{SASL_USER}=\"{password}\";\n\
+             listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config={scram_login}\n\
+             listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={scram_login}\n\
+             listener.name.reauth.sasl.enabled.mechanisms=SCRAM-SHA-256\n\
+             listener.name.reauth.scram-sha-256.sasl.jaas.config={scram_login}\n\
+             listener.name.reauth.scram-sha-256.connections.max.reauth.ms={reauth_ms}\n",
+            broker_chain = inline(&broker.certificate_pem),
+            broker_key = inline(&broker.key_pem),
+            mtls_chain = inline(&localhost_only.certificate_pem),
+            mtls_key = inline(&localhost_only.key_pem),
+            ca = self.ca_pem_path().display(),
+            password = self.password,
+            reauth_ms = REAUTH_SESSION.as_millis(),
+        );
+        Ok(Listeners {
+            listeners: format!(
+                ",SSL://127.0.0.1:{ssl},MTLS://127.0.0.1:{mtls},SASL_PLAINTEXT://127.0.0.1:{sasl},REAUTH://127.0.0.1:{reauth}"
+            ),
+            advertised: format!(
+                ",SSL://127.0.0.1:{ssl},MTLS://localhost:{mtls},SASL_PLAINTEXT://127.0.0.1:{sasl},REAUTH://127.0.0.1:{reauth}"
+            ),
+            protocols: ",SSL:SSL,MTLS:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,REAUTH:SASL_PLAINTEXT".to_string(),
+            settings,
+        })
+    }
 }
 
 impl Kafka {
     /// Formats storage and starts a broker on free 127.0.0.1 ports; returns once it serves.
     pub fn start() -> Result<Kafka> {
+        Kafka::start_with(false)
+    }
+
+    /// [`Kafka::start`] with four more listeners (see [`SecuredListeners`]): `SSL`, `MTLS`,
+    /// `SASL_PLAINTEXT` and `REAUTH`, with a fresh CA, certificates and SCRAM credentials.
+    pub fn start_secured() -> Result<Kafka> {
+        Kafka::start_with(true)
+    }
+
+    fn start_with(secured: bool) -> Result<Kafka> {
         let libs = kafka_libs()?;
         let dir = tempfile::Builder::new().prefix("cgo-kafka-").tempdir()?;
         let port = free_port();
         let controller_port = free_port();
         let data = dir.path().join("data");
+        let secured = secured.then(|| SecuredListeners {
+            ssl_port: free_port(),
+            mtls_port: free_port(),
+            sasl_port: free_port(),
+            reauth_port: free_port(),
+            pki: dir.path().join("pki"),
+            password: format!("pw-{}", random_cluster_id()),
+        });
+        let Listeners { listeners, advertised, protocols, settings } = match &secured {
+            None => Listeners::default(),
+            Some(secured) => secured.configure()?,
+        };
         let properties = format!(
             "process.roles=broker,controller\n\
              node.id=1\n\
              controller.quorum.voters=1@127.0.0.1:{controller_port}\n\
-             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}{listeners}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{port}{advertised}\n\
              controller.listener.names=CONTROLLER\n\
              inter.broker.listener.name=PLAINTEXT\n\
-             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT{protocols}\n\
+             {settings}\
              log.dirs={data}\n\
              num.partitions=1\n\
              offsets.topic.replication.factor=1\n\
@@ -83,6 +251,16 @@ impl Kafka {
         )?;
 
         let cluster_id = random_cluster_id();
+        // SCRAM credentials live in the cluster's metadata: written when storage is formatted.
+        let scram: Vec<String> = match &secured {
+            None => Vec::new(),
+            Some(secured) => ["SCRAM-SHA-256", "SCRAM-SHA-512"]
+                .iter()
+                .flat_map(|m| {
+                    ["--add-scram".to_string(), format!("{m}=[name={SASL_USER},password={}]", secured.password)]
+                })
+                .collect(),
+        };
         let format = Command::new(java())
             .args(jvm_tool_flags())
             .arg("-cp")
@@ -91,6 +269,7 @@ impl Kafka {
             .arg(format!("-Dcgo.log.file={}", dir.path().join("format.log").display()))
             .args(["kafka.tools.StorageTool", "format", "-t", &cluster_id, "-c"])
             .arg(dir.path().join("server.properties"))
+            .args(&scram)
             .output()
             .context("run kafka.tools.StorageTool (is Java 17+ installed?)")?;
         if !format.status.success() {
@@ -101,7 +280,7 @@ impl Kafka {
             );
         }
 
-        let mut kafka = Kafka { process: None, dir, libs, port };
+        let mut kafka = Kafka { process: None, dir, libs, port, secured };
         kafka.start_process()?;
         Ok(kafka)
     }
@@ -154,6 +333,11 @@ impl Kafka {
     /// `host:port` for clients.
     pub fn bootstrap_servers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The TLS and SASL listeners; panics on a broker from [`Kafka::start`], which has none.
+    pub fn secured(&self) -> &SecuredListeners {
+        self.secured.as_ref().expect("a broker from Kafka::start_secured")
     }
 
     /// Kills the broker (an outage); its data stays for [`Kafka::restart`].

@@ -10,10 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-};
+use rcgen::{DnType, KeyPair};
 
+use crate::pki::Ca;
 use crate::process::{Guarded, free_port};
 use crate::{repo_root, run_script};
 
@@ -179,35 +178,16 @@ fn last_lines(text: &str, n: usize) -> String {
 /// A CA, a serving certificate for 127.0.0.1, an `admin`/`system:masters` client certificate and
 /// the service-account signing key.
 fn write_pki(dir: &Path) -> Result<()> {
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name.push(DnType::CommonName, "cgo-testenv-ca");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages =
-        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, &ca_key);
-
-    let serving_key = KeyPair::generate()?;
-    let mut serving = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
-    serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
-    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let serving_cert = serving.signed_by(&serving_key, &issuer)?;
-
-    let admin_key = KeyPair::generate()?;
-    let mut admin = CertificateParams::new(Vec::<String>::new())?;
-    admin.distinguished_name.push(DnType::CommonName, "admin");
-    admin.distinguished_name.push(DnType::OrganizationName, "system:masters");
-    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let admin_cert = admin.signed_by(&admin_key, &issuer)?;
-
+    let ca = Ca::new("cgo-testenv-ca")?;
+    let serving = ca.server("kube-apiserver", &["127.0.0.1", "localhost"])?;
+    let admin = ca.client(&[(DnType::CommonName, "admin"), (DnType::OrganizationName, "system:masters")])?;
     let sa_key = KeyPair::generate()?;
 
-    fs::write(dir.join("ca.crt"), ca_cert.pem())?;
-    fs::write(dir.join("serving.crt"), serving_cert.pem())?;
-    fs::write(dir.join("serving.key"), serving_key.serialize_pem())?;
-    fs::write(dir.join("admin.crt"), admin_cert.pem())?;
-    fs::write(dir.join("admin.key"), admin_key.serialize_pem())?;
+    fs::write(dir.join("ca.crt"), ca.pem())?;
+    fs::write(dir.join("serving.crt"), serving.certificate_pem)?;
+    fs::write(dir.join("serving.key"), serving.key_pem)?;
+    fs::write(dir.join("admin.crt"), admin.certificate_pem)?;
+    fs::write(dir.join("admin.key"), admin.key_pem)?;
     fs::write(dir.join("sa.key"), sa_key.serialize_pem())?;
     fs::write(dir.join("sa.pub"), sa_key.public_key_pem())?;
     Ok(())

@@ -8,6 +8,7 @@
 
 pub mod kafka;
 pub mod kube;
+mod pki;
 pub mod process;
 
 use std::path::{Path, PathBuf};
@@ -87,6 +88,27 @@ pub fn shared_kafka() -> &'static Kafka {
 
 extern "C" fn discard_shared_kafka() {
     if let Some(kafka) = KAFKA_ONLY.get() {
+        kafka.discard();
+    }
+}
+
+static SECURED_KAFKA: OnceLock<Kafka> = OnceLock::new();
+
+/// A broker from [`Kafka::start_secured`] (TLS and SASL listeners besides PLAINTEXT), shared by
+/// the tests of a binary like [`shared_kafka`] and stopped and deleted at process exit.
+pub fn shared_secured_kafka() -> &'static Kafka {
+    SECURED_KAFKA.get_or_init(|| {
+        let kafka = Kafka::start_secured().expect("start Kafka with TLS and SASL listeners");
+        // SAFETY: registers a plain `extern "C"` function; it runs once, at exit.
+        unsafe {
+            libc::atexit(discard_shared_secured_kafka);
+        }
+        kafka
+    })
+}
+
+extern "C" fn discard_shared_secured_kafka() {
+    if let Some(kafka) = SECURED_KAFKA.get() {
         kafka.discard();
     }
 }

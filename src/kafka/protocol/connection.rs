@@ -1,19 +1,29 @@
-//! One connection to one broker: Kafka's framing (a 4-byte size, a header, the message), the
-//! version negotiation, and the requests the group reader sends. One request at a time per
-//! connection: the reader's batching keeps requests few, so pipelining would buy nothing.
+//! One connection to one broker: TCP, TLS around it when the security protocol asks
+//! ([`super::security`]), Kafka's framing (a 4-byte size, a header, the message), the version
+//! negotiation, SASL before the first request when asked ([`super::sasl`]), and the requests the
+//! group reader sends. One request at a time per connection: the reader's batching keeps requests
+//! few, so pipelining would buy nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
     DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, OffsetFetchRequest,
-    OffsetFetchResponse, RequestHeader, ResponseHeader,
+    OffsetFetchResponse, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, StrBytes, VersionRange};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::ServerName;
 
+use super::sasl::{self, Conversation, Credentials};
+use super::security::{Security, tls_failure};
 use crate::kafka::KafkaError;
 use crate::kafka::stats::RequestCounts;
 
@@ -41,6 +51,8 @@ apis! {
     OffsetFetchRequest => OffsetFetchResponse, OffsetFetch, "OffsetFetch";
     DescribeGroupsRequest => DescribeGroupsResponse, DescribeGroups, "DescribeGroups";
     ConsumerGroupDescribeRequest => ConsumerGroupDescribeResponse, ConsumerGroupDescribe, "ConsumerGroupDescribe";
+    SaslHandshakeRequest => SaslHandshakeResponse, SaslHandshake, "SaslHandshake";
+    SaslAuthenticateRequest => SaslAuthenticateResponse, SaslAuthenticate, "SaslAuthenticate";
 }
 
 /// Requests sent, by [`Api::NAME`], over every connection of a reader.
@@ -59,8 +71,8 @@ impl Counts {
     }
 }
 
-/// The byte stream under a connection: a TCP stream for PLAINTEXT; TLS will wrap that stream and
-/// SASL will run on it before the first request, so the framing below stays as it is.
+/// The byte stream under a connection: a TCP stream, or TLS around it. SASL runs on it before the
+/// first request, in the same framing.
 pub(super) trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
@@ -86,28 +98,45 @@ pub(super) struct Connection {
     /// Set when the stream failed or an answer did not decode: the stream's position is lost, so
     /// the connection must not be reused.
     pub(super) broken: bool,
+    /// When a SASL session with a lifetime (the broker's `connections.max.reauth.ms`, KIP-368)
+    /// should be replaced: the broker closes the connection at the first request after it ends.
+    renew_at: Option<Instant>,
 }
 
 impl Connection {
-    /// Opens a PLAINTEXT connection to `address` and learns the broker's API versions.
+    /// Opens a connection to `address` (with TLS if `security` says), learns the broker's API
+    /// versions, and authenticates (if `security` has SASL credentials).
     pub(super) async fn open(
         address: &(String, u16),
         peer: String,
         client_id: StrBytes,
+        security: &Security,
         counts: &Counts,
     ) -> Result<Connection, KafkaError> {
-        let stream = tokio::net::TcpStream::connect((address.0.as_str(), address.1))
+        let tcp = tokio::net::TcpStream::connect((address.0.as_str(), address.1))
             .await
             .map_err(|e| KafkaError::Unreachable(format!("cannot connect to {peer}: {e}")))?;
         // Requests are small and answered one at a time: send each at once.
-        stream.set_nodelay(true).map_err(|e| KafkaError::Unreachable(format!("cannot connect to {peer}: {e}")))?;
+        tcp.set_nodelay(true).map_err(|e| KafkaError::Unreachable(format!("cannot connect to {peer}: {e}")))?;
+        let stream: Box<dyn Transport> = match &security.tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                // The name the broker's certificate must carry: the host as addressed.
+                let name = ServerName::try_from(address.0.clone()).map_err(|_| {
+                    KafkaError::Config(format!("the host of {peer} is not a name or address TLS can verify"))
+                })?;
+                let handshake = tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp).await;
+                Box::new(handshake.map_err(|e| stream_error(&format!("TLS handshake with {peer} failed"), e))?)
+            }
+        };
         let mut connection = Connection {
-            stream: Box::new(stream),
+            stream,
             peer,
             versions: BTreeMap::new(),
             client_id,
             correlation_id: 0,
             broken: false,
+            renew_at: None,
         };
         let request = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str(env!("CARGO_PKG_NAME")))
@@ -124,7 +153,63 @@ impl Connection {
             .iter()
             .map(|k| (k.api_key, VersionRange { min: k.min_version, max: k.max_version }))
             .collect();
+        if let Some(credentials) = &security.sasl {
+            connection.authenticate(credentials, counts).await?;
+        }
         Ok(connection)
+    }
+
+    /// SASL, after ApiVersions as Kafka's own clients do it: SaslHandshake v1 names the mechanism,
+    /// then each message of the mechanism's exchange goes in a SaslAuthenticate.
+    async fn authenticate(&mut self, credentials: &Credentials, counts: &Counts) -> Result<(), KafkaError> {
+        let mechanism = credentials.mechanism.name();
+        let version = self.required_version::<SaslHandshakeRequest>(1)?;
+        let request = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism));
+        let answer = self.send(&request, version, counts).await?;
+        if let Some(error) = ResponseError::try_from_code(answer.error_code) {
+            let hint = match error {
+                ResponseError::UnsupportedSaslMechanism => format!(
+                    "its listener enables {}; check sasl.mechanism",
+                    answer.mechanisms.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+                _ => "is it a SASL listener? check security.protocol".to_string(),
+            };
+            return Err(KafkaError::Auth(format!("{} refused SASL {mechanism} ({error}); {hint}", self.peer)));
+        }
+        let version = self.required_version::<SaslAuthenticateRequest>(0)?;
+        let (mut conversation, mut message) = Conversation::start(credentials, sasl::nonce()?);
+        loop {
+            let request = SaslAuthenticateRequest::default().with_auth_bytes(message.into());
+            let answer = self.send(&request, version, counts).await?;
+            if let Some(error) = ResponseError::try_from_code(answer.error_code) {
+                let said = answer.error_message.as_ref().map_or_else(|| error.to_string(), |m| m.to_string());
+                return Err(KafkaError::Auth(format!(
+                    "{} refused SASL {mechanism} authentication: {}",
+                    self.peer,
+                    credentials.scrub(&said)
+                )));
+            }
+            if let Ok(lifetime) = u64::try_from(answer.session_lifetime_ms)
+                && lifetime > 0
+            {
+                // Replaced with a tenth of the session left (Kafka's Java client re-authenticates
+                // at 85 to 95% of it).
+                self.renew_at = Some(Instant::now() + Duration::from_millis(lifetime - lifetime / 10));
+            }
+            match conversation.next(&answer.auth_bytes) {
+                Ok(Some(next)) => message = next,
+                Ok(None) => return Ok(()),
+                Err(reason) => {
+                    return Err(KafkaError::Auth(format!("SASL {mechanism} with {} failed: {reason}", self.peer)));
+                }
+            }
+        }
+    }
+
+    /// Whether the connection's SASL session is (nearly) over and a new connection should serve
+    /// the next request.
+    pub(super) fn session_ending(&self) -> bool {
+        self.renew_at.is_some_and(|at| Instant::now() >= at)
     }
 
     /// The highest version of `R` that both the broker and kafka-protocol speak, if it is at
@@ -176,12 +261,12 @@ impl Connection {
         // A failure from here on leaves the stream at an unknown position.
         self.broken = true;
         counts.add(R::NAME);
-        let lost = |peer: &str, e: std::io::Error| KafkaError::Unreachable(format!("connection to {peer} lost: {e}"));
+        let lost = |peer: &str, e: std::io::Error| stream_error(&format!("connection to {peer} lost"), e);
         self.stream.write_all(&frame).await.map_err(|e| lost(&self.peer, e))?;
         let size = self.stream.read_i32().await.map_err(|e| lost(&self.peer, e))?;
         let size = usize::try_from(size).ok().filter(|s| *s <= MAX_RESPONSE_BYTES).ok_or_else(|| {
             KafkaError::Request(format!(
-                "{} answered {} with a frame of {size} bytes; is it a Kafka PLAINTEXT listener?",
+                "{} answered {} with a frame of {size} bytes; is security.protocol the listener's protocol?",
                 self.peer,
                 R::NAME
             ))
@@ -203,5 +288,22 @@ impl Connection {
         let response = R::Response::decode(&mut body, version).map_err(|e| malformed(&self.peer, e))?;
         self.broken = false;
         Ok(response)
+    }
+}
+
+/// A failure of a connection's stream. TLS refusing the broker's certificate or the two sides'
+/// versions, or the broker ending the TLS session with an alert (a client certificate missing or
+/// refused), will not pass by itself: an authentication failure. Anything else is a lost
+/// connection.
+fn stream_error(context: &str, error: std::io::Error) -> KafkaError {
+    match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(
+            tls @ (rustls::Error::InvalidCertificate(_)
+            | rustls::Error::AlertReceived(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::PeerIncompatible(_)),
+        ) => KafkaError::Auth(format!("{context}: {}", tls_failure(tls))),
+        Some(tls) => KafkaError::Unreachable(format!("{context}: {}", tls_failure(tls))),
+        None => KafkaError::Unreachable(format!("{context}: {error}")),
     }
 }

@@ -10,13 +10,24 @@
 //!   KIP-848 groups) + at most C DescribeGroups (the classic and unknown groups). No Metadata:
 //!   ConsumerGroupDescribe names each assigned topic next to its id (Kafka fills the name from its
 //!   metadata image and leaves out topics it no longer has; Java's AdminClient uses it as is).
-//! - A connection costs 1 ApiVersions when opened; it is kept, one per broker.
+//! - A connection costs 1 ApiVersions when opened (plus SASL's requests, below); it is kept, one
+//!   per broker, and replaced when a SASL session with a lifetime (KIP-368) nears its end.
 //!
 //! A coordinator that moved or is loading costs one more round for its groups only, after a short
-//! pause, until the call's timeout. PLAINTEXT only so far: the stream under a connection is a
-//! [`connection::Transport`], which TLS and SASL will provide.
+//! pause, until the call's timeout.
+//!
+//! Connections are secured as librdkafka's properties say (`security.rs`): `security.protocol`
+//! PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; TLS (rustls with ring) from `ssl.ca.*`,
+//! `ssl.certificate.*`, `ssl.key.*` and `ssl.endpoint.identification.algorithm`; SASL PLAIN,
+//! SCRAM-SHA-256 or SCRAM-SHA-512 (`sasl.rs`) from `sasl.mechanism`, `sasl.username` and
+//! `sasl.password`, which adds 1 SaslHandshake and 1 (PLAIN) or 2 (SCRAM) SaslAuthenticate per
+//! connection. Any other setting of theirs (GSSAPI, OAUTHBEARER, a PKCS#12 keystore, an encrypted
+//! key, ...) makes [`GroupReader::new`] refuse the properties by key, and the operator reads that
+//! connection's groups through librdkafka.
 
 mod connection;
+mod sasl;
+mod security;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -38,6 +49,7 @@ use super::{
     GroupDescription, GroupProtocol, GroupState, KafkaError, MemberDescription, TopicPartition, parse_assignment,
 };
 use connection::{Api, Connection, Counts};
+use security::Security;
 
 /// Committed offsets of one group: None where it committed nothing.
 pub type GroupOffsets = BTreeMap<TopicPartition, Option<i64>>;
@@ -64,6 +76,8 @@ pub struct GroupReader {
     /// Coordinator of each group, until an answer says it moved.
     coordinators: Mutex<HashMap<String, Broker>>,
     counts: Counts,
+    /// TLS and SASL settings every connection applies.
+    security: Security,
 }
 
 /// A broker to connect to, and what messages call it (never its address: a bootstrap address is
@@ -88,16 +102,10 @@ enum Answer<T> {
 
 impl GroupReader {
     /// `properties`: librdkafka-style client properties; `bootstrap.servers` is required,
-    /// `client.id` optional, and `security.protocol` must be PLAINTEXT if set. Connects lazily.
+    /// `client.id` optional, and the security properties are read as the module says (PEM files
+    /// named are read here). Connects lazily.
     pub fn new(properties: &BTreeMap<String, String>) -> Result<GroupReader, KafkaError> {
-        if let Some(protocol) = properties.get("security.protocol")
-            && !protocol.trim().eq_ignore_ascii_case("plaintext")
-        {
-            return Err(KafkaError::Config(
-                "property \"security.protocol\": the group reader speaks PLAINTEXT only so far (the value is not shown)"
-                    .to_string(),
-            ));
-        }
+        let security = Security::from_properties(properties)?;
         let servers = properties.get("bootstrap.servers").ok_or_else(|| {
             KafkaError::Config(
                 "property \"bootstrap.servers\" is required; set it in the client properties".to_string(),
@@ -124,12 +132,13 @@ impl GroupReader {
             connections: Mutex::default(),
             coordinators: Mutex::default(),
             counts: Counts::default(),
+            security,
         })
     }
 
     /// Requests sent since the reader was created, by librdkafka's statistics names
-    /// (`FindCoordinator`, `OffsetFetch`, `DescribeGroups`, `ConsumerGroupDescribe`, `ApiVersion`);
-    /// types never sent are left out.
+    /// (`FindCoordinator`, `OffsetFetch`, `DescribeGroups`, `ConsumerGroupDescribe`, `ApiVersion`,
+    /// `SaslHandshake`, `SaslAuthenticate`); types never sent are left out.
     pub fn request_counts(&self) -> RequestCounts {
         self.counts.snapshot()
     }
@@ -496,7 +505,8 @@ impl GroupReader {
 
     /// Runs `exchange` on the connection to `broker`, opening it first if needed, before
     /// `deadline`. A connection whose stream failed, or that the deadline cut mid-request, is
-    /// dropped (its stream's position is lost); the next request opens a new one.
+    /// dropped (its stream's position is lost); the next request opens a new one. So is one whose
+    /// SASL session is ending, before the broker closes it.
     async fn with_connection<T>(
         &self,
         broker: &Broker,
@@ -513,11 +523,16 @@ impl GroupReader {
             .clone();
         let exchange = async {
             let mut open = slot.connection.lock().await;
-            let mut connection = match open.take() {
+            let mut connection = match open.take().filter(|c| !c.session_ending()) {
                 Some(connection) => connection,
                 None => {
-                    let connecting =
-                        Connection::open(&broker.address, slot.label.clone(), self.client_id.clone(), &self.counts);
+                    let connecting = Connection::open(
+                        &broker.address,
+                        slot.label.clone(),
+                        self.client_id.clone(),
+                        &self.security,
+                        &self.counts,
+                    );
                     tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.map_err(|_| {
                         KafkaError::Unreachable(format!(
                             "{} did not accept a connection within {CONNECT_TIMEOUT:?}",
