@@ -322,12 +322,7 @@ mod tests {
     }
 
     fn partition(p: i32) -> PartitionLabels {
-        PartitionLabels {
-            namespace: "ns".into(),
-            consumergroup: "cg".into(),
-            topic: "t".into(),
-            partition: p,
-        }
+        PartitionLabels { namespace: "ns".into(), consumergroup: "cg".into(), topic: "t".into(), partition: p }
     }
 
     #[test]

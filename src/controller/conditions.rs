@@ -14,6 +14,8 @@ pub mod reason {
     pub const RECONCILED: &str = "Reconciled";
     pub const PAUSED: &str = "Paused";
     pub const CONNECTED: &str = "Connected";
+    /// Connected, but the connection's settings keep group reads on librdkafka's slower path.
+    pub const CONNECTED_UNBATCHED: &str = "ConnectedUnbatched";
     pub const KAFKA_UNREACHABLE: &str = "KafkaUnreachable";
     pub const KAFKA_NOT_CONFIGURED: &str = "KafkaNotConfigured";
     /// librdkafka refused the client properties (an unknown key, a bad value); nothing was sent.

@@ -443,6 +443,7 @@ fn observe_kafka(
             outcome.described = false;
         }
     }
-    outcome.kafka = KafkaObservation::Seen { partitions, group_unreadable };
+    let unbatched = observer.client().group_reader().err().map(ToString::to_string);
+    outcome.kafka = KafkaObservation::Seen { partitions, group_unreadable, unbatched };
     outcome
 }

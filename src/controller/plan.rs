@@ -24,6 +24,9 @@ pub enum KafkaObservation {
         partitions: BTreeMap<String, i32>,
         /// Set when metadata answered but the group's state or offsets could not be read.
         group_unreadable: Option<String>,
+        /// Why the connection's group reads go through librdkafka (settings the batched reader
+        /// cannot honour), if they do.
+        unbatched: Option<String>,
     },
 }
 
@@ -170,10 +173,20 @@ pub fn plan(o: &Observed) -> Plan {
             ));
             return plan;
         }
-        KafkaObservation::Seen { partitions, group_unreadable } => {
-            plan.conditions.push(match group_unreadable {
-                None => Desired::new(KAFKA_REACHABLE, true, reason::CONNECTED, "metadata, group state and offsets read"),
-                Some(error) => Desired::new(
+        KafkaObservation::Seen { partitions, group_unreadable, unbatched } => {
+            plan.conditions.push(match (group_unreadable, unbatched) {
+                (None, None) => {
+                    Desired::new(KAFKA_REACHABLE, true, reason::CONNECTED, "metadata, group state and offsets read")
+                }
+                (None, Some(why)) => Desired::new(
+                    KAFKA_REACHABLE,
+                    true,
+                    reason::CONNECTED_UNBATCHED,
+                    format!(
+                        "metadata, group state and offsets read through librdkafka (one request per group; groups on Kafka 4's consumer protocol, KIP-848, are not seen) because {why}"
+                    ),
+                ),
+                (Some(error), _) => Desired::new(
                     KAFKA_REACHABLE,
                     false,
                     reason::OFFSETS_UNAVAILABLE,
@@ -294,7 +307,11 @@ mod tests {
     }
 
     fn seen(n: i32) -> KafkaObservation {
-        KafkaObservation::Seen { partitions: BTreeMap::from([("t".to_string(), n)]), group_unreadable: None }
+        KafkaObservation::Seen {
+            partitions: BTreeMap::from([("t".to_string(), n)]),
+            group_unreadable: None,
+            unbatched: None,
+        }
     }
 
     fn condition<'a>(plan: &'a Plan, type_: &str) -> &'a Desired {
@@ -332,6 +349,7 @@ mod tests {
             KafkaObservation::Seen {
                 partitions: BTreeMap::from([("t".to_string(), 6)]),
                 group_unreadable: Some("Group authorization failed".into()),
+                unbatched: None,
             },
         ));
         let reachable = condition(&p, KAFKA_REACHABLE);
@@ -345,6 +363,7 @@ mod tests {
             KafkaObservation::Seen {
                 partitions: BTreeMap::from([("t".to_string(), 6)]),
                 group_unreadable: Some("x".into()),
+                unbatched: None,
             },
         ));
         assert_eq!((p.replicas, condition(&p, READY).reason), (None, reason::LAG_UNAVAILABLE));
@@ -439,6 +458,22 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_the_batched_reader_cannot_honour_is_said_in_kafka_reachable() {
+        let g = group(serde_json::json!({"replicas": 1}));
+        let p = plan(&observed(
+            &g,
+            KafkaObservation::Seen {
+                partitions: BTreeMap::from([("t".to_string(), 6)]),
+                group_unreadable: None,
+                unbatched: Some("property \"sasl.mechanism\" is GSSAPI".into()),
+            },
+        ));
+        let reachable = condition(&p, KAFKA_REACHABLE);
+        assert_eq!((reachable.status, reachable.reason), (true, reason::CONNECTED_UNBATCHED));
+        assert!(reachable.message.contains("sasl.mechanism") && reachable.message.contains("KIP-848"));
+    }
+
+    #[test]
     fn partitions_of_several_topics_add_up() {
         let g = group(serde_json::json!({"topics": ["a", "b"], "replicas": 100}));
         let p = plan(&observed(
@@ -446,6 +481,7 @@ mod tests {
             KafkaObservation::Seen {
                 partitions: BTreeMap::from([("a".to_string(), 4), ("b".to_string(), 2)]),
                 group_unreadable: None,
+                unbatched: None,
             },
         ));
         assert_eq!((p.partitions, p.replicas), (Some(6), Some(6)));
