@@ -425,7 +425,7 @@ async fn an_unchanged_group_causes_no_writes_and_its_own_writes_cause_no_reconci
         (consumer_group_operator::kafka::TopicPartition { topic: topic.clone(), partition: 0 }, 3),
         (consumer_group_operator::kafka::TopicPartition { topic: topic.clone(), partition: 1 }, 4),
     ]);
-    kafka_client(&bootstrap).alter_consumer_group_offsets(&group_id, &offsets, Duration::from_secs(30)).await.unwrap();
+    common::commit(&kafka_client(&bootstrap), &group_id, &offsets).await;
     // The default status-lag interval; the tests' 1 s resync.
     let args = common::run_args(
         &s.namespace,

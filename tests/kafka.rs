@@ -54,7 +54,7 @@ async fn committed_offsets_round_trip_and_match_the_reference_tool() {
     common::produce(&bootstrap, &topic, &[10, 10, 10], Some(0));
     let group = testenv::unique_name("g");
     let wanted = BTreeMap::from([(tp(&topic, 0), 3), (tp(&topic, 1), 5), (tp(&topic, 2), 7)]);
-    client.alter_consumer_group_offsets(&group, &wanted, TIMEOUT).await.unwrap();
+    common::commit(&client, &group, &wanted).await;
     let read = client.list_consumer_group_offsets(&group, None, TIMEOUT).await.unwrap();
     assert_eq!(read, wanted.iter().map(|(k, v)| (k.clone(), Some(*v))).collect());
 
@@ -195,7 +195,7 @@ async fn a_lag_cycle_costs_requests_per_broker_and_group_not_per_partition() {
     let groups: Vec<String> = (0..4).map(|_| testenv::unique_name("g")).collect();
     for group in &groups {
         let commits = all.iter().map(|t| (t.clone(), 0)).collect();
-        client.alter_consumer_group_offsets(group, &commits, TIMEOUT).await.unwrap();
+        common::commit(&client, group, &commits).await;
     }
     // Partitions of a new topic get their leader a moment later, and ListOffsets retries until
     // then: wait for that before counting.
@@ -273,7 +273,7 @@ async fn an_observer_poll_costs_a_few_requests_per_broker_whatever_the_groups() 
         .collect();
     for (group, _) in &groups {
         let commits = all.iter().map(|t| (t.clone(), 0)).collect();
-        client.alter_consumer_group_offsets(group, &commits, TIMEOUT).await.unwrap();
+        common::commit(&client, group, &commits).await;
     }
     // Lag 7 on the first topic's partition 0, for every group.
     common::produce(&kafka.bootstrap_servers(), &topics[0], &[7], None);
@@ -337,10 +337,7 @@ async fn the_observer_measures_a_groups_production_and_consumption_rates() {
     let ends = [(tp(&topic, 0), OffsetSpec::Latest), (tp(&topic, 1), OffsetSpec::Latest)];
     client.list_offsets(&ends, IsolationLevel::ReadUncommitted, TIMEOUT).await.unwrap();
     let group = testenv::unique_name("g");
-    client
-        .alter_consumer_group_offsets(&group, &BTreeMap::from([(tp(&topic, 0), 0), (tp(&topic, 1), 0)]), TIMEOUT)
-        .await
-        .unwrap();
+    common::commit(&client, &group, &BTreeMap::from([(tp(&topic, 0), 0), (tp(&topic, 1), 0)])).await;
     let observer = Observer::start(client.clone(), TIMEOUT, Duration::ZERO, Box::new(|_| {}));
     let interest = Interest {
         topics: vec![topic.clone()],
@@ -350,7 +347,7 @@ async fn the_observer_measures_a_groups_production_and_consumption_rates() {
     };
     observer.observe(&group, &interest, TIMEOUT).await.unwrap();
     common::produce(&bootstrap, &topic, &[30, 10], None);
-    client.alter_consumer_group_offsets(&group, &BTreeMap::from([(tp(&topic, 0), 4)]), TIMEOUT).await.unwrap();
+    common::commit(&client, &group, &BTreeMap::from([(tp(&topic, 0), 4)])).await;
     let deadline = Instant::now() + TIMEOUT;
     let summary = loop {
         let snapshot = observer.observe(&group, &interest, TIMEOUT).await.unwrap();
@@ -366,4 +363,58 @@ async fn the_observer_measures_a_groups_production_and_consumption_rates() {
     // 40 records and 4 commits between the first recorded poll and the last.
     assert!(rates.produced_per_second > 0.0, "{rates:?}");
     assert!((rates.committed_per_second / rates.produced_per_second - 0.1).abs() < 1e-9, "{rates:?}");
+}
+
+#[tokio::test]
+async fn with_three_brokers_a_poll_costs_at_most_four_requests_per_broker_plus_two() {
+    use consumer_group_operator::crd::AutoOffsetReset;
+    use consumer_group_operator::kafka::observer::{GroupView, Interest, Observer};
+    use consumer_group_operator::kafka::stats::delta;
+
+    let cluster = tokio::task::spawn_blocking(|| testenv::Kafka::start_cluster(3)).await.unwrap().unwrap();
+    let bootstrap: String = cluster.iter().map(testenv::Kafka::bootstrap_servers).collect::<Vec<_>>().join(",");
+    let properties = BTreeMap::from([
+        ("bootstrap.servers".to_string(), bootstrap.clone()),
+        ("statistics.interval.ms".to_string(), "100".to_string()),
+    ]);
+    let client = std::sync::Arc::new(KafkaClient::new(&properties).unwrap());
+    let topics: Vec<String> = (0..3).map(|_| testenv::unique_name("k-three")).collect();
+    for topic in &topics {
+        client.create_topic(topic, 6, 1, TIMEOUT).await.unwrap();
+    }
+    let all: Vec<TopicPartition> = topics.iter().flat_map(|t| (0..6).map(move |p| tp(t, p))).collect();
+    let latest: Vec<_> = all.iter().map(|t| (t.clone(), OffsetSpec::Latest)).collect();
+    client.list_offsets(&latest, IsolationLevel::ReadCommitted, TIMEOUT).await.unwrap();
+    // 30 groups: their coordinators spread over the brokers (__consumer_offsets has 3 partitions).
+    let groups: Vec<String> = (0..30).map(|_| testenv::unique_name("g3")).collect();
+    for group in &groups {
+        let commits = all.iter().map(|t| (t.clone(), 0)).collect();
+        common::commit(&client, group, &commits).await;
+    }
+    let observer = Observer::start(client.clone(), TIMEOUT, Duration::ZERO, Box::new(|_| {}));
+    let interest = Interest {
+        topics: topics.clone(),
+        every: Duration::from_secs(3600),
+        policy: AutoOffsetReset::Latest,
+        polls_kept: 0,
+    };
+    for group in &groups {
+        observer.observe(group, &interest, TIMEOUT * 2).await.expect("an early poll covers a new group");
+    }
+    let before = common::settled_requests(&client).await;
+    let snapshot = observer.poll_once().await;
+    let sent = delta(&common::settled_requests(&client).await, &before);
+    eprintln!("one poll for {} groups on 3 brokers: {sent:?}", groups.len());
+    let brokers = 3;
+    let total: i64 = sent.values().sum();
+    assert!(total <= 4 * brokers + 2, "at most 4 per broker plus 2, whatever the groups: {sent:?}");
+    let offset_fetches = sent.get("OffsetFetch").copied().unwrap_or(0);
+    assert!((2..=brokers).contains(&offset_fetches), "one per coordinator, several coordinators: {sent:?}");
+    assert!(sent.get("ListOffsets").copied().unwrap_or(0) <= brokers, "one per partition leader: {sent:?}");
+    for group in &groups {
+        match snapshot.view(group, &topics) {
+            GroupView::Seen { lag: Ok(lag), group: Ok(_), .. } => assert_eq!(lag.partitions.len(), 18),
+            other => panic!("{group}: {other:?}"),
+        }
+    }
 }

@@ -43,7 +43,7 @@ async fn create_topic(bootstrap: &str, partitions: i32) -> String {
 async fn commit(bootstrap: &str, group: &str, offsets: &[(String, i32, i64)]) {
     let offsets: BTreeMap<TopicPartition, i64> =
         offsets.iter().map(|(t, p, o)| (TopicPartition { topic: t.clone(), partition: *p }, *o)).collect();
-    kafka(bootstrap).alter_consumer_group_offsets(group, &offsets, Duration::from_secs(30)).await.unwrap();
+    common::commit(&kafka(bootstrap), group, &offsets).await;
 }
 
 fn template() -> serde_json::Value {

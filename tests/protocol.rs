@@ -60,7 +60,7 @@ async fn offsets_of_100_groups_take_one_find_coordinator_and_one_offset_fetch_an
             .filter(|t| !(t.partition as usize + i).is_multiple_of(3))
             .map(|t| (t.clone(), (i * 100) as i64 + t.partition as i64))
             .collect();
-        client.alter_consumer_group_offsets(group, &committed, TIMEOUT).await.unwrap();
+        common::commit(&client, group, &committed).await;
         let offsets: BTreeMap<TopicPartition, Option<i64>> =
             all.iter().map(|t| (t.clone(), committed.get(t).copied())).collect();
         expected.insert(group.clone(), offsets);
@@ -218,7 +218,7 @@ async fn a_kip_848_group_is_described_with_topic_names_as_kafka_s_tool_sees_it()
     // Both protocols and an unknown group in one call: one ConsumerGroupDescribe, then one
     // DescribeGroups for the two groups it does not know (the classic one and the unknown one).
     let offsets_only = testenv::unique_name("pg-offsets-only");
-    client.alter_consumer_group_offsets(&offsets_only, &BTreeMap::from([(tp(&topic, 0), 1)]), TIMEOUT).await.unwrap();
+    common::commit(&client, &offsets_only, &BTreeMap::from([(tp(&topic, 0), 1)])).await;
     let unknown = testenv::unique_name("pg-unknown");
     let before = reader.request_counts();
     let described = reader.describe_groups(&[group.clone(), offsets_only.clone(), unknown.clone()], TIMEOUT).await;

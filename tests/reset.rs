@@ -120,7 +120,7 @@ async fn dry_run_plans_equal_kafka_consumer_groups_for_every_scenario() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let group_id = testenv::unique_name("g");
     let commits = BTreeMap::from([(tp(&topic, 0), 5), (tp(&topic, 1), 2), (tp(&topic, 2), 9), (tp(&topic, 3), 0)]);
-    client.alter_consumer_group_offsets(&group_id, &commits, TIMEOUT).await.unwrap();
+    common::commit(&client, &group_id, &commits).await;
 
     let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
     let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 0,
@@ -252,7 +252,7 @@ async fn execute_commits_the_plan_consumers_resume_from_it_and_rollback_undoes_i
     common::produce(&bootstrap, &topic, &[10, 10, 10], Some(k8s_openapi::jiff::Timestamp::now().as_millisecond()));
     let group_id = testenv::unique_name("g");
     let commits = BTreeMap::from([(tp(&topic, 0), 8), (tp(&topic, 1), 5), (tp(&topic, 2), 10)]);
-    client.alter_consumer_group_offsets(&group_id, &commits, TIMEOUT).await.unwrap();
+    common::commit(&client, &group_id, &commits).await;
     let operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
     let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 2,
         "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
@@ -368,10 +368,7 @@ async fn a_group_with_an_outside_member_is_refused_and_untouched() {
     client.create_topic(&topic, 2, 1, TIMEOUT).await.unwrap();
     common::produce(&bootstrap, &topic, &[5, 5], Some(k8s_openapi::jiff::Timestamp::now().as_millisecond()));
     let group_id = testenv::unique_name("g");
-    client
-        .alter_consumer_group_offsets(&group_id, &BTreeMap::from([(tp(&topic, 0), 3), (tp(&topic, 1), 4)]), TIMEOUT)
-        .await
-        .unwrap();
+    common::commit(&client, &group_id, &BTreeMap::from([(tp(&topic, 0), 3), (tp(&topic, 1), 4)])).await;
     // A consumer outside the cluster joins the group (librdkafka's default session timeout).
     let (stop, outside) = outside_consumer(&bootstrap, &group_id, &topic, 45_000);
     let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
@@ -468,10 +465,7 @@ async fn a_reset_interrupted_by_an_operator_crash_completes_once_after_restart()
     client.create_topic(&topic, 2, 1, TIMEOUT).await.unwrap();
     common::produce(&bootstrap, &topic, &[20, 20], Some(k8s_openapi::jiff::Timestamp::now().as_millisecond()));
     let group_id = testenv::unique_name("g");
-    client
-        .alter_consumer_group_offsets(&group_id, &BTreeMap::from([(tp(&topic, 0), 15), (tp(&topic, 1), 12)]), TIMEOUT)
-        .await
-        .unwrap();
+    common::commit(&client, &group_id, &BTreeMap::from([(tp(&topic, 0), 15), (tp(&topic, 1), 12)])).await;
     let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 2,
         "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
     s.groups.create(&PostParams::default(), &common::consumer_group("crash", spec)).await.unwrap();
@@ -552,10 +546,7 @@ async fn members_outside_the_workload_are_shown_and_fail_an_execute_within_the_s
     client.create_topic(&topic, 2, 1, TIMEOUT).await.unwrap();
     common::produce(&bootstrap, &topic, &[5, 5], None);
     let group_id = testenv::unique_name("g");
-    client
-        .alter_consumer_group_offsets(&group_id, &BTreeMap::from([(tp(&topic, 0), 3), (tp(&topic, 1), 4)]), TIMEOUT)
-        .await
-        .unwrap();
+    common::commit(&client, &group_id, &BTreeMap::from([(tp(&topic, 0), 3), (tp(&topic, 1), 4)])).await;
     let (stop, outside) = outside_consumer(&bootstrap, &group_id, &topic, 6000);
     let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
     let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 1,
@@ -616,7 +607,7 @@ async fn a_commit_kafka_refuses_fails_the_reset_changes_nothing_and_restores_the
     common::produce(&bootstrap, &guarded, &[10], None);
     let group_id = testenv::unique_name("g");
     let before = BTreeMap::from([(tp(&open, 0), 7), (tp(&open, 1), 8), (tp(&guarded, 0), 9)]);
-    client.alter_consumer_group_offsets(&group_id, &before, TIMEOUT).await.unwrap();
+    common::commit(&client, &group_id, &before).await;
     // Committing needs Read on a topic: the operator may describe the guarded topic, not read it.
     let topic = guarded.clone();
     tokio::task::spawn_blocking(move || {
@@ -660,7 +651,7 @@ async fn kafka_failing_while_the_workload_is_stopped_fails_the_reset_by_its_dead
     let topic = testenv::unique_name("reset-topic");
     client.create_topic(&topic, 1, 1, TIMEOUT).await.unwrap();
     let group_id = testenv::unique_name("g");
-    client.alter_consumer_group_offsets(&group_id, &BTreeMap::from([(tp(&topic, 0), 0)]), TIMEOUT).await.unwrap();
+    common::commit(&client, &group_id, &BTreeMap::from([(tp(&topic, 0), 0)])).await;
     // An outside member keeps the reset quiescing (its session outlasts the test).
     let (stop, outside) = outside_consumer(&bootstrap, &group_id, &topic, 60_000);
     let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;

@@ -1,6 +1,6 @@
 //! A real single-node Apache Kafka (KRaft, combined broker + controller) run from jars, with a
 //! PLAINTEXT listener, and with TLS and SASL listeners too when started by
-//! [`Kafka::start_secured`].
+//! [`Kafka::start_secured`]; or several brokers in one cluster ([`Kafka::start_cluster`]).
 //!
 //! The jars come from `scripts/kafka-libs.sh` (`$KAFKA_HOME/libs`, the cache, or Maven Central),
 //! unless `CGO_KAFKA_LIBS` already names the folder.
@@ -41,6 +41,14 @@ pub struct Kafka {
     libs: PathBuf,
     port: u16,
     secured: Option<SecuredListeners>,
+}
+
+/// One node of a cluster: node 1 hosts the KRaft controller, which every node names.
+struct Node {
+    id: usize,
+    controller_port: u16,
+    hosts_controller: bool,
+    cluster_id: String,
 }
 
 /// The user the SASL listeners know, for PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512.
@@ -197,10 +205,30 @@ impl Kafka {
     }
 
     fn start_with(secured: bool) -> Result<Kafka> {
+        let controller_port = free_port();
+        let node = Node { id: 1, controller_port, hosts_controller: true, cluster_id: random_cluster_id() };
+        Kafka::start_node(&node, secured)
+    }
+
+    /// A cluster of `brokers` brokers (node 1 also the KRaft controller), for what depends on how
+    /// many brokers there are (requests per broker, coordinators spread over brokers). Each is
+    /// started and has joined before the next; the controller's node is the first.
+    pub fn start_cluster(brokers: usize) -> Result<Vec<Kafka>> {
+        let controller_port = free_port();
+        let cluster_id = random_cluster_id();
+        (1..=brokers.max(1))
+            .map(|id| {
+                let node = Node { id, controller_port, hosts_controller: id == 1, cluster_id: cluster_id.clone() };
+                Kafka::start_node(&node, false)
+            })
+            .collect()
+    }
+
+    fn start_node(node: &Node, secured: bool) -> Result<Kafka> {
         let libs = kafka_libs()?;
         let dir = tempfile::Builder::new().prefix("cgo-kafka-").tempdir()?;
         let port = free_port();
-        let controller_port = free_port();
+        let controller_port = node.controller_port;
         let data = dir.path().join("data");
         let secured = secured.then(|| SecuredListeners {
             ssl_port: free_port(),
@@ -214,11 +242,15 @@ impl Kafka {
             None => Listeners::default(),
             Some(secured) => secured.configure()?,
         };
+        let (roles, controller_listener) = match node.hosts_controller {
+            true => ("broker,controller", format!(",CONTROLLER://127.0.0.1:{controller_port}")),
+            false => ("broker", String::new()),
+        };
         let properties = format!(
-            "process.roles=broker,controller\n\
-             node.id=1\n\
+            "process.roles={roles}\n\
+             node.id={id}\n\
              controller.quorum.voters=1@127.0.0.1:{controller_port}\n\
-             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}{listeners}\n\
+             listeners=PLAINTEXT://127.0.0.1:{port}{controller_listener}{listeners}\n\
              advertised.listeners=PLAINTEXT://127.0.0.1:{port}{advertised}\n\
              controller.listener.names=CONTROLLER\n\
              inter.broker.listener.name=PLAINTEXT\n\
@@ -238,7 +270,8 @@ impl Kafka {
              authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
              allow.everyone.if.no.acl.found=true\n\
              log.segment.bytes=1048576\n",
-            data = data.display()
+            data = data.display(),
+            id = node.id,
         );
         fs::write(dir.path().join("server.properties"), properties)?;
         fs::write(
@@ -250,7 +283,7 @@ impl Kafka {
              appender.file.layout.pattern=[%d] %p %m (%c)%n\n",
         )?;
 
-        let cluster_id = random_cluster_id();
+        let cluster_id = &node.cluster_id;
         // SCRAM credentials live in the cluster's metadata: written when storage is formatted.
         let scram: Vec<String> = match &secured {
             None => Vec::new(),
@@ -267,7 +300,7 @@ impl Kafka {
             .arg(classpath(&libs))
             .arg(format!("-Dlog4j2.configurationFile={}", dir.path().join("log4j2.properties").display()))
             .arg(format!("-Dcgo.log.file={}", dir.path().join("format.log").display()))
-            .args(["kafka.tools.StorageTool", "format", "-t", &cluster_id, "-c"])
+            .args(["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c"])
             .arg(dir.path().join("server.properties"))
             .args(&scram)
             .output()

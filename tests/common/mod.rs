@@ -274,3 +274,23 @@ pub fn memory_mib(field: &str) -> f64 {
         .and_then(|v| v.trim_start_matches(':').trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }
+
+/// Commits offsets for a group from outside, as an admin, retrying while the broker does not know
+/// a topic created a moment ago yet (it learns of new topics shortly after CreateTopics answers).
+/// Panics after a minute.
+pub async fn commit(
+    client: &consumer_group_operator::kafka::KafkaClient,
+    group: &str,
+    offsets: &std::collections::BTreeMap<consumer_group_operator::kafka::TopicPartition, i64>,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match client.alter_consumer_group_offsets(group, offsets, Duration::from_secs(30)).await {
+            Ok(()) => return,
+            Err(error) if tokio::time::Instant::now() > deadline => {
+                panic!("the commit of {group} was never accepted: {error}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
