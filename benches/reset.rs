@@ -1,7 +1,7 @@
-//! `make bench` (second part): executing an offset reset of an Empty group on 1,000 and 10,000
-//! partitions, the operator's Kafka path (plan reads, AlterConsumerGroupOffsets, verifying
+//! `make bench` (second part): executing an offset reset of an Empty group on 1,000, 10,000 and
+//! 50,000 partitions, the operator's Kafka path (plan reads, AlterConsumerGroupOffsets, verifying
 //! OffsetFetch) against `kafka-consumer-groups --reset-offsets --to-earliest --execute` on the same
-//! state, in the same run. Sizes: BENCH_RESET_SIZES (default "1000,10000"), partitions spread over
+//! state, in the same run. Sizes: BENCH_RESET_SIZES (default "1000,10000,50000"), partitions spread over
 //! topics of 500 partitions each.
 
 #[path = "../tests/common/mod.rs"]
@@ -20,7 +20,7 @@ const PER_TOPIC: usize = 500;
 #[tokio::main]
 async fn main() {
     let sizes: Vec<usize> = std::env::var("BENCH_RESET_SIZES")
-        .unwrap_or_else(|_| "1000,10000".into())
+        .unwrap_or_else(|_| "1000,10000,50000".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
@@ -36,6 +36,7 @@ async fn main() {
         "  {:>10} {:>14} {:>22} {:>8} {:>20}",
         "partitions", "operator (s)", "kafka-consumer-groups (s)", "ratio", "tool peak RSS (MiB)"
     );
+    let mut times: Vec<(usize, f64)> = Vec::new();
     for size in sizes {
         let topics: Vec<String> = (0..size.div_ceil(PER_TOPIC)).map(|t| format!("reset-bench-{size}-{t}")).collect();
         let mut all = Vec::new();
@@ -119,6 +120,7 @@ async fn main() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let theirs_now = client.list_consumer_group_offsets(&theirs, Some(&all), timeout).await.unwrap();
         assert_eq!(theirs_now, verified, "both ways reach the same offsets");
+        times.push((all.len(), operator_time.as_secs_f64()));
         println!(
             "  {:>10} {:>14.3} {:>22.3} {:>7.1}x {:>20.1}",
             all.len(),
@@ -126,6 +128,15 @@ async fn main() {
             tool_time.as_secs_f64(),
             tool_time.as_secs_f64() / operator_time.as_secs_f64(),
             tool_peak_kib as f64 / 1024.0
+        );
+    }
+    // How the operator's time grows with the size (linear would be the ratio of the sizes).
+    for pair in times.windows(2) {
+        let ((small, t_small), (large, t_large)) = (pair[0], pair[1]);
+        println!(
+            "  {large} / {small} partitions: {:.1}x the time for {:.0}x the size",
+            t_large / t_small,
+            large as f64 / small as f64
         );
     }
     println!(

@@ -430,6 +430,66 @@ async fn a_group_with_an_outside_member_is_refused_and_untouched() {
     assert_eq!(s.deployments.get("outside").await.unwrap().spec.unwrap().replicas, Some(1));
 }
 
+#[tokio::test]
+async fn a_member_on_the_kip_848_consumer_protocol_blocks_an_execute() {
+    let env = common::shared_env().await;
+    let s = setup("reset-848").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let client = kafka(&bootstrap);
+    let topic = testenv::unique_name("reset-topic");
+    client.create_topic(&topic, 2, 1, TIMEOUT).await.unwrap();
+    common::produce(&bootstrap, &topic, &[5, 5], None);
+    let group_id = testenv::unique_name("g848");
+    // Kafka's own Java consumer, on Kafka 4's consumer protocol, reads everything and commits it.
+    let java = env
+        .kafka
+        .spawn_tool(
+            "org.apache.kafka.tools.consumer.ConsoleConsumer",
+            &[
+                "--bootstrap-server",
+                &bootstrap,
+                "--topic",
+                &topic,
+                "--group",
+                &group_id,
+                "--from-beginning",
+                "--consumer-property",
+                "group.protocol=consumer",
+                "--consumer-property",
+                "client.id=java-848",
+                "--consumer-property",
+                "auto.commit.interval.ms=200",
+            ],
+        )
+        .unwrap();
+    let drained = common::eventually(WAIT, || async {
+        (committed(&bootstrap, &group_id, &topic, 2).await == vec![Some(5), Some(5)]).then_some(())
+    })
+    .await;
+    assert!(drained.is_some(), "the Java consumer never committed the log end");
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
+    let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 1,
+        "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
+    s.groups.create(&PostParams::default(), &common::consumer_group("kip848", spec)).await.unwrap();
+    let seen = common::eventually(WAIT, || async {
+        let status = s.groups.get("kip848").await.ok()?.status?;
+        (status.group_state.as_deref() == Some("Stable") && status.member_count == Some(1)).then_some(status)
+    })
+    .await
+    .expect("the consumer-protocol member is seen: Stable, 1 member");
+    assert_eq!(seen.members[0].client_id, "java-848");
+    let spec = serde_json::json!({"consumerGroup": "kip848", "target": {"toEarliest": true}, "mode": "Execute",
+        "quiesceTimeoutSeconds": 5, "sessionTimeoutSeconds": 5});
+    s.resets.create(&PostParams::default(), &offset_reset("blocked", spec)).await.unwrap();
+    let failed = wait_phase(&s.resets, "blocked", &[ResetPhase::Failed, ResetPhase::Succeeded]).await;
+    let status = failed.status.unwrap();
+    assert_eq!(status.phase, Some(ResetPhase::Failed), "{:?}", status.message);
+    let message = status.message.unwrap();
+    assert!(message.contains("java-848") && message.contains("no offset changed"), "{message}");
+    assert_eq!(committed(&bootstrap, &group_id, &topic, 2).await, vec![Some(5), Some(5)], "offsets untouched");
+    drop(java);
+}
+
 /// The operator binary as a separate process, so that it can die mid-reset.
 fn operator_process(env: &testenv::SharedEnv, namespace: &str, fault: Option<&str>) -> std::process::Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_consumer-group-operator"));

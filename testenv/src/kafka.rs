@@ -391,6 +391,14 @@ impl Kafka {
         self.tool(main_class, args).output().with_context(|| format!("run {main_class}"))
     }
 
+    /// Starts one of Kafka's tools in the background (e.g. a console consumer); it is killed when
+    /// the returned guard drops.
+    pub fn spawn_tool(&self, main_class: &str, args: &[&str]) -> Result<Guarded> {
+        let mut command = self.tool(main_class, args);
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        Guarded::spawn(main_class, command).with_context(|| format!("start {main_class}"))
+    }
+
     fn tool(&self, main_class: &str, args: &[&str]) -> Command {
         let mut command = Command::new(java());
         command
