@@ -1,8 +1,9 @@
-//! `make bench` (second part): executing an offset reset of an Empty group on 1,000, 10,000 and
-//! 50,000 partitions, the operator's Kafka path (plan reads, AlterConsumerGroupOffsets, verifying
+//! `make bench` (second part): executing an offset reset of an Empty group on 1,000 and 10,000
+//! partitions, the operator's Kafka path (plan reads, AlterConsumerGroupOffsets, verifying
 //! OffsetFetch) against `kafka-consumer-groups --reset-offsets --to-earliest --execute` on the same
-//! state, in the same run. Sizes: BENCH_RESET_SIZES (default "1000,10000,50000"), partitions spread over
-//! topics of 500 partitions each.
+//! state, in the same run. Sizes: BENCH_RESET_SIZES (default "1000,10000"; creating 50,000
+//! partitions on the one test broker had reached 20,000 after four minutes, still slowing, so it
+//! is not a default), partitions spread over topics of 500 partitions each.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -20,7 +21,7 @@ const PER_TOPIC: usize = 500;
 #[tokio::main]
 async fn main() {
     let sizes: Vec<usize> = std::env::var("BENCH_RESET_SIZES")
-        .unwrap_or_else(|_| "1000,10000,50000".into())
+        .unwrap_or_else(|_| "1000,10000".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
