@@ -328,7 +328,7 @@ impl Kafka {
         let log_offset = fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
         let mut command = Command::new(java());
         command
-            .args(["-Xms256m", "-Xmx768m", "-XX:+UseSerialGC", "-Djava.awt.headless=true"])
+            .args(["-Xms256m", &format!("-Xmx{}", max_heap()), "-XX:+UseSerialGC", "-Djava.awt.headless=true"])
             .arg(format!("-Dlog4j2.configurationFile={}", self.dir.path().join("log4j2.properties").display()))
             .arg(format!("-Dcgo.log.file={}", log.display()))
             .arg("-cp")
@@ -491,6 +491,12 @@ impl Kafka {
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// The broker's largest heap: 768 MiB, or `CGO_KAFKA_HEAP` (a JVM size such as `2g`) for runs
+/// with tens of thousands of partitions.
+fn max_heap() -> String {
+    std::env::var("CGO_KAFKA_HEAP").ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "768m".into())
 }
 
 fn classpath(libs: &Path) -> String {
