@@ -172,27 +172,16 @@ impl Snapshot {
         group_id: &str,
         topics: &[String],
     ) -> Result<BTreeMap<TopicPartition, (Option<i64>, LogRange)>, KafkaError> {
-        let counts = self.topics.as_ref().map_err(Clone::clone)?;
-        let committed = match self.committed.get(group_id) {
-            Some(result) => result.as_ref().map_err(Clone::clone)?,
-            None => return Err(KafkaError::Internal(format!("group {group_id:?} was not polled"))),
-        };
-        let ranges = self.log_ranges.as_ref().map_err(Clone::clone)?;
-        let mut offsets = BTreeMap::new();
-        for topic in topics {
-            let Some(&count) = counts.get(topic) else { return Err(KafkaError::UnknownTopics(vec![topic.clone()])) };
-            for partition in 0..count {
-                let tp = TopicPartition { topic: topic.clone(), partition };
-                let range = ranges
-                    .get(topic)
-                    .and_then(|r| r.get(partition as usize))
-                    .copied()
-                    .ok_or_else(|| KafkaError::MissingOffsets(tp.clone()))?;
-                let committed = committed.get(topic).and_then(|c| c.get(partition as usize)).copied().flatten();
-                offsets.insert(tp, (committed, range));
-            }
-        }
-        Ok(offsets)
+        let by_topic = self.partition_offsets(group_id, topics)?;
+        Ok(by_topic
+            .into_iter()
+            .flat_map(|(topic, partitions)| {
+                partitions.into_iter().enumerate().map(move |(partition, o)| {
+                    let tp = TopicPartition { topic: topic.to_string(), partition: partition as i32 };
+                    (tp, (o.committed, LogRange { start: o.log_start, end: o.log_end }))
+                })
+            })
+            .collect())
     }
 
     /// Each partition's offsets of `group_id` for its `topics` (by topic, partition index), or

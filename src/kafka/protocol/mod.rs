@@ -354,12 +354,7 @@ impl GroupReader {
                 .map(|group| OffsetFetchRequestGroup::default().with_group_id(group_id(group)).with_topics(None))
                 .collect(),
         );
-        let answer = self
-            .with_connection(coordinator, OffsetFetchRequest::NAME, deadline, async |connection| {
-                let version = connection.required_version::<OffsetFetchRequest>(8)?;
-                connection.send(&request, version, &self.counts).await
-            })
-            .await;
+        let answer = self.send_to(coordinator, &request, 8, deadline).await;
         let answer = match answer {
             Ok(answer) => answer,
             Err(error) => return groups.iter().map(|g| (g.clone(), Answer::Done(Err(error.clone())))).collect(),
@@ -432,12 +427,7 @@ impl GroupReader {
             return answers;
         }
         let request = DescribeGroupsRequest::default().with_groups(classic.iter().map(|g| group_id(g)).collect());
-        let answer = self
-            .with_connection(coordinator, DescribeGroupsRequest::NAME, deadline, async |connection| {
-                let version = connection.required_version::<DescribeGroupsRequest>(0)?;
-                connection.send(&request, version, &self.counts).await
-            })
-            .await;
+        let answer = self.send_to(coordinator, &request, 0, deadline).await;
         let answer = match answer {
             Ok(answer) => answer,
             Err(error) => {
@@ -489,18 +479,27 @@ impl GroupReader {
         candidates.sort_by_key(|(closed, _)| *closed);
         let mut last_error = None;
         for (_, broker) in candidates {
-            let answer = self
-                .with_connection(&broker, R::NAME, deadline, async |connection| {
-                    let version = connection.required_version::<R>(min_version)?;
-                    connection.send(request, version, &self.counts).await
-                })
-                .await;
-            match answer {
+            match self.send_to(&broker, request, min_version, deadline).await {
                 Err(error @ KafkaError::Unreachable(_)) => last_error = Some(error),
                 answer => return answer,
             }
         }
         Err(last_error.unwrap_or_else(|| KafkaError::Unreachable("no broker to ask".to_string())))
+    }
+
+    /// Sends `request` to `broker` at the highest version both know, at least `min_version`.
+    async fn send_to<R: Api>(
+        &self,
+        broker: &Broker,
+        request: &R,
+        min_version: i16,
+        deadline: Instant,
+    ) -> Result<R::Response, KafkaError> {
+        self.with_connection(broker, R::NAME, deadline, async |connection| {
+            let version = connection.required_version::<R>(min_version)?;
+            connection.send(request, version, &self.counts).await
+        })
+        .await
     }
 
     /// Runs `exchange` on the connection to `broker`, opening it first if needed, before
