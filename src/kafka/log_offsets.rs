@@ -84,7 +84,9 @@ impl LogOffsetCache {
             answers.get(tp).and_then(|o| o.offset).ok_or_else(|| KafkaError::MissingOffsets(tp.clone()))
         };
         let mut entries = self.entries.lock().expect("log offset cache lock");
-        for tp in stale.ends.iter().chain(&stale.starts) {
+        // A partition missing from the cache is in both lists: update it once.
+        let touched: std::collections::BTreeSet<&TopicPartition> = stale.ends.iter().chain(&stale.starts).collect();
+        for tp in touched {
             let previous = entries.get(tp).copied();
             let start = match starts.contains_key(tp) {
                 true => offset(&starts, tp)?,
