@@ -1,4 +1,5 @@
-//! The `kafka.operators.dev/v1alpha1` API: the `ConsumerGroup` custom resource.
+//! The `kafka.operators.dev/v1alpha1` API: ConsumerGroup, OffsetReset, KafkaConnection and
+//! ClusterKafkaConnection.
 //!
 //! Types only: doc comments become `kubectl explain` text, and validation that the API server can
 //! do (schema ranges, CEL rules) is declared here so bad objects are refused at `kubectl apply`.
@@ -75,7 +76,7 @@ pub struct ConsumerGroupSpec {
     /// How to reach Kafka. Unset fields fall back to the operator's default connection
     /// (`--default-bootstrap-servers`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kafka: Option<KafkaConnection>,
+    pub kafka: Option<KafkaSettings>,
 
     /// Pod template of the consumer workload: the operator creates and owns a Deployment from it and
     /// injects KAFKA_BOOTSTRAP_SERVERS, KAFKA_GROUP_ID and KAFKA_TOPICS into every container.
@@ -118,10 +119,19 @@ fn default_replicas() -> i32 {
     1
 }
 
-/// Connection to the Kafka cluster.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+/// How a ConsumerGroup reaches Kafka: a named connection, or inline settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(
+    validation = Rule::new("!has(self.connectionRef) || (!has(self.bootstrapServers) && !has(self.clientPropertiesSecretRef))")
+        .message("spec.kafka.connectionRef replaces bootstrapServers and clientPropertiesSecretRef: set either connectionRef or those fields, not both")
+)]
 #[serde(rename_all = "camelCase")]
-pub struct KafkaConnection {
+pub struct KafkaSettings {
+    /// A KafkaConnection in this namespace or a ClusterKafkaConnection that allows this namespace:
+    /// connection settings defined once, by whoever may read their Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_ref: Option<ConnectionReference>,
+
     /// Comma-separated `host:port` list of bootstrap brokers. Defaults to the operator's
     /// `--default-bootstrap-servers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,12 +140,44 @@ pub struct KafkaConnection {
 
     /// A Secret in the ConsumerGroup's namespace whose keys are librdkafka client properties
     /// (for example `security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password`,
-    /// `ssl.ca.pem`) used by the operator's own Kafka client for this group. Its content is
-    /// never logged or copied into status or Events. Unset: the operator's default properties
+    /// `ssl.ca.pem`) used by the operator's own Kafka client for this group. The Secret must carry
+    /// the label `kafka.operators.dev/client-properties: "true"`, so that only Secrets meant for
+    /// this can be named; the operator reads no other. Its content is never logged or copied into
+    /// status or Events. Unset: the operator's default properties
     /// (`--default-client-properties-dir`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_properties_secret_ref: Option<SecretReference>,
 }
+
+/// A named Kafka connection.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct ConnectionReference {
+    /// KafkaConnection (in the ConsumerGroup's namespace) or ClusterKafkaConnection.
+    pub kind: ConnectionKind,
+    /// Name of the connection.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// The two kinds of named Kafka connection.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+pub enum ConnectionKind {
+    KafkaConnection,
+    ClusterKafkaConnection,
+}
+
+impl ConnectionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionKind::KafkaConnection => "KafkaConnection",
+            ConnectionKind::ClusterKafkaConnection => "ClusterKafkaConnection",
+        }
+    }
+}
+
+/// The label a Secret in a workload namespace must carry before the operator reads it as Kafka
+/// client properties.
+pub const CLIENT_PROPERTIES_LABEL: &str = "kafka.operators.dev/client-properties";
 
 /// A reference to a Secret in the same namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -700,9 +742,121 @@ pub struct OffsetResetStatus {
     pub failing_since: Option<Time>,
 }
 
+/// Kafka connection settings defined once in a namespace and named by its ConsumerGroups
+/// (`spec.kafka.connectionRef`); whoever may create one may name a Secret of this namespace.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "kafka.operators.dev",
+    version = "v1alpha1",
+    kind = "KafkaConnection",
+    namespaced,
+    status = "KafkaConnectionStatus",
+    shortname = "kc",
+    category = "kafka",
+    derive = "PartialEq",
+    doc = "Kafka connection settings (bootstrap servers, client-properties Secret) shared by the ConsumerGroups of one namespace.",
+    printcolumn(name = "Bootstrap", type_ = "string", json_path = ".spec.bootstrapServers"),
+    printcolumn(
+        name = "Reachable",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Reachable\")].status"
+    ),
+    printcolumn(name = "Brokers", type_ = "integer", json_path = ".status.brokers"),
+    printcolumn(name = "Groups", type_ = "integer", json_path = ".status.consumerGroupCount"),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Reachable\")].message",
+        priority = "1"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaConnectionSpec {
+    /// Comma-separated `host:port` list of bootstrap brokers.
+    #[schemars(length(min = 1))]
+    pub bootstrap_servers: String,
+
+    /// A Secret in this namespace whose keys are librdkafka client properties
+    /// (`security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password`, `ssl.ca.pem`, ...).
+    /// Like an inline one, it must carry the label `kafka.operators.dev/client-properties: "true"`.
+    /// Never logged or copied into status or Events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_properties_secret_ref: Option<SecretReference>,
+}
+
+/// Kafka connection settings for the whole cluster, owned by the platform team: its Secret lives
+/// in the operator's own namespace, and its namespace selector says which namespaces' ConsumerGroups
+/// may use it.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "kafka.operators.dev",
+    version = "v1alpha1",
+    kind = "ClusterKafkaConnection",
+    status = "KafkaConnectionStatus",
+    shortname = "ckc",
+    category = "kafka",
+    derive = "PartialEq",
+    doc = "Kafka connection settings defined once for the cluster, usable by ConsumerGroups of the namespaces it selects.",
+    printcolumn(name = "Bootstrap", type_ = "string", json_path = ".spec.bootstrapServers"),
+    printcolumn(
+        name = "Reachable",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Reachable\")].status"
+    ),
+    printcolumn(name = "Brokers", type_ = "integer", json_path = ".status.brokers"),
+    printcolumn(name = "Groups", type_ = "integer", json_path = ".status.consumerGroupCount"),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Reachable\")].message",
+        priority = "1"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterKafkaConnectionSpec {
+    /// Comma-separated `host:port` list of bootstrap brokers.
+    #[schemars(length(min = 1))]
+    pub bootstrap_servers: String,
+
+    /// A Secret in the operator's own namespace whose keys are librdkafka client properties. Only
+    /// the platform team, who may create cluster-scoped objects, names it: no label is needed.
+    /// Never logged or copied into status or Events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_properties_secret_ref: Option<SecretReference>,
+
+    /// Namespaces whose ConsumerGroups may use this connection, by their labels. `{}` selects
+    /// every namespace; `matchLabels: {kubernetes.io/metadata.name: team-a}` selects one.
+    pub namespace_selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+}
+
+/// Observed state of a KafkaConnection or ClusterKafkaConnection.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaConnectionStatus {
+    /// The metadata.generation this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Brokers in the cluster's metadata, as last read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brokers: Option<i32>,
+    /// ConsumerGroups naming this connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_group_count: Option<i32>,
+    /// Up to 100 of them (`namespace/name` for a ClusterKafkaConnection).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub consumer_groups: Vec<String>,
+    /// Reachable: the operator connected with these settings on its last check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
 /// Every CRD of the operator, in the order `consumer-group-operator crd` prints them.
 pub fn all_crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
-    vec![ConsumerGroup::crd(), OffsetReset::crd()]
+    vec![ConsumerGroup::crd(), OffsetReset::crd(), KafkaConnection::crd(), ClusterKafkaConnection::crd()]
 }
 
 /// All CRDs as one multi-document YAML stream.

@@ -146,14 +146,19 @@ fn bump(failures: &mut HashMap<ObjectRef<ConsumerGroup>, u32>, key: ObjectRef<Co
 /// The earliest-created other ConsumerGroup claiming the same groupId in the same Kafka cluster.
 fn conflicting_owner(ctx: &Context, group: &ConsumerGroup) -> Option<String> {
     let default = ctx.defaults.bootstrap_servers.as_deref();
-    let cluster = connection::bootstrap_servers(group, default).map(|b| connection::cluster_key(&b));
+    let stores = &ctx.connections_cache;
+    // Unknown (no bootstrap servers, a connection not cached yet): nothing to compare with.
+    let cluster = connection::bootstrap_servers(group, default, stores).map(|b| connection::cluster_key(&b))?;
     let rank = |g: &ConsumerGroup| (g.metadata.creation_timestamp.clone(), g.namespace(), g.name_any());
     ctx.stores
         .iter()
         .flat_map(|store| store.state())
         .filter(|other| other.metadata.uid != group.metadata.uid && other.metadata.deletion_timestamp.is_none())
         .filter(|other| other.spec.group_id == group.spec.group_id)
-        .filter(|other| connection::bootstrap_servers(other, default).map(|b| connection::cluster_key(&b)) == cluster)
+        .filter(|other| {
+            connection::bootstrap_servers(other, default, stores).map(|b| connection::cluster_key(&b)).as_ref()
+                == Some(&cluster)
+        })
         .filter(|other| rank(other) < rank(group))
         .min_by_key(|other| rank(other))
         .map(|other| format!("{}/{}", other.namespace().unwrap_or_default(), other.name_any()))

@@ -105,15 +105,8 @@ pub fn plan(o: &Observed) -> Plan {
     }
 
     if let Some(problem) = &o.connection {
-        let reason = match problem {
-            ConnectionProblem::NoBootstrapServers | ConnectionProblem::DefaultPropertiesUnreadable { .. } => {
-                reason::KAFKA_NOT_CONFIGURED
-            }
-            ConnectionProblem::SecretNotFound(_) => reason::SECRET_NOT_FOUND,
-            ConnectionProblem::SecretInvalid { .. } => reason::SECRET_INVALID,
-        };
         plan.permanent = matches!(problem, ConnectionProblem::NoBootstrapServers);
-        plan.conditions.push(Desired::new(READY, false, reason, problem.to_string()));
+        plan.conditions.push(Desired::new(READY, false, problem.reason(), problem.to_string()));
         return plan;
     }
 
@@ -416,7 +409,11 @@ mod tests {
         assert!(condition(&p, READY).message.contains("ns/first"));
 
         let mut o = observed(&g, seen(6));
-        o.connection = Some(ConnectionProblem::SecretNotFound("kafka-auth".into()));
+        o.connection = Some(ConnectionProblem::SecretNotFound {
+            name: "kafka-auth".into(),
+            namespace: "ns".into(),
+            named_in: "spec.kafka.clientPropertiesSecretRef".into(),
+        });
         let p = plan(&o);
         assert_eq!(p.replicas, None);
         assert!(condition(&p, READY).message.contains("kafka-auth"));
