@@ -244,9 +244,26 @@ pub struct ScalingSpec {
     pub max_replicas: Option<i32>,
 
     /// Target lag (messages) per consumer: desired replicas = ceil(total lag / lagThreshold).
+    /// With targetDrainSeconds, used only until a per-replica rate is known.
     #[serde(default = "default_lag_threshold")]
     #[schemars(range(min = 1))]
     pub lag_threshold: i64,
+
+    /// Time-to-drain mode: run as few consumers as keep the lag drainable within this many
+    /// seconds, from measured rates: replicas = ceil((production rate + lag / targetDrainSeconds)
+    /// / per-replica rate). The per-replica rate is learned from what the consumers commit while
+    /// their partitions have lag (so it is their capacity, not the production rate they keep up
+    /// with), or taken from expectedMessagesPerSecondPerReplica until then. Until either is known,
+    /// lagThreshold decides. Unset: lagThreshold always decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub target_drain_seconds: Option<i32>,
+
+    /// Messages per second one consumer can process, if known: the per-replica rate of
+    /// targetDrainSeconds until one is measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub expected_messages_per_second_per_replica: Option<i64>,
 
     /// Total lag that must be exceeded to scale from zero to one consumer.
     #[serde(default)]
@@ -300,6 +317,8 @@ impl Default for ScalingSpec {
             min_replicas: default_min_replicas(),
             max_replicas: None,
             lag_threshold: default_lag_threshold(),
+            target_drain_seconds: None,
+            expected_messages_per_second_per_replica: None,
             activation_lag_threshold: 0,
             scale_down_stabilization_seconds: default_stabilization_seconds(),
             scale_up_max_step: None,
@@ -360,10 +379,37 @@ pub struct ConsumerGroupStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<Time>,
 
+    /// Lag autoscaling: which rule chose the replicas and from which rates. Refreshed with the lag
+    /// figures, and whenever the desired replica count changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
+
     /// Ready, KafkaReachable, ReplicasCapped, ... (Kubernetes condition conventions).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// How lag autoscaling chose the replicas. Rates are messages per second, as decimal text.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingStatus {
+    /// TimeToDrain, or LagThreshold (also while time-to-drain waits for a per-replica rate).
+    pub rule: String,
+    /// Why the workload runs the replicas it runs, in one line.
+    pub reason: String,
+    /// Messages written to the subscribed partitions per second (log-end growth over the kept polls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub production_rate: Option<String>,
+    /// Messages committed by the group per second over the same polls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumption_rate: Option<String>,
+    /// Messages one consumer processes per second, as learned (or expected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_replica_rate: Option<String>,
+    /// At the measured rates, seconds until the lag is consumed (absent while lag does not shrink).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_to_drain: Option<i64>,
 }
 
 /// Partition count of one topic.
