@@ -42,9 +42,11 @@ demo:
 
 # Lag collection and offset resets against Kafka's own tool on a real broker, reconcile latency
 # against a bare apiserver round trip, and 1,000 ConsumerGroups against the operator before the
-# per-cluster observer; each prints ratios against its reference from the same run.
+# per-cluster observer, and time-to-drain against lag-threshold autoscaling with real consumers;
+# each prints ratios against its reference from the same run.
 bench:
 	@eval "$$(scripts/deps.sh)" && $(CARGO) bench --bench lag && $(CARGO) bench --bench reset && $(CARGO) bench --bench reconcile \
+		&& $(CARGO) bench --bench drain \
 		&& BENCH_BASELINE_BIN="$$(scripts/baseline.sh)" $(CARGO) bench --bench scale
 
 clean-cache:

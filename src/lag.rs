@@ -194,21 +194,34 @@ pub struct Rates {
     pub committed_per_second: f64,
 }
 
-/// What the group committed during its last poll interval on the partitions that had lag at
-/// both ends of it: there its consumers read as fast as they can, so this is their capacity, not
-/// the production rate they kept up with.
+/// What the group committed during its last poll interval on the partitions that were backlogged
+/// throughout it: lag at its start, and at its end still at least what was committed during it.
+/// There the consumers had work waiting all along and read as fast as they can, so this is their
+/// capacity, not the production rate they kept up with. (A partition that keeps up under steady
+/// production also shows some lag at every poll, what arrived since the last commit, but far less
+/// than an interval's worth.)
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecentCapacity {
     /// When the interval ended (the last poll), in milliseconds.
     pub at_ms: i64,
     pub span_ms: i64,
-    /// (topic, partition, messages committed during the interval), for backlogged partitions only.
-    pub backlogged: Vec<(std::sync::Arc<str>, i32, i64)>,
+    /// Every partition committed at both ends of the interval: how far its commit moved, and
+    /// whether it was backlogged throughout.
+    pub partitions: Vec<RecentPartition>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecentPartition {
+    pub topic: std::sync::Arc<str>,
+    pub partition: i32,
+    pub committed: i64,
+    pub backlogged: bool,
 }
 
 impl RecentCapacity {
-    pub fn committed(&self) -> i64 {
-        self.backlogged.iter().map(|(_, _, n)| n).sum()
+    /// Messages committed on the backlogged partitions.
+    pub fn backlogged_committed(&self) -> i64 {
+        self.partitions.iter().filter(|p| p.backlogged).map(|p| p.committed).sum()
     }
 }
 
@@ -223,7 +236,7 @@ impl GroupHistory {
         if span_ms <= 0 {
             return None;
         }
-        let mut backlogged = Vec::new();
+        let mut partitions = Vec::new();
         let mut shared_name: Option<std::sync::Arc<str>> = None;
         for (topic, partition, window) in self.partitions() {
             let len = window.len();
@@ -232,15 +245,15 @@ impl GroupHistory {
             }
             let (before, after) = (window[len - 2], window[len - 1]);
             let (Some(a), Some(b)) = (before.committed(), after.committed()) else { continue };
-            if before.lag > 0 && after.lag > 0 && b >= a {
-                let name = match &shared_name {
-                    Some(name) if **name == **topic => name.clone(),
-                    _ => shared_name.insert(std::sync::Arc::from(topic.as_str())).clone(),
-                };
-                backlogged.push((name, partition, b - a));
-            }
+            let name = match &shared_name {
+                Some(name) if **name == **topic => name.clone(),
+                _ => shared_name.insert(std::sync::Arc::from(topic.as_str())).clone(),
+            };
+            let committed = (b - a).max(0);
+            let backlogged = before.lag > 0 && committed > 0 && after.lag >= committed;
+            partitions.push(RecentPartition { topic: name, partition, committed, backlogged });
         }
-        Some(RecentCapacity { at_ms, span_ms, backlogged })
+        Some(RecentCapacity { at_ms, span_ms, partitions })
     }
 }
 
@@ -628,10 +641,23 @@ mod tests {
         let mut h = GroupHistory::default();
         assert_eq!(h.recent_capacity(), None);
         // Partition 0 keeps a backlog; partition 1 keeps up (lag 0 at the end); partition 2 was
-        // never committed.
+        // never committed; partition 3 keeps up under steady production, a little behind at each
+        // poll; partition 4 eats the last of its backlog.
         let polls = [
-            [(key(0), offsets(Some(0), 0, 500)), (key(1), offsets(Some(0), 0, 10)), (key(2), offsets(None, 0, 9))],
-            [(key(0), offsets(Some(120), 0, 530)), (key(1), offsets(Some(20), 0, 20)), (key(2), offsets(None, 0, 9))],
+            [
+                (key(0), offsets(Some(0), 0, 500)),
+                (key(1), offsets(Some(0), 0, 10)),
+                (key(2), offsets(None, 0, 9)),
+                (key(3), offsets(Some(95), 0, 100)),
+                (key(4), offsets(Some(0), 0, 150)),
+            ],
+            [
+                (key(0), offsets(Some(120), 0, 530)),
+                (key(1), offsets(Some(20), 0, 20)),
+                (key(2), offsets(None, 0, 9)),
+                (key(3), offsets(Some(145), 0, 150)),
+                (key(4), offsets(Some(120), 0, 150)),
+            ],
         ];
         for (poll, offsets) in polls.into_iter().enumerate() {
             let offsets = BTreeMap::from(offsets);
@@ -639,8 +665,10 @@ mod tests {
         }
         let recent = h.recent_capacity().unwrap();
         assert_eq!((recent.at_ms, recent.span_ms), (2000, 2000));
-        assert_eq!(recent.backlogged, vec![(std::sync::Arc::from("t"), 0, 120)]);
-        assert_eq!(recent.committed(), 120);
+        let seen: Vec<(i32, i64, bool)> =
+            recent.partitions.iter().map(|p| (p.partition, p.committed, p.backlogged)).collect();
+        assert_eq!(seen, vec![(0, 120, true), (1, 20, false), (3, 50, false), (4, 120, false)]);
+        assert_eq!(recent.backlogged_committed(), 120);
     }
 
     fn summary(h: &GroupHistory, exclude: Option<usize>, members: Option<usize>) -> Summary {

@@ -88,33 +88,30 @@ pub fn learn_rate(previous: Option<f64>, sample: f64) -> f64 {
     }
 }
 
-/// One capacity sample from the last poll interval: what was committed on backlogged partitions,
-/// per second, divided among the members that own one (all members when assignments are unknown).
-/// None when no member had a backlog, or when nothing was committed (a stuck consumer tells
-/// nothing about how fast a working one is).
+/// One capacity sample from the last poll interval: messages per second per busy member, a busy
+/// member being one that owns a partition backlogged throughout the interval (it had work waiting
+/// all along, so everything it committed, on any of its partitions, is what it can do). When
+/// assignments are unknown, the backlogged partitions' commits divided among all members. None
+/// when nothing was backlogged: a group that keeps up tells how much is produced, not how fast
+/// its consumers are.
 pub fn capacity_sample(
     recent: &crate::lag::RecentCapacity,
     members: &[crate::kafka::MemberDescription],
 ) -> Option<f64> {
-    let committed = recent.committed();
-    if committed <= 0 || recent.span_ms <= 0 || members.is_empty() {
+    if recent.span_ms <= 0 || members.is_empty() || recent.backlogged_committed() <= 0 {
         return None;
     }
-    let assignments_known = members.iter().any(|m| !m.assignment.is_empty());
-    let busy = if assignments_known {
-        members
-            .iter()
-            .filter(|m| {
-                m.assignment.iter().any(|tp| {
-                    recent
-                        .backlogged
-                        .iter()
-                        .any(|(topic, partition, _)| **topic == *tp.topic && *partition == tp.partition)
-                })
-            })
-            .count()
+    let owns = |member: &crate::kafka::MemberDescription, p: &crate::lag::RecentPartition| {
+        member.assignment.iter().any(|tp| *tp.topic == *p.topic && tp.partition == p.partition)
+    };
+    let (committed, busy) = if members.iter().any(|m| !m.assignment.is_empty()) {
+        let busy: Vec<_> =
+            members.iter().filter(|m| recent.partitions.iter().any(|p| p.backlogged && owns(m, p))).collect();
+        let committed: i64 =
+            recent.partitions.iter().filter(|p| busy.iter().any(|m| owns(m, p))).map(|p| p.committed).sum();
+        (committed, busy.len())
     } else {
-        members.len()
+        (recent.backlogged_committed(), members.len())
     };
     (busy > 0).then(|| committed as f64 * 1000.0 / recent.span_ms as f64 / busy as f64)
 }
@@ -389,20 +386,40 @@ mod tests {
             host: "h".into(),
             assignment: partitions.iter().map(|&partition| TopicPartition { topic: "t".into(), partition }).collect(),
         };
+        let partition = |partition: i32, committed: i64, backlogged: bool| crate::lag::RecentPartition {
+            topic: std::sync::Arc::from("t"),
+            partition,
+            committed,
+            backlogged,
+        };
         let recent = crate::lag::RecentCapacity {
             at_ms: 10_000,
             span_ms: 2_000,
-            backlogged: vec![(std::sync::Arc::from("t"), 0, 300), (std::sync::Arc::from("t"), 1, 100)],
+            partitions: vec![
+                partition(0, 300, true),
+                partition(1, 60, true),
+                partition(2, 20, false),
+                partition(3, 20, false),
+                partition(4, 40, false),
+            ],
         };
-        // Members a and b own the backlogged partitions; c keeps up with its own.
-        let members = [member("a", &[0]), member("b", &[1]), member("c", &[2, 3])];
-        assert_eq!(capacity_sample(&recent, &members), Some(100.0), "400 messages in 2 s by 2 busy consumers");
+        // Members a and b own the backlogged partitions (b also a partition that keeps up); c
+        // keeps up with its own.
+        let members = [member("a", &[0]), member("b", &[1, 4]), member("c", &[2, 3])];
+        assert_eq!(
+            capacity_sample(&recent, &members),
+            Some(100.0),
+            "(300 + 60 + 40) messages in 2 s by 2 busy consumers"
+        );
         let unknown = [member("a", &[]), member("b", &[]), member("c", &[]), member("d", &[])];
-        assert_eq!(capacity_sample(&recent, &unknown), Some(50.0), "without assignments every member counts");
+        assert_eq!(
+            capacity_sample(&recent, &unknown),
+            Some(45.0),
+            "without assignments: backlogged commits over every member"
+        );
         assert_eq!(capacity_sample(&recent, &[]), None);
-        let stuck =
-            crate::lag::RecentCapacity { backlogged: vec![(std::sync::Arc::from("t"), 0, 0)], ..recent.clone() };
-        assert_eq!(capacity_sample(&stuck, &members), None, "a stuck consumer teaches nothing");
+        let keeping_up = crate::lag::RecentCapacity { partitions: vec![partition(2, 20, false)], ..recent.clone() };
+        assert_eq!(capacity_sample(&keeping_up, &members), None, "a group that keeps up teaches nothing");
 
         assert_eq!(learn_rate(None, 100.0), 100.0);
         assert!((learn_rate(Some(100.0), 200.0) - 130.0).abs() < 1e-9);

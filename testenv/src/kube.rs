@@ -80,6 +80,13 @@ impl KubeApiServer {
             .arg(format!("--service-account-issuer=https://127.0.0.1:{port}/"))
             .arg(format!("--service-account-key-file={}", pki.join("sa.pub").display()))
             .arg(format!("--service-account-signing-key-file={}", pki.join("sa.key").display()))
+            .arg(format!("--requestheader-client-ca-file={}", pki.join("front-proxy-ca.crt").display()))
+            .arg("--requestheader-allowed-names=front-proxy-client")
+            .arg("--requestheader-username-headers=X-Remote-User")
+            .arg("--requestheader-group-headers=X-Remote-Group")
+            .arg("--requestheader-extra-headers-prefix=X-Remote-Extra-")
+            .arg(format!("--proxy-client-cert-file={}", pki.join("front-proxy-client.crt").display()))
+            .arg(format!("--proxy-client-key-file={}", pki.join("front-proxy-client.key").display()))
             .arg("--v=0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -182,6 +189,14 @@ fn write_pki(dir: &Path) -> Result<()> {
     let serving = ca.server("kube-apiserver", &["127.0.0.1", "localhost"])?;
     let admin = ca.client(&[(DnType::CommonName, "admin"), (DnType::OrganizationName, "system:masters")])?;
     let sa_key = KeyPair::generate()?;
+    // The aggregation layer: the apiserver proxies to extension API servers (the operator's
+    // external metrics API) with this client certificate, from a CA of its own, as kubeadm sets
+    // it up.
+    let front_proxy_ca = Ca::new("cgo-testenv-front-proxy-ca")?;
+    let front_proxy_client = front_proxy_ca.client(&[(DnType::CommonName, "front-proxy-client")])?;
+    fs::write(dir.join("front-proxy-ca.crt"), front_proxy_ca.pem())?;
+    fs::write(dir.join("front-proxy-client.crt"), front_proxy_client.certificate_pem)?;
+    fs::write(dir.join("front-proxy-client.key"), front_proxy_client.key_pem)?;
 
     fs::write(dir.join("ca.crt"), ca.pem())?;
     fs::write(dir.join("serving.crt"), serving.certificate_pem)?;

@@ -21,6 +21,14 @@ use anyhow::{Context, Result, bail};
 pub use kafka::Kafka;
 pub use kube::KubeApiServer;
 
+/// A serving certificate for `names` from a new CA: (CA PEM, certificate PEM, PKCS#8 key PEM), for
+/// servers the test apiserver must trust (an APIService's caBundle).
+pub fn serving_certificate(names: &[&str]) -> Result<(String, String, String)> {
+    let ca = pki::Ca::new("cgo-testenv-serving-ca")?;
+    let issued = ca.server(names.first().copied().unwrap_or("server"), names)?;
+    Ok((ca.pem(), issued.certificate_pem, issued.key_pem))
+}
+
 /// The repository root (this crate lives in `testenv/`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("testenv has a parent").to_path_buf()

@@ -74,8 +74,6 @@ pub struct ConsumerFleet {
     watch_process: Arc<Mutex<Option<std::process::Child>>>,
     running: Arc<AtomicUsize>,
     processed: Arc<AtomicU64>,
-    /// Consumers times seconds, integrated as the fleet changes size.
-    replica_millis: Arc<AtomicU64>,
 }
 
 impl ConsumerFleet {
@@ -88,14 +86,12 @@ impl ConsumerFleet {
         let stop = Arc::new(AtomicBool::new(false));
         let running = Arc::new(AtomicUsize::new(0));
         let processed = Arc::new(AtomicU64::new(0));
-        let replica_millis = Arc::new(AtomicU64::new(0));
         let watch_process: Arc<Mutex<Option<std::process::Child>>> = Arc::default();
         let watcher = {
-            let (stop, running, processed, replica_millis, watch_process) =
-                (stop.clone(), running.clone(), processed.clone(), replica_millis.clone(), watch_process.clone());
+            let (stop, running, processed, watch_process) =
+                (stop.clone(), running.clone(), processed.clone(), watch_process.clone());
             std::thread::Builder::new().name(format!("fleet-{}", deployment.name)).spawn(move || {
                 let mut consumers: Vec<Running> = Vec::new();
-                let mut since = Instant::now();
                 let mut started = 0usize;
                 while !stop.load(Ordering::SeqCst) {
                     let child = deployment
@@ -116,10 +112,6 @@ impl ConsumerFleet {
                     for line in std::io::BufReader::new(stdout).lines() {
                         let Ok(line) = line else { break };
                         let Ok(wanted) = line.trim().parse::<usize>() else { continue };
-                        let now = Instant::now();
-                        let elapsed = now.duration_since(since).as_millis() as u64;
-                        replica_millis.fetch_add(elapsed * consumers.len() as u64, Ordering::SeqCst);
-                        since = now;
                         while consumers.len() < wanted {
                             let client_id = format!("{}-{started}", deployment.name);
                             started += 1;
@@ -138,8 +130,6 @@ impl ConsumerFleet {
                         let _ = child.wait();
                     }
                 }
-                let elapsed = since.elapsed().as_millis() as u64;
-                replica_millis.fetch_add(elapsed * consumers.len() as u64, Ordering::SeqCst);
                 for consumer in &consumers {
                     consumer.stop.store(true, Ordering::SeqCst);
                 }
@@ -149,7 +139,7 @@ impl ConsumerFleet {
                 running.store(0, Ordering::SeqCst);
             })?
         };
-        Ok(ConsumerFleet { stop, watcher: Some(watcher), watch_process, running, processed, replica_millis })
+        Ok(ConsumerFleet { stop, watcher: Some(watcher), watch_process, running, processed })
     }
 
     /// Consumers running now.
@@ -160,11 +150,6 @@ impl ConsumerFleet {
     /// Messages processed (and committed) by every consumer so far.
     pub fn processed(&self) -> u64 {
         self.processed.load(Ordering::SeqCst)
-    }
-
-    /// Consumer-seconds spent until the fleet last changed size.
-    pub fn replica_seconds(&self) -> f64 {
-        self.replica_millis.load(Ordering::SeqCst) as f64 / 1000.0
     }
 }
 
