@@ -96,6 +96,16 @@ pub struct RunArgs {
     #[arg(long, env = "STATUS_LAG_INTERVAL_SECONDS", default_value_t = 60)]
     pub status_lag_interval_seconds: u64,
 
+    /// Serve the external metrics API (external.metrics.k8s.io/v1beta1) for HorizontalPodAutoscalers
+    /// on this address (HTTPS; register it with an APIService). Unset: not served.
+    #[arg(long, env = "EXTERNAL_METRICS_ADDRESS", requires = "external_metrics_tls_dir")]
+    pub external_metrics_address: Option<SocketAddr>,
+
+    /// A folder with the external metrics API's serving certificate and key, `tls.crt` and
+    /// `tls.key` (a mounted TLS Secret).
+    #[arg(long, env = "EXTERNAL_METRICS_TLS_DIR", requires = "external_metrics_address")]
+    pub external_metrics_tls_dir: Option<std::path::PathBuf>,
+
     /// How often every ConsumerGroup is re-observed when nothing changes, in seconds (partition
     /// counts, group state). Lag autoscaling polls at its own spec.scaling.pollIntervalSeconds.
     #[arg(long, env = "RESYNC_SECONDS", default_value_t = 30)]

@@ -187,6 +187,16 @@ impl GroupHistory {
     }
 }
 
+/// Seconds until `lag` is consumed at these rates: lag / (consumption - production); 0 without
+/// lag, None while consumption does not outrun production (the lag does not shrink).
+pub fn seconds_to_drain(lag: i64, produced_per_second: Option<f64>, committed_per_second: Option<f64>) -> Option<f64> {
+    if lag <= 0 {
+        return Some(0.0);
+    }
+    let gaining = committed_per_second? - produced_per_second?;
+    (gaining > 0.0).then(|| lag as f64 / gaining)
+}
+
 /// Message rates of a group, from its kept polls.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Rates {

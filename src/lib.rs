@@ -7,6 +7,7 @@ pub mod connections;
 pub mod context;
 pub mod controller;
 pub mod crd;
+pub mod external_metrics;
 pub mod kafka;
 pub mod lag;
 pub mod metrics;

@@ -56,8 +56,22 @@ pub struct RequestLabels {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// A ConsumerGroup's last measured figures, as the external metrics API serves them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExternalFigures {
+    /// The ConsumerGroup's labels plus `consumergroup=<name>`: what a labelSelector selects by.
+    pub labels: BTreeMap<String, String>,
+    pub lag: i64,
+    pub max_lag: i64,
+    pub max_lag_seconds: f64,
+    pub drain_seconds: Option<f64>,
+    pub measured_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+}
+
 /// Every metric of the operator.
 pub struct Metrics {
+    /// What the external metrics API serves, by ConsumerGroup.
+    external: Mutex<BTreeMap<GroupLabels, ExternalFigures>>,
     registry: Registry,
     pub lag: Family<PartitionLabels, Gauge>,
     pub lag_seconds: Family<PartitionLabels, FloatGauge>,
@@ -209,6 +223,7 @@ impl Metrics {
             lag_collection_duration.clone(),
         );
         Metrics {
+            external: Mutex::default(),
             registry,
             lag,
             lag_seconds,
@@ -269,6 +284,7 @@ impl Metrics {
     /// Removes the lag series of a ConsumerGroup whose lag was not measured this time (Kafka
     /// unreachable, offsets unreadable): a missing series is visible, a frozen one misleads.
     pub fn forget_lag(&self, group: &GroupLabels) {
+        self.external.lock().expect("metrics lock").remove(group);
         for family in [&self.lag_sum, &self.max_lag, &self.health] {
             family.remove(group);
         }
@@ -285,6 +301,20 @@ impl Metrics {
         for labels in &stale {
             self.remove_partition(labels);
         }
+    }
+
+    pub fn set_external_figures(&self, group: &GroupLabels, figures: ExternalFigures) {
+        self.external.lock().expect("metrics lock").insert(group.clone(), figures);
+    }
+
+    /// The external figures of every ConsumerGroup of a namespace.
+    pub fn external_figures(&self, namespace: &str) -> Vec<(String, ExternalFigures)> {
+        let external = self.external.lock().expect("metrics lock");
+        external
+            .iter()
+            .filter(|(group, _)| group.namespace == namespace)
+            .map(|(group, figures)| (group.consumergroup.clone(), figures.clone()))
+            .collect()
     }
 
     /// Adds requests counted since the last call (see [`crate::kafka::ClientCache::take_new_requests`]).

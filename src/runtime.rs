@@ -318,6 +318,18 @@ pub async fn run_with_client(
             tracing::info!("caches synced; ready");
         });
     }
+    if let (Some(address), Some(tls_dir)) = (args.external_metrics_address, &args.external_metrics_tls_dir) {
+        // Served by the leader only: the figures are its observations.
+        let (bound, server) = crate::external_metrics::serve(client.clone(), metrics.clone(), address, tls_dir).await?;
+        tracing::info!(address = %bound, "serving the external metrics API (external.metrics.k8s.io/v1beta1)");
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = server => {}
+                _ = shutdown => {}
+            }
+        });
+    }
     let context = Arc::new(Context::new(client, stores, reset_stores, connection_stores, metrics, &args));
     let groups = Arc::new(GroupContext::new(context.clone()));
     {

@@ -247,7 +247,8 @@ pub fn plan(o: &Observed) -> Plan {
                 });
                 plan.history = history;
                 plan.scale_reason = autoscaling_reason(scaling, lag, current, drain, &decision);
-                let seconds_to_drain = seconds_to_drain(lag, &rates);
+                let seconds_to_drain =
+                    crate::lag::seconds_to_drain(lag, rates.produced_per_second, rates.committed_per_second);
                 plan.autoscaling = Some(AutoscalingStatus {
                     rule: if drain.is_some() { "TimeToDrain" } else { "LagThreshold" }.to_string(),
                     reason: plan.scale_reason.clone(),
@@ -316,16 +317,6 @@ pub fn plan(o: &Observed) -> Plan {
         format!("workload runs {} of {cap} possible replicas", decision.desired),
     ));
     plan
-}
-
-/// Seconds until the lag is consumed at the measured rates: lag / (consumption - production).
-/// None while consumption does not outrun production (the lag does not shrink).
-fn seconds_to_drain(lag: i64, rates: &ScalingRates) -> Option<f64> {
-    if lag <= 0 {
-        return Some(0.0);
-    }
-    let gaining = rates.committed_per_second? - rates.produced_per_second?;
-    (gaining > 0.0).then(|| lag as f64 / gaining)
 }
 
 /// A rate as status shows it: three significant figures, as decimal text.

@@ -6,7 +6,7 @@ use kube::ResourceExt;
 use super::plan::AutoscalingFigures;
 use crate::crd::{ConsumerGroup, ConsumerGroupStatus, MemberStatus};
 use crate::kafka::GroupDescription;
-use crate::metrics::{GroupLabels, Metrics, PartitionLabels};
+use crate::metrics::{ExternalFigures, GroupLabels, Metrics, PartitionLabels};
 
 /// Members listed in status; memberCount carries the total.
 const MAX_MEMBERS_IN_STATUS: usize = 50;
@@ -43,6 +43,26 @@ pub fn record_metrics(
         metrics.forget_lag(&labels);
         return;
     };
+    let mut selection = group.labels().clone();
+    selection.insert("consumergroup".to_string(), group.name_any());
+    let measured_at = lag.status.measured_at.clone().or_else(|| status.lag.as_ref()?.measured_at.clone());
+    if let Some(measured_at) = measured_at {
+        metrics.set_external_figures(
+            &labels,
+            ExternalFigures {
+                labels: selection,
+                lag: lag.status.total,
+                max_lag: lag.status.max_partition_lag,
+                max_lag_seconds: lag.max_lag_seconds,
+                drain_seconds: crate::lag::seconds_to_drain(
+                    lag.status.total,
+                    lag.rates.map(|r| r.produced_per_second),
+                    lag.rates.map(|r| r.committed_per_second),
+                ),
+                measured_at,
+            },
+        );
+    }
     metrics.lag_sum.get_or_create(&labels).set(lag.status.total);
     metrics.max_lag.get_or_create(&labels).set(lag.status.max_partition_lag);
     metrics.max_lag_seconds.get_or_create(&labels).set(lag.max_lag_seconds);

@@ -1,0 +1,200 @@
+//! The external metrics API through the real kube-apiserver's aggregation layer: an APIService
+//! points at the operator, `kubectl get --raw` reads a ConsumerGroup's lag as an HPA would, RBAC
+//! decides who may, and a client without the front-proxy certificate is refused.
+
+mod common;
+
+use std::time::Duration;
+
+use consumer_group_operator::crd::ConsumerGroup;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::discovery::ApiResource;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// Runs kubectl off the test's runtime thread, which also runs the operator's server.
+async fn kubectl(env: &'static testenv::SharedEnv, args: &[&str]) -> (bool, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = env.kube.kubectl(&args.iter().map(String::as_str).collect::<Vec<_>>()).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_hpa_reads_consumer_group_lag_through_the_aggregation_layer_and_rbac_decides_who_may() {
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let namespace = common::namespace(&client, "ext-metrics").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+
+    // The operator's serving certificate, for the name the aggregator checks: <service>.<namespace>.svc.
+    let service = "cgo-external-metrics";
+    let host = format!("{service}.{namespace}.svc");
+    let (ca, certificate, key) = testenv::serving_certificate(&[&host]).unwrap();
+    let tls = tempfile::tempdir().unwrap();
+    std::fs::write(tls.path().join("tls.crt"), certificate).unwrap();
+    std::fs::write(tls.path().join("tls.key"), key).unwrap();
+    let port = testenv::process::free_port();
+    let address = format!("127.0.0.1:{port}");
+    let tls_dir = tls.path().display().to_string();
+    let args = common::run_args(
+        &namespace,
+        &bootstrap,
+        &["--external-metrics-address", &address, "--external-metrics-tls-dir", &tls_dir],
+    );
+    let _operator = common::Operator::start(&client, args).await;
+
+    // No kube-proxy here: an ExternalName Service makes the aggregator dial localhost.
+    let objects = serde_json::json!([
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": service, "namespace": namespace},
+         "spec": {"type": "ExternalName", "externalName": "localhost", "ports": [{"port": port, "protocol": "TCP"}]}},
+        {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService", "metadata": {"name": "v1beta1.external.metrics.k8s.io"},
+         "spec": {"group": "external.metrics.k8s.io", "version": "v1beta1", "groupPriorityMinimum": 100, "versionPriority": 100,
+                  "service": {"namespace": namespace, "name": service, "port": port},
+                  "caBundle": base64(ca.as_bytes())}},
+    ]);
+    for object in objects.as_array().unwrap() {
+        let object: DynamicObject = serde_json::from_value(object.clone()).unwrap();
+        let types = object.types.clone().unwrap();
+        let (group, version) = types.api_version.split_once('/').unwrap_or(("", &types.api_version));
+        let resource = ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(group, version, &types.kind));
+        let api: Api<DynamicObject> = match &object.metadata.namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        let name = object.metadata.name.clone().unwrap();
+        api.patch(&name, &PatchParams::apply("tests").force(), &Patch::Apply(&object)).await.unwrap();
+    }
+
+    // A ConsumerGroup with lag: a backlog nobody reads.
+    let topic = testenv::unique_name("ext");
+    let kafka = consumer_group_operator::kafka::KafkaClient::new(&std::collections::BTreeMap::from([(
+        "bootstrap.servers".to_string(),
+        bootstrap.clone(),
+    )]))
+    .unwrap();
+    kafka.create_topic(&topic, 3, 1, Duration::from_secs(30)).await.unwrap();
+    {
+        let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || testenv::workload::produce_backlog(&bootstrap, &topic, 300))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let groups: Api<ConsumerGroup> = Api::namespaced(client.clone(), &namespace);
+    let mut group = common::consumer_group(
+        "billing",
+        serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "autoOffsetReset": "earliest",
+            "replicas": 0, "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}),
+    );
+    group.metadata.labels = Some([("team".to_string(), "payments".to_string())].into());
+    groups.create(&PostParams::default(), &group).await.unwrap();
+    let lag = common::eventually(WAIT, || async { Some(groups.get("billing").await.ok()?.status?.lag?.total) })
+        .await
+        .expect("the ConsumerGroup's lag in status");
+    assert_eq!(lag, 300);
+
+    // As the HPA controller asks (system:masters here): through the apiserver, by label.
+    let path = format!(
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/kafka_consumergroup_lag?labelSelector=team%3Dpayments"
+    );
+    let last_error = std::cell::RefCell::new(String::new());
+    let read = common::eventually(WAIT, || async {
+        let (ok, out, error) = kubectl(env, &["get", "--raw", &path]).await;
+        *last_error.borrow_mut() = error;
+        ok.then(|| serde_json::from_str::<serde_json::Value>(&out).unwrap())
+    })
+    .await;
+    let Some(read) = read else {
+        let (_, status, _) =
+            kubectl(env, &["get", "apiservice", "v1beta1.external.metrics.k8s.io", "-o", "jsonpath={.status}"]).await;
+        panic!("the APIService never answered: {}; its status: {status}", last_error.borrow());
+    };
+    assert_eq!(read["kind"], "ExternalMetricValueList", "{read}");
+    let items = read["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{read}");
+    assert_eq!(items[0]["value"], "300", "{read}");
+    assert_eq!(items[0]["metricLabels"]["consumergroup"], "billing", "{read}");
+    let (_, other, _) = kubectl(env, &["get", "--raw", &path.replace("team%3Dpayments", "team%3Dshipping")]).await;
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&other).unwrap()["items"], serde_json::json!([]));
+    let (ok, discovery, _) = kubectl(env, &["get", "--raw", "/apis/external.metrics.k8s.io/v1beta1"]).await;
+    assert!(ok && discovery.contains("kafka_consumergroup_drain_seconds"), "{discovery}");
+
+    // Someone without RBAC on external metrics is refused by the operator's own authorization
+    // check; with a Role allowing it, served.
+    let user = "reader-of-nothing";
+    let (ok, _, refused) = kubectl(env, &["get", "--raw", &path, "--as", user]).await;
+    assert!(!ok && refused.to_lowercase().contains("forbidden"), "{refused}");
+    let role = serde_json::json!([
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "lag-reader", "namespace": namespace},
+         "rules": [{"apiGroups": ["external.metrics.k8s.io"], "resources": ["*"], "verbs": ["list"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "lag-reader", "namespace": namespace},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "lag-reader"},
+         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]},
+    ]);
+    let file = tls.path().join("rbac.json");
+    std::fs::write(
+        &file,
+        serde_json::to_string(&serde_json::json!({"apiVersion": "v1", "kind": "List", "items": role})).unwrap(),
+    )
+    .unwrap();
+    let (ok, _, error) = kubectl(env, &["apply", "-f", &file.display().to_string()]).await;
+    assert!(ok, "{error}");
+    let allowed = common::eventually(WAIT, || async {
+        let (ok, out, _) = kubectl(env, &["get", "--raw", &path, "--as", user]).await;
+        ok.then_some(out)
+    })
+    .await;
+    assert!(allowed.is_some_and(|out| out.contains("\"value\":\"300\"")), "the Role lets the user read the lag");
+
+    // Straight to the operator without the front-proxy certificate: refused, so request headers
+    // naming a user are never believed.
+    let refusal = direct_request(&ca, &host, port, &path).await.expect_err("served without a client certificate");
+    assert!(refusal.contains("CertificateRequired"), "{refusal}");
+}
+
+/// An HTTPS request to the operator that trusts its CA but presents no client certificate and
+/// claims to be an administrator in the request headers: the response, or why there was none.
+async fn direct_request(ca: &str, host: &str, port: u16, path: &str) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls::pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
+    let mut tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nX-Remote-User: system:admin\r\nX-Remote-Group: system:masters\r\nConnection: close\r\n\r\n"
+    );
+    tls.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut response))
+        .await
+        .map_err(|_| "no answer within 10 s".to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&response).into_owned())
+}
+
+/// Standard base64 (RFC 4648, padded), as the API carries a caBundle.
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
