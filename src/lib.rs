@@ -9,5 +9,6 @@ pub mod crd;
 pub mod kafka;
 pub mod lag;
 pub mod metrics;
+pub mod plugin;
 pub mod reset;
 pub mod runtime;
