@@ -1,6 +1,9 @@
 //! `kubectl consumergroup`, the built binary run as a person runs it (and through a real kubectl's
 //! plugin discovery), against the real apiserver and broker with the operator running: list, lag
-//! (status, live, watch), describe, pause and resume.
+//! (status, live, watch), describe, pause and resume, reset with preview, export, typed and
+//! `--yes` approval, declining, rollback, and the exit codes of Succeeded, Failed, declined,
+//! timed out and refused flag combinations. The exported plan is checked with Kafka's own
+//! `kafka-consumer-groups --reset-offsets --from-file --dry-run`.
 
 mod common;
 
@@ -10,9 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use consumer_group_operator::crd::ConsumerGroup;
+use consumer_group_operator::crd::{ConsumerGroup, OffsetReset, ResetMode, ResetPhase};
 use consumer_group_operator::kafka::{KafkaClient, TopicPartition};
 use kube::api::{Api, PostParams};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const WAIT: Duration = Duration::from_secs(90);
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -24,6 +29,12 @@ fn kafka(bootstrap: &str) -> KafkaClient {
 
 fn tp(topic: &str, partition: i32) -> TopicPartition {
     TopicPartition { topic: topic.to_string(), partition }
+}
+
+async fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+    let scope: Vec<_> = (0..partitions).map(|p| tp(topic, p)).collect();
+    let offsets = kafka(bootstrap).list_consumer_group_offsets(group, Some(&scope), TIMEOUT).await.unwrap();
+    scope.iter().map(|tp| offsets.get(tp).copied().flatten()).collect()
 }
 
 /// What a run of the plugin printed and how it exited.
@@ -70,6 +81,23 @@ async fn run(mut command: Command, input: Option<&str>) -> Run {
     .unwrap()
 }
 
+/// The name of the OffsetReset a reset or rollback run created (`offsetreset/NAME created`).
+fn created_reset(run: &Run) -> String {
+    let line = run.stderr.lines().find(|l| l.ends_with("created in DryRun; waiting for its plan"));
+    let line = line.unwrap_or_else(|| panic!("no OffsetReset was created: {run:?}"));
+    line.trim_start_matches("offsetreset/").split_whitespace().next().unwrap().to_string()
+}
+
+/// The rows of the plan table on stdout: (partition, current, new, delta).
+fn plan_rows(run: &Run, topic: &str) -> Vec<(i32, String, String, String)> {
+    run.stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|cols| cols.len() == 5 && cols[0] == topic)
+        .map(|cols| (cols[1].parse().unwrap(), cols[2].to_string(), cols[3].to_string(), cols[4].to_string()))
+        .collect()
+}
+
 struct Setup {
     env: &'static testenv::SharedEnv,
     client: kube::Client,
@@ -77,6 +105,7 @@ struct Setup {
     kubeconfig: PathBuf,
     bootstrap: String,
     groups: Api<ConsumerGroup>,
+    resets: Api<OffsetReset>,
 }
 
 async fn setup(prefix: &str) -> Setup {
@@ -89,6 +118,7 @@ async fn setup(prefix: &str) -> Setup {
         kubeconfig: env.kube.kubeconfig_path(),
         bootstrap: env.kafka.bootstrap_servers(),
         groups: Api::namespaced(client.clone(), &namespace),
+        resets: Api::namespaced(client.clone(), &namespace),
         client,
         namespace,
     }
@@ -129,6 +159,82 @@ impl Setup {
         .await
         .unwrap_or_else(|| panic!("the operator never measured {name}'s lag"))
     }
+}
+
+#[tokio::test]
+async fn flag_combinations_the_kafka_tool_refuses_are_refused_with_exit_code_2() {
+    let s = setup("plugin-usage").await;
+    let (topic, group_id) = s.topic_with_commits(&[5], &[2]).await;
+    let bad_csv = std::env::temp_dir().join(format!("{}.csv", testenv::unique_name("bad")));
+    std::fs::write(&bad_csv, format!("{topic},zero,1\n")).unwrap();
+    let bad_csv = bad_csv.to_str().unwrap().to_string();
+    // (our arguments, the tool's arguments, the tool's refusal, ours)
+    let cases: Vec<(Vec<&str>, Vec<&str>, &str, &str)> = vec![
+        (
+            vec!["--to-earliest", "--to-latest", "--topic", &topic],
+            vec!["--reset-offsets", "--dry-run", "--to-earliest", "--to-latest", "--topic", &topic],
+            "can't be used with option",
+            "--to-earliest and --to-latest are both targets",
+        ),
+        (
+            vec!["--topic", &topic],
+            vec!["--reset-offsets", "--dry-run", "--topic", &topic],
+            "requires one of the following scenarios",
+            "a reset needs a target",
+        ),
+        (
+            vec!["--to-earliest"],
+            vec!["--reset-offsets", "--dry-run", "--to-earliest"],
+            "One of the reset scopes should be defined",
+            "a reset needs a scope",
+        ),
+        (
+            vec!["--delete-offsets", "--all-topics"],
+            vec!["--delete-offsets", "--all-topics"],
+            "Option [delete-offsets] takes the following options: [topic], [group]",
+            "--delete-offsets takes the topics with --topic",
+        ),
+    ];
+    let tool_runs: Vec<_> = cases
+        .iter()
+        .map(|(_, tool, _, _)| {
+            let mut args: Vec<String> = vec!["--group".into(), group_id.clone()];
+            args.extend(tool.iter().map(|a| a.to_string()));
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                finished(testenv::shared().kafka.consumer_groups(&args).unwrap())
+            })
+        })
+        .collect();
+    for ((ours, _, tool_refusal, our_refusal), tool) in cases.iter().zip(tool_runs) {
+        let tool = tool.await.unwrap();
+        assert!(
+            tool.stdout.contains(tool_refusal) || tool.stderr.contains(tool_refusal),
+            "the tool refuses {ours:?} too: {tool:?}"
+        );
+        let mut args = vec!["reset", "-n", &s.namespace, "anything"];
+        args.extend_from_slice(ours);
+        let run = plugin(&s.kubeconfig, &args, None).await;
+        assert_eq!(run.code, 2, "{ours:?}: {run:?}");
+        assert!(run.stderr.contains(our_refusal) && run.stderr.contains("Usage:"), "{ours:?}: {run:?}");
+    }
+    // Mistakes in a flag's value are usage errors too, before anything is sent.
+    let refused: [(&[&str], &str); 5] = [
+        (&["--to-datetime", "2026-11-20T08:00:00", "--all-topics"], "with a zone"),
+        (&["--by-duration", "an hour", "--all-topics"], "not an ISO-8601 duration"),
+        (&["--to-earliest", "--topic", "orders:one"], "partitions must be numbers"),
+        (&["--from-file", &bad_csv], "line 1: partition and offset must be numbers"),
+        (&["--to-earliest", "--all-topics", "--yes", "--dry-run"], "cannot be used with"),
+    ];
+    for (flags, message) in refused {
+        let mut args = vec!["reset", "-n", &s.namespace, "anything"];
+        args.extend_from_slice(flags);
+        let run = plugin(&s.kubeconfig, &args, None).await;
+        assert_eq!(run.code, 2, "{flags:?}: {run:?}");
+        assert!(run.stderr.contains(message), "{flags:?}: {run:?}");
+    }
+    let resets = s.resets.list(&Default::default()).await.unwrap();
+    assert!(resets.items.is_empty(), "a refused command creates nothing");
 }
 
 #[tokio::test]
@@ -313,4 +419,171 @@ async fn list_lag_describe_pause_and_resume_show_what_the_operator_and_kafka_see
     assert_eq!(missing.code, 1, "{missing:?}");
     assert!(missing.stderr.contains("ConsumerGroup \"absent\" not found"), "{missing:?}");
     std::fs::remove_file(&kubeconfig).ok();
+}
+
+/// A consumer outside the cluster in `group_id` that commits nothing, until dropped.
+struct Outsider {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Outsider {
+    fn join(bootstrap: &str, group_id: &str, topic: &str) -> Outsider {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", group_id)
+            .set("client.id", "laptop-consumer")
+            .set("session.timeout.ms", "6000")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[topic]).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = consumer.poll(Duration::from_millis(100));
+            }
+        });
+        Outsider { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Outsider {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_reset_is_previewed_exported_approved_followed_and_rolled_back() {
+    let s = setup("plugin-reset").await;
+    let (topic, group_id) = s.topic_with_commits(&[10, 10, 10], &[8, 5, 10]).await;
+    let _operator = s.operator().await;
+    s.consumer_group("exec", &group_id, &topic, 2).await;
+    s.measured("exec").await;
+    let ns = s.namespace.as_str();
+    let original = vec![Some(8), Some(5), Some(10)];
+
+    // Preview only, exported as the tool's CSV; the OffsetReset stays in DryRun.
+    let csv = std::env::temp_dir().join(format!("{}.csv", testenv::unique_name("plan")));
+    let csv_path = csv.to_str().unwrap();
+    let args = ["reset", "exec", "-n", ns, "--shift-by", "-4", "--all-topics", "--dry-run", "--export", csv_path];
+    let preview = plugin(&s.kubeconfig, &args, None).await;
+    assert_eq!(preview.code, 0, "{preview:?}");
+    let header = preview.stdout.lines().next().unwrap().split_whitespace().collect::<Vec<_>>();
+    assert_eq!(header, ["TOPIC", "PARTITION", "CURRENT-OFFSET", "NEW-OFFSET", "DELTA"]);
+    let rows = plan_rows(&preview, &topic);
+    let want = [(0, "8", "4", "-4"), (1, "5", "1", "-4"), (2, "10", "6", "-4")];
+    let want: Vec<_> = want.iter().map(|(p, c, n, d)| (*p, c.to_string(), n.to_string(), d.to_string())).collect();
+    assert_eq!(rows, want, "{preview:?}");
+    assert!(preview.stdout.contains("Total: 3 partitions, delta -12: 12 messages to read again"), "{preview:?}");
+    assert_eq!(std::fs::read_to_string(&csv).unwrap(), format!("{topic},0,4\n{topic},1,1\n{topic},2,6\n"));
+    let kept = created_reset(&preview);
+    let kept_reset = s.resets.get(&kept).await.unwrap();
+    assert_eq!(kept_reset.spec.mode, ResetMode::DryRun);
+    assert_eq!(kept_reset.status.unwrap().phase, Some(ResetPhase::Planned));
+
+    // Kafka's tool reads the export and plans the same offsets; ours, reading it back, too.
+    let tool = tokio::task::spawn_blocking({
+        let (group_id, csv) = (group_id.clone(), csv_path.to_string());
+        move || {
+            let args = ["--reset-offsets", "--group", &group_id, "--from-file", &csv, "--dry-run"];
+            finished(testenv::shared().kafka.consumer_groups(&args).unwrap())
+        }
+    })
+    .await
+    .unwrap();
+    let tool_plan: BTreeMap<i32, i64> = tool
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|cols| cols.len() >= 4 && cols[1] == topic)
+        .map(|cols| (cols[2].parse().unwrap(), cols[3].parse().unwrap()))
+        .collect();
+    assert_eq!(tool_plan, BTreeMap::from([(0, 4), (1, 1), (2, 6)]), "{tool:?}");
+    let args = ["reset", "exec", "-n", ns, "--from-file", csv_path, "--dry-run", "-o", "yaml"];
+    let reread = plugin(&s.kubeconfig, &args, None).await;
+    assert_eq!(reread.code, 0, "{reread:?}");
+    let planned: OffsetReset = serde_yaml::from_str(&reread.stdout).expect("the plan as yaml");
+    let ours: BTreeMap<i32, i64> =
+        planned.status.unwrap().plan.iter().map(|p| (p.partition, p.new_offset.unwrap())).collect();
+    assert_eq!(ours, tool_plan);
+    assert_eq!(committed(&s.bootstrap, &group_id, &topic, 3).await, original, "previews change nothing");
+    let before_declining = s.resets.list(&Default::default()).await.unwrap().items.len();
+
+    // Declined by typing n: nothing runs and the DryRun is deleted (exit code 3).
+    let declined =
+        plugin(&s.kubeconfig, &["reset", "exec", "-n", ns, "--to-earliest", "--all-topics"], Some("n\n")).await;
+    assert_eq!(declined.code, 3, "{declined:?}");
+    assert!(
+        declined.stderr.contains("Execute offsetreset/") && declined.stderr.contains("not approved"),
+        "{declined:?}"
+    );
+    assert!(declined.stderr.contains("no members now"), "the members are shown before approval: {declined:?}");
+    assert_eq!(s.resets.list(&Default::default()).await.unwrap().items.len(), before_declining);
+    // No answer at all (stdin closed) declines too.
+    let closed = plugin(&s.kubeconfig, &["reset", "exec", "-n", ns, "--to-earliest", "--all-topics"], None).await;
+    assert_eq!(closed.code, 3, "{closed:?}");
+    assert_eq!(committed(&s.bootstrap, &group_id, &topic, 3).await, original);
+
+    // Approved by typing y: executed and followed to Succeeded (exit code 0).
+    let args = ["reset", "exec", "-n", ns, "--shift-by", "-4", "--topic", &topic];
+    let executed = plugin(&s.kubeconfig, &args, Some("y\n")).await;
+    assert_eq!(executed.code, 0, "{executed:?}");
+    assert!(executed.stderr.contains("approved: executing"), "{executed:?}");
+    assert!(executed.stderr.contains("Succeeded: committed and verified 3 partitions"), "{executed:?}");
+    assert_eq!(committed(&s.bootstrap, &group_id, &topic, 3).await, vec![Some(4), Some(1), Some(6)]);
+    let shifted = created_reset(&executed);
+
+    // Rolled back with --yes.
+    let rollback = plugin(&s.kubeconfig, &["rollback", &shifted, "-n", ns, "--yes"], None).await;
+    assert_eq!(rollback.code, 0, "{rollback:?}");
+    let rows = plan_rows(&rollback, &topic);
+    assert_eq!(rows.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(), ["8", "5", "10"], "{rollback:?}");
+    assert_eq!(committed(&s.bootstrap, &group_id, &topic, 3).await, original);
+    let not_executed = plugin(&s.kubeconfig, &["rollback", &kept, "-n", ns, "--yes"], None).await;
+    assert_eq!(not_executed.code, 1, "{not_executed:?}");
+    assert!(not_executed.stderr.contains("is Planned, not Succeeded"), "{not_executed:?}");
+
+    // describe lists the resets and their Events.
+    let describe = plugin(&s.kubeconfig, &["describe", "exec", "-n", ns], None).await;
+    let reset_line = describe.stdout.lines().find(|l| l.trim_start().starts_with(&shifted)).expect("the reset");
+    assert!(reset_line.contains("Succeeded") && reset_line.contains(&format!("--shift-by -4 --topic {topic}")));
+    assert!(describe.stdout.contains(&format!("offsetreset/{shifted}")), "its Events: {describe:?}");
+    assert!(describe.stdout.contains("Scaled"), "the ConsumerGroup's Events: {describe:?}");
+
+    // A member the operator does not run makes the execution fail: exit code 1, nothing changed.
+    let outsider = Outsider::join(&s.bootstrap, &group_id, &topic);
+    common::eventually(WAIT, || async {
+        (s.groups.get("exec").await.ok()?.status?.group_state? == "Stable").then_some(())
+    })
+    .await
+    .expect("the outside consumer joins");
+    let args = ["reset", "exec", "-n", ns, "--to-latest", "--all-topics", "--yes", "--session-timeout-seconds", "2"];
+    let failed = plugin(&s.kubeconfig, &args, None).await;
+    drop(outsider);
+    assert_eq!(failed.code, 1, "{failed:?}");
+    assert!(failed.stderr.contains("laptop-consumer"), "the members are named before and after: {failed:?}");
+    assert!(failed.stderr.contains("Failed: ") && failed.stderr.contains("no offset changed"), "{failed:?}");
+    // Quiescing lasts the session timeout at least: the progress line shows it.
+    assert!(failed.stderr.contains("] Quiescing: "), "the phases are followed: {failed:?}");
+    assert_eq!(committed(&s.bootstrap, &group_id, &topic, 3).await, original);
+    std::fs::remove_file(&csv).ok();
+}
+
+#[tokio::test]
+async fn without_an_operator_the_wait_for_a_plan_times_out_with_exit_code_4() {
+    let s = setup("plugin-nobody").await;
+    let (topic, group_id) = s.topic_with_commits(&[3], &[1]).await;
+    // No operator watches this namespace.
+    s.consumer_group("alone", &group_id, &topic, 1).await;
+    let args = ["reset", "alone", "-n", &s.namespace, "--to-earliest", "--all-topics", "--yes", "--timeout", "2"];
+    let run = plugin(&s.kubeconfig, &args, None).await;
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(run.stderr.contains("the operator did not answer"), "{run:?}");
+    assert!(s.resets.list(&Default::default()).await.unwrap().items.is_empty(), "the unplanned DryRun is deleted");
 }

@@ -1,8 +1,9 @@
 //! `kubectl consumergroup` (or `kubectl cg`): the day-two commands of people who would otherwise
-//! reach for `kafka-consumer-groups`: list, lag, describe, pause and resume. The binary
-//! `kubectl-consumergroup` only calls [`main`].
+//! reach for `kafka-consumer-groups`: list, lag, describe, reset with a previewed plan and
+//! approval, rollback, pause and resume. The binary `kubectl-consumergroup` only calls [`main`].
 //!
-//! Every change goes through the operator's API: pause is `spec.paused`. The only Kafka access is
+//! Every change goes through the operator's API: a reset is an OffsetReset created in DryRun,
+//! shown, and switched to Execute on approval; pause is `spec.paused`. The only Kafka access is
 //! `lag --live`, with the ConsumerGroup's own connection settings read with the user's
 //! credentials.
 
@@ -11,6 +12,7 @@ mod describe;
 mod lag;
 mod list;
 mod output;
+mod reset;
 
 use std::process::ExitCode;
 
@@ -29,18 +31,26 @@ const MANAGER: &str = "kubectl-consumergroup";
 
 /// Exit codes besides 0 (done) and 2 (a usage error, from clap).
 pub mod exit {
-    /// An error.
+    /// An error, or an OffsetReset that failed.
     pub const FAILED: u8 = 1;
+    /// The plan was shown and not approved.
+    pub const DECLINED: u8 = 3;
+    /// The operator did not get there before `--timeout`.
+    pub const TIMED_OUT: u8 = 4;
 }
 
 /// Parses the command line (as `kubectl consumergroup` or `kubectl cg`, from the name it was
 /// run under), runs the command and returns its exit code.
 pub fn main() -> ExitCode {
-    let matches = Cli::command().bin_name(invoked_as()).get_matches();
+    let mut command = Cli::command().bin_name(invoked_as());
+    let matches = command.get_matches_mut();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(error) => error.exit(),
     };
+    if let Err(error) = cli.validate(&mut command) {
+        error.exit();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -97,6 +107,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::List(args) => list::run(&cluster, args.all_namespaces, format).await,
         Command::Lag(args) => lag::run(&cluster, args, format).await,
         Command::Describe(args) => describe::run(&cluster, &args.name, format).await,
+        Command::Reset(args) => reset::reset(&cluster, args, format).await,
+        Command::Rollback(args) => reset::rollback(&cluster, args, format).await,
         Command::Pause(args) => set_paused(&cluster, &args.name, true, format).await,
         Command::Resume(args) => set_paused(&cluster, &args.name, false, format).await,
     }
