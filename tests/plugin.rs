@@ -98,6 +98,48 @@ fn plan_rows(run: &Run, topic: &str) -> Vec<(i32, String, String, String)> {
         .collect()
 }
 
+/// Runs the plugin with an open stdin, sends it SIGINT (Ctrl-C) once it asks for approval, and
+/// returns how it ended.
+async fn interrupt_at_prompt(kubeconfig: &Path, args: &[&str]) -> Run {
+    use std::io::Read;
+    let mut child = Command::new(PLUGIN)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The prompt ends without a line break: collect stderr as it comes.
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn({
+        let stderr = stderr.clone();
+        move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(read @ 1..) = pipe.read(&mut chunk) {
+                stderr.lock().unwrap().extend_from_slice(&chunk[..read]);
+            }
+        }
+    });
+    let asked = common::eventually(WAIT, || {
+        let text = String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
+        async move { text.contains("[y/N]").then_some(()) }
+    })
+    .await;
+    assert!(asked.is_some(), "the plugin never asked: {}", String::from_utf8_lossy(&stderr.lock().unwrap()));
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let stdin = child.stdin.take();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    drop(stdin);
+    reader.join().unwrap();
+    let mut run = finished(output);
+    run.stderr = String::from_utf8_lossy(&stderr.lock().unwrap()).into_owned();
+    run
+}
+
 struct Setup {
     env: &'static testenv::SharedEnv,
     client: kube::Client,
@@ -528,6 +570,14 @@ async fn a_reset_is_previewed_exported_approved_followed_and_rolled_back() {
     // No answer at all (stdin closed) declines too.
     let closed = plugin(&s.kubeconfig, &["reset", "exec", "-n", ns, "--to-earliest", "--all-topics"], None).await;
     assert_eq!(closed.code, 3, "{closed:?}");
+    assert_eq!(committed(&s.bootstrap, &group_id, &topic, 3).await, original);
+    // Ctrl-C at the prompt: the DryRun is deleted, exit code 130.
+    let interrupted =
+        interrupt_at_prompt(&s.kubeconfig, &["reset", "exec", "-n", ns, "--to-latest", "--all-topics"]).await;
+    assert_eq!(interrupted.code, 130, "{interrupted:?}");
+    assert!(interrupted.stderr.contains("interrupted before approval: nothing was executed"), "{interrupted:?}");
+    assert!(interrupted.stderr.contains("deleted"), "{interrupted:?}");
+    assert_eq!(s.resets.list(&Default::default()).await.unwrap().items.len(), before_declining);
     assert_eq!(committed(&s.bootstrap, &group_id, &topic, 3).await, original);
 
     // Approved by typing y: executed and followed to Succeeded (exit code 0).

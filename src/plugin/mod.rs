@@ -37,6 +37,8 @@ pub mod exit {
     pub const DECLINED: u8 = 3;
     /// The operator did not get there before `--timeout`.
     pub const TIMED_OUT: u8 = 4;
+    /// Ctrl-C (128 + SIGINT, as shells report it).
+    pub const INTERRUPTED: u8 = 130;
 }
 
 /// Parses the command line (as `kubectl consumergroup` or `kubectl cg`, from the name it was
@@ -58,13 +60,16 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::FAILED);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(exit::FAILED)
         }
-    }
+    };
+    // A prompt interrupted by Ctrl-C leaves a thread blocked on stdin: do not wait for it.
+    runtime.shutdown_background();
+    code
 }
 
 /// `kubectl consumergroup` when run as `kubectl-consumergroup`, `kubectl cg` as `kubectl-cg`:

@@ -8,7 +8,11 @@
 //! OffsetReset being unchanged since it was shown (its resourceVersion), so what was approved is
 //! what runs; the operator resolves it again once the consumers are stopped, and a final plan
 //! that differs from the preview (the group committed meanwhile) is shown after the run.
+//!
+//! Ctrl-C before the approval deletes the DryRun; after it, only the following stops: an
+//! executing reset is the operator's to finish.
 
+use std::future::Future;
 use std::io::{IsTerminal, Write as _};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -20,7 +24,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use super::cli::{FlowArgs, ResetArgs, RollbackArgs};
 use super::output::{Format, print_object, table};
 use super::{Cluster, MANAGER, api_error, exit, get_group};
-use crate::crd::{OffsetReset, OffsetResetSpec, PlannedOffset, ResetMode, ResetPhase, ResetTarget, TopicScope};
+use crate::crd::{
+    ConsumerGroup, OffsetReset, OffsetResetSpec, PlannedOffset, ResetMode, ResetPhase, ResetTarget, TopicScope,
+};
 
 /// How often the OffsetReset is read while waiting on the operator.
 const POLL: Duration = Duration::from_millis(500);
@@ -54,7 +60,7 @@ pub async fn reset(cluster: &Cluster, args: ResetArgs, format: Option<Format>) -
         None => args.topic.clone(),
     };
     let spec = spec(&group.name_any(), target, topics, &args.flow)?;
-    run(cluster, format!("{}-reset-", group.name_any()), spec, &args.flow, format).await
+    run(cluster, &group, format!("{}-reset-", group.name_any()), spec, &args.flow, format).await
 }
 
 pub async fn rollback(cluster: &Cluster, args: RollbackArgs, format: Option<Format>) -> anyhow::Result<ExitCode> {
@@ -77,7 +83,7 @@ pub async fn rollback(cluster: &Cluster, args: RollbackArgs, format: Option<Form
     let target = ResetTarget { rollback_of: Some(name.clone()), ..ResetTarget::default() };
     // The scope of the reset being undone: its plan's partitions are all inside it.
     let spec = spec(&group.name_any(), target, earlier.spec.topics.clone(), &args.flow)?;
-    run(cluster, format!("{name}-rollback-"), spec, &args.flow, format).await
+    run(cluster, &group, format!("{name}-rollback-"), spec, &args.flow, format).await
 }
 
 /// A DryRun spec; fields not given keep the CRD's defaults.
@@ -95,13 +101,14 @@ fn spec(group: &str, target: ResetTarget, topics: Vec<TopicScope>, flow: &FlowAr
 
 async fn run(
     cluster: &Cluster,
+    group: &ConsumerGroup,
     generate_name: String,
     spec: OffsetResetSpec,
     flow: &FlowArgs,
     format: Option<Format>,
 ) -> anyhow::Result<ExitCode> {
     let api: Api<OffsetReset> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    let group = spec.consumer_group.clone();
+    let group_name = group.name_any();
     let object = OffsetReset {
         metadata: ObjectMeta { generate_name: Some(generate_name), ..ObjectMeta::default() },
         spec,
@@ -117,8 +124,10 @@ async fn run(
         let status = reset.status.as_ref();
         matches!(status.and_then(|s| s.phase), Some(ResetPhase::Planned | ResetPhase::Failed))
             && status.and_then(|s| s.observed_generation) == reset.metadata.generation
-    })
-    .await?;
+    });
+    let Some(planned) = before_approval(&api, &name, planned).await? else {
+        return Ok(ExitCode::from(exit::INTERRUPTED));
+    };
     let planned = match planned {
         Ok(planned) => planned,
         Err(last) => {
@@ -164,11 +173,22 @@ async fn run(
         }
     };
     eprintln!(
-        "Executing stops the consumers of consumergroup/{group} ({members}), waits for the group to be empty, resolves the plan again on the stopped group, commits it and restarts them."
+        "Executing stops the consumers of consumergroup/{group_name} ({members}), waits for the group to be empty, resolves the plan again on the stopped group, commits it and restarts them."
     );
-    if !flow.yes && !approved(&name).await? {
-        delete(&api, &name).await;
-        return Ok(ExitCode::from(exit::DECLINED));
+    if group.spec.paused {
+        eprintln!(
+            "consumergroup/{group_name} is paused: once approved, the reset waits (Pending) until `kubectl consumergroup resume {group_name}`"
+        );
+    }
+    if !flow.yes {
+        match before_approval(&api, &name, approved(&name)).await? {
+            Some(true) => {}
+            Some(false) => {
+                delete(&api, &name).await;
+                return Ok(ExitCode::from(exit::DECLINED));
+            }
+            None => return Ok(ExitCode::from(exit::INTERRUPTED)),
+        }
     }
 
     // Conditional on the version that was shown: an edit since then is not approved with it.
@@ -188,14 +208,22 @@ async fn run(
 
     let done = follow(&api, &name, timeout, |reset| {
         matches!(reset.status.as_ref().and_then(|s| s.phase), Some(ResetPhase::Succeeded | ResetPhase::Failed))
-    })
-    .await?;
+    });
+    let done = tokio::select! {
+        done = done => done?,
+        Ok(()) = tokio::signal::ctrl_c() => {
+            eprintln!(
+                "\nstopped following offsetreset/{name}: an approved reset goes on in the cluster; `kubectl consumergroup describe {group_name}` shows it"
+            );
+            return Ok(ExitCode::from(exit::INTERRUPTED));
+        }
+    };
     let finished = match done {
         Ok(finished) => finished,
         Err(last) => {
             let status = last.status.unwrap_or_default();
             eprintln!(
-                "offsetreset/{name} is still {} after {}s ({}); it goes on in the cluster: follow it with `kubectl consumergroup describe {group}`",
+                "offsetreset/{name} is still {} after {}s ({}); it goes on in the cluster: follow it with `kubectl consumergroup describe {group_name}`",
                 status.phase.map_or("not started".to_string(), |p| format!("{p:?}")),
                 timeout.as_secs(),
                 status.message.unwrap_or_default()
@@ -217,6 +245,23 @@ async fn run(
     } else {
         eprintln!("offsetreset/{name} Failed: {message}");
         Ok(ExitCode::from(exit::FAILED))
+    }
+}
+
+/// Runs a step before the approval; Ctrl-C during it deletes the DryRun (nothing ran) and gives
+/// None.
+async fn before_approval<T>(
+    api: &Api<OffsetReset>,
+    name: &str,
+    step: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<Option<T>> {
+    tokio::select! {
+        result = step => result.map(Some),
+        Ok(()) = tokio::signal::ctrl_c() => {
+            eprintln!("\ninterrupted before approval: nothing was executed");
+            delete(api, name).await;
+            Ok(None)
+        }
     }
 }
 
