@@ -452,6 +452,14 @@ async fn list_lag_describe_pause_and_resume_show_what_the_operator_and_kafka_see
     assert!(acknowledged.is_some(), "the operator reports the pause in Ready");
     let again = plugin(&s.kubeconfig, &["pause", "orders", "-n", ns], None).await;
     assert!(again.stderr.contains("already paused"), "{again:?}");
+    // A reset of a paused group would wait for the resume: said before asking.
+    let args = ["reset", "orders", "-n", ns, "--to-latest", "--all-topics"];
+    let paused_reset = plugin(&s.kubeconfig, &args, Some("n\n")).await;
+    assert_eq!(paused_reset.code, 3, "{paused_reset:?}");
+    assert!(
+        paused_reset.stderr.contains("consumergroup/orders is paused: once approved, the reset waits"),
+        "{paused_reset:?}"
+    );
     let resume = plugin(&s.kubeconfig, &["resume", "orders", "-n", ns, "-o", "yaml"], None).await;
     assert_eq!(resume.code, 0, "{resume:?}");
     let resumed: ConsumerGroup = serde_yaml::from_str(&resume.stdout).expect("yaml");
@@ -595,6 +603,14 @@ async fn a_reset_is_previewed_exported_approved_followed_and_rolled_back() {
     let rows = plan_rows(&rollback, &topic);
     assert_eq!(rows.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(), ["8", "5", "10"], "{rollback:?}");
     assert_eq!(committed(&s.bootstrap, &group_id, &topic, 3).await, original);
+    // An export that cannot be written leaves nothing behind.
+    let before = s.resets.list(&Default::default()).await.unwrap().items.len();
+    let args =
+        ["reset", "exec", "-n", ns, "--to-earliest", "--all-topics", "--dry-run", "--export", "/nonexistent/plan.csv"];
+    let unwritable = plugin(&s.kubeconfig, &args, None).await;
+    assert_eq!(unwritable.code, 1, "{unwritable:?}");
+    assert!(unwritable.stderr.contains("cannot write the plan to /nonexistent/plan.csv"), "{unwritable:?}");
+    assert_eq!(s.resets.list(&Default::default()).await.unwrap().items.len(), before);
     let not_executed = plugin(&s.kubeconfig, &["rollback", &kept, "-n", ns, "--yes"], None).await;
     assert_eq!(not_executed.code, 1, "{not_executed:?}");
     assert!(not_executed.stderr.contains("is Planned, not Succeeded"), "{not_executed:?}");

@@ -154,8 +154,10 @@ async fn run(
         None => print!("{}", plan_text(&status.plan)),
     }
     if let Some(path) = &flow.export {
-        std::fs::write(path, export_csv(&status.plan))
-            .map_err(|e| anyhow::anyhow!("cannot write the plan to {}: {e}", path.display()))?;
+        if let Err(error) = std::fs::write(path, export_csv(&status.plan)) {
+            delete(&api, &name).await;
+            anyhow::bail!("cannot write the plan to {}: {error}", path.display());
+        }
         eprintln!("plan written to {} (kafka-consumer-groups --reset-offsets --from-file reads it)", path.display());
     }
     if flow.dry_run {
