@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use consumer_group_operator::crd::{ConsumerGroup, OffsetReset, ResetMode, ResetPhase};
 use consumer_group_operator::kafka::{KafkaClient, TopicPartition};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, PostParams};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -367,6 +369,50 @@ async fn list_lag_describe_pause_and_resume_show_what_the_operator_and_kafka_see
     let no_bootstrap = plugin(&s.kubeconfig, &["lag", "orders", "-n", ns, "--live"], None).await;
     assert_eq!(no_bootstrap.code, 1, "{no_bootstrap:?}");
     assert!(no_bootstrap.stderr.contains("pass --bootstrap-server"), "{no_bootstrap:?}");
+
+    // A group with its own connection Secret: --live reads it with the caller's permissions, and
+    // prints no value of it.
+    let password = "Zq9-plugin-do-not-show";
+    let secret: Secret = serde_json::from_value(serde_json::json!({"metadata": {"name": "kafka-client"},
+        "stringData": {"security.protocol": "PLAINTEXT", "sasl.password": password}}))
+    .unwrap();
+    Api::<Secret>::namespaced(s.client.clone(), ns).create(&PostParams::default(), &secret).await.unwrap();
+    // Its own group id: two ConsumerGroups of one group id on one cluster conflict.
+    let secured_id = testenv::unique_name("g-secured");
+    let commits = [(tp(&topic, 0), 8), (tp(&topic, 1), 5), (tp(&topic, 2), 10)].into_iter().collect();
+    common::commit(&kafka(&s.bootstrap), &secured_id, &commits).await;
+    let spec = serde_json::json!({"groupId": secured_id, "topics": [topic], "replicas": 0,
+        "kafka": {"bootstrapServers": s.bootstrap, "clientPropertiesSecretRef": {"name": "kafka-client"}},
+        "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
+    s.groups.create(&PostParams::default(), &common::consumer_group("secured", spec)).await.unwrap();
+    let secured = plugin(&s.kubeconfig, &["lag", "secured", "-n", ns, "--live"], None).await;
+    assert_eq!(secured.code, 0, "{secured:?}");
+    assert!(secured.stdout.contains("total lag 7, read from Kafka now"), "{secured:?}");
+    // A person allowed to read ConsumerGroups but not Secrets sees status, and is told why live
+    // reading is refused.
+    let role: Role = serde_json::from_value(serde_json::json!({"metadata": {"name": "cg-reader"},
+        "rules": [{"apiGroups": ["kafka.operators.dev"], "resources": ["consumergroups"], "verbs": ["get", "list"]}]}))
+    .unwrap();
+    Api::<Role>::namespaced(s.client.clone(), ns).create(&PostParams::default(), &role).await.unwrap();
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({"metadata": {"name": "cg-reader"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cg-reader"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "reader"}]}))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(s.client.clone(), ns).create(&PostParams::default(), &binding).await.unwrap();
+    let reader = std::env::temp_dir().join(format!("{}.kubeconfig", testenv::unique_name("reader")));
+    let yaml = s.env.kube.kubeconfig_yaml();
+    let key_line = yaml.lines().find(|l| l.trim_start().starts_with("client-key:")).unwrap();
+    std::fs::write(&reader, yaml.replace(key_line, &format!("{key_line}\n    as: reader"))).unwrap();
+    s.measured("secured").await;
+    let from_status = plugin(&reader, &["lag", "secured", "-n", ns], None).await;
+    assert_eq!(from_status.code, 0, "{from_status:?}");
+    let refused = plugin(&reader, &["lag", "secured", "-n", ns, "--live"], None).await;
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("forbidden") && refused.stderr.contains("secrets"), "{refused:?}");
+    for run in [&secured, &from_status, &refused] {
+        assert!(!run.stdout.contains(password) && !run.stderr.contains(password), "{run:?}");
+    }
+    std::fs::remove_file(&reader).ok();
     let json = plugin(&s.kubeconfig, &["lag", "orders", "-n", ns, "-o", "json"], None).await;
     let report: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
     assert_eq!((report["source"].as_str(), report["totalLag"].as_i64()), (Some("status"), Some(7)));
