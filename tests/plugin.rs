@@ -260,7 +260,10 @@ async fn flag_combinations_the_kafka_tool_refuses_are_refused_with_exit_code_2()
         args.extend_from_slice(ours);
         let run = plugin(&s.kubeconfig, &args, None).await;
         assert_eq!(run.code, 2, "{ours:?}: {run:?}");
-        assert!(run.stderr.contains(our_refusal) && run.stderr.contains("Usage:"), "{ours:?}: {run:?}");
+        assert!(
+            run.stderr.contains(our_refusal) && run.stderr.contains("Usage: kubectl consumergroup reset "),
+            "{ours:?}: {run:?}"
+        );
     }
     // Mistakes in a flag's value are usage errors too, before anything is sent.
     let refused: [(&[&str], &str); 5] = [

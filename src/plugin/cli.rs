@@ -10,25 +10,28 @@ use clap::{Parser, Subcommand};
 use super::output::Format;
 use crate::crd::{PartitionOffset, TopicScope};
 
+/// The help heading of the flags every command takes.
+const GLOBAL: &str = "Global options";
+
 /// Day-two work on Kafka consumer groups run by consumer-group-operator: lag, describe, reset
 /// with a previewed plan and approval, rollback, pause.
 #[derive(Parser, Debug)]
-#[command(name = "kubectl-consumergroup", version, about, long_about = None)]
+#[command(name = "kubectl-consumergroup", version)]
 pub struct Cli {
     /// Path to the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = GLOBAL)]
     pub kubeconfig: Option<PathBuf>,
 
     /// The kubeconfig context to use (default: its current context).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub context: Option<String>,
 
     /// Namespace (default: the context's namespace).
-    #[arg(short = 'n', long, global = true)]
+    #[arg(short = 'n', long, global = true, help_heading = GLOBAL)]
     pub namespace: Option<String>,
 
     /// Print json or yaml instead of a table.
-    #[arg(short = 'o', long, global = true, value_enum)]
+    #[arg(short = 'o', long, global = true, value_enum, help_heading = GLOBAL)]
     pub output: Option<Format>,
 
     #[command(subcommand)]
@@ -189,63 +192,61 @@ pub struct OffsetsFile(pub Vec<PartitionOffset>);
 impl Cli {
     /// Checks what clap's declarations cannot express; a refusal exits with code 2 like clap's.
     pub fn validate(&self, command: &mut clap::Command) -> Result<(), clap::Error> {
-        let mut usage = |kind, message: String| Err(command.error(kind, message));
-        match &self.command {
-            Command::Reset(args) => {
-                let targets = args.targets();
-                match targets.as_slice() {
-                    [] => {
-                        return usage(
-                            ErrorKind::MissingRequiredArgument,
-                            format!("a reset needs a target: one of {}", TARGET_FLAGS.join(", ")),
-                        );
-                    }
-                    [_] => {}
-                    [first, second, ..] => {
-                        return usage(
-                            ErrorKind::ArgumentConflict,
-                            format!(
-                                "{first} and {second} are both targets; give exactly one (kafka-consumer-groups refuses this too)"
-                            ),
-                        );
-                    }
-                }
-                let scoped = !args.topic.is_empty() || args.all_topics;
-                if args.delete_offsets && args.all_topics {
-                    return usage(
-                        ErrorKind::ArgumentConflict,
-                        "--delete-offsets takes the topics with --topic, not --all-topics (as kafka-consumer-groups --delete-offsets)"
-                            .into(),
-                    );
-                }
-                if !scoped && args.from_file.is_none() {
-                    return usage(
-                        ErrorKind::MissingRequiredArgument,
-                        "a reset needs a scope: --all-topics (every topic of the ConsumerGroup) or --topic TOPIC[:P,P] (repeatable), as kafka-consumer-groups".into(),
-                    );
-                }
-                if !args.topic.is_empty() && args.all_topics {
-                    return usage(
-                        ErrorKind::ArgumentConflict,
-                        "--topic and --all-topics are both scopes; give one of them".into(),
-                    );
-                }
-                if args.from_file.is_some() && scoped {
-                    return usage(
-                        ErrorKind::ArgumentConflict,
-                        "--from-file names its own partitions; leave out --topic and --all-topics".into(),
-                    );
-                }
-                if args.delete_offsets && args.flow.export.is_some() {
-                    return usage(
-                        ErrorKind::ArgumentConflict,
-                        "--export writes offsets, and --delete-offsets has none; leave one out".into(),
-                    );
-                }
-                Ok(())
+        let Command::Reset(args) = &self.command else { return Ok(()) };
+        // With the usage of `reset`, as clap's own errors for it.
+        let reset = command.find_subcommand_mut("reset").expect("Command::Reset is the `reset` subcommand");
+        let mut usage = |kind, message: String| Err(reset.error(kind, message));
+        let targets = args.targets();
+        match targets.as_slice() {
+            [] => {
+                return usage(
+                    ErrorKind::MissingRequiredArgument,
+                    format!("a reset needs a target: one of {}", TARGET_FLAGS.join(", ")),
+                );
             }
-            _ => Ok(()),
+            [_] => {}
+            [first, second, ..] => {
+                return usage(
+                    ErrorKind::ArgumentConflict,
+                    format!(
+                        "{first} and {second} are both targets; give exactly one (kafka-consumer-groups refuses this too)"
+                    ),
+                );
+            }
         }
+        let scoped = !args.topic.is_empty() || args.all_topics;
+        if args.delete_offsets && args.all_topics {
+            return usage(
+                ErrorKind::ArgumentConflict,
+                "--delete-offsets takes the topics with --topic, not --all-topics (as kafka-consumer-groups --delete-offsets)"
+                    .into(),
+            );
+        }
+        if !scoped && args.from_file.is_none() {
+            return usage(
+                ErrorKind::MissingRequiredArgument,
+                "a reset needs a scope: --all-topics (every topic of the ConsumerGroup) or --topic TOPIC[:P,P] (repeatable), as kafka-consumer-groups".into(),
+            );
+        }
+        if !args.topic.is_empty() && args.all_topics {
+            return usage(
+                ErrorKind::ArgumentConflict,
+                "--topic and --all-topics are both scopes; give one of them".into(),
+            );
+        }
+        if args.from_file.is_some() && scoped {
+            return usage(
+                ErrorKind::ArgumentConflict,
+                "--from-file names its own partitions; leave out --topic and --all-topics".into(),
+            );
+        }
+        if args.delete_offsets && args.flow.export.is_some() {
+            return usage(
+                ErrorKind::ArgumentConflict,
+                "--export writes offsets, and --delete-offsets has none; leave one out".into(),
+            );
+        }
+        Ok(())
     }
 }
 
