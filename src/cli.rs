@@ -48,6 +48,17 @@ pub struct RunArgs {
     #[arg(long, env = "KAFKA_CLIENT_PROPERTIES_DIR")]
     pub default_client_properties_dir: Option<std::path::PathBuf>,
 
+    /// Read Secrets of workload namespaces named by ConsumerGroups (spec.kafka.clientPropertiesSecretRef)
+    /// and KafkaConnections, those labelled `kafka.operators.dev/client-properties=true` only. With
+    /// `false`, only ClusterKafkaConnections' Secrets (in the operator's namespace) and the default
+    /// properties folder are read, and the operator needs no access to other namespaces' Secrets.
+    #[arg(long, env = "ALLOW_NAMESPACE_SECRETS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub allow_namespace_secrets: bool,
+
+    /// The operator's own namespace, where the Secrets of ClusterKafkaConnections live.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub operator_namespace: Option<String>,
+
     /// Timeout of each Kafka request, in seconds.
     #[arg(long, env = "KAFKA_REQUEST_TIMEOUT_SECONDS", default_value_t = 10)]
     pub kafka_timeout_seconds: u64,

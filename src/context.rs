@@ -13,7 +13,7 @@ use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::cli::RunArgs;
-use crate::connection::{Connection, DefaultConnection};
+use crate::connection::{Connection, ConnectionStores, DefaultConnection};
 use crate::crd::{ConsumerGroup, OffsetReset};
 use crate::kafka::observer::Observer;
 use crate::kafka::{ClientCache, KafkaError};
@@ -93,8 +93,11 @@ pub struct Context {
     pub stores: Vec<Store<ConsumerGroup>>,
     /// OffsetResets, to hold a group's workload at zero while one of its resets runs.
     pub resets: Vec<Store<OffsetReset>>,
-    /// The operator's default Kafka connection (bootstrap servers, client-properties folder).
+    /// The operator's default Kafka connection (bootstrap servers, client-properties folder) and
+    /// its rules on Secrets.
     pub defaults: DefaultConnection,
+    /// KafkaConnections and ClusterKafkaConnections, as cached.
+    pub connections_cache: ConnectionStores,
     pub kafka_timeout: Duration,
     pub resync: Duration,
     /// How often lag figures in status are refreshed at most.
@@ -164,6 +167,7 @@ impl Context {
         client: Client,
         stores: Vec<Store<ConsumerGroup>>,
         resets: Vec<Store<OffsetReset>>,
+        connection_stores: ConnectionStores,
         metrics: Arc<Metrics>,
         args: &RunArgs,
     ) -> Context {
@@ -177,7 +181,10 @@ impl Context {
             defaults: DefaultConnection {
                 bootstrap_servers: args.default_bootstrap_servers.clone(),
                 properties_dir: args.default_client_properties_dir.clone(),
+                operator_namespace: args.operator_namespace.clone(),
+                namespace_secrets: args.allow_namespace_secrets,
             },
+            connections_cache: connection_stores,
             kafka_timeout: Duration::from_secs(args.kafka_timeout_seconds),
             resync: Duration::from_secs(args.resync_seconds),
             status_lag_interval: Duration::from_secs(args.status_lag_interval_seconds),

@@ -1,4 +1,5 @@
-//! The `kafka.operators.dev/v1alpha1` API: the `ConsumerGroup` custom resource.
+//! The `kafka.operators.dev/v1alpha1` API: ConsumerGroup, OffsetReset, KafkaConnection and
+//! ClusterKafkaConnection.
 //!
 //! Types only: doc comments become `kubectl explain` text, and validation that the API server can
 //! do (schema ranges, CEL rules) is declared here so bad objects are refused at `kubectl apply`.
@@ -75,7 +76,7 @@ pub struct ConsumerGroupSpec {
     /// How to reach Kafka. Unset fields fall back to the operator's default connection
     /// (`--default-bootstrap-servers`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kafka: Option<KafkaConnection>,
+    pub kafka: Option<KafkaSettings>,
 
     /// Pod template of the consumer workload: the operator creates and owns a Deployment from it and
     /// injects KAFKA_BOOTSTRAP_SERVERS, KAFKA_GROUP_ID and KAFKA_TOPICS into every container.
@@ -118,10 +119,19 @@ fn default_replicas() -> i32 {
     1
 }
 
-/// Connection to the Kafka cluster.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+/// How a ConsumerGroup reaches Kafka: a named connection, or inline settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(
+    validation = Rule::new("!has(self.connectionRef) || (!has(self.bootstrapServers) && !has(self.clientPropertiesSecretRef))")
+        .message("spec.kafka.connectionRef replaces bootstrapServers and clientPropertiesSecretRef: set either connectionRef or those fields, not both")
+)]
 #[serde(rename_all = "camelCase")]
-pub struct KafkaConnection {
+pub struct KafkaSettings {
+    /// A KafkaConnection in this namespace or a ClusterKafkaConnection that allows this namespace:
+    /// connection settings defined once, by whoever may read their Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_ref: Option<ConnectionReference>,
+
     /// Comma-separated `host:port` list of bootstrap brokers. Defaults to the operator's
     /// `--default-bootstrap-servers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,12 +140,44 @@ pub struct KafkaConnection {
 
     /// A Secret in the ConsumerGroup's namespace whose keys are librdkafka client properties
     /// (for example `security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password`,
-    /// `ssl.ca.pem`) used by the operator's own Kafka client for this group. Its content is
-    /// never logged or copied into status or Events. Unset: the operator's default properties
+    /// `ssl.ca.pem`) used by the operator's own Kafka client for this group. The Secret must carry
+    /// the label `kafka.operators.dev/client-properties: "true"`, so that only Secrets meant for
+    /// this can be named; the operator reads no other. Its content is never logged or copied into
+    /// status or Events. Unset: the operator's default properties
     /// (`--default-client-properties-dir`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_properties_secret_ref: Option<SecretReference>,
 }
+
+/// A named Kafka connection.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct ConnectionReference {
+    /// KafkaConnection (in the ConsumerGroup's namespace) or ClusterKafkaConnection.
+    pub kind: ConnectionKind,
+    /// Name of the connection.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// The two kinds of named Kafka connection.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+pub enum ConnectionKind {
+    KafkaConnection,
+    ClusterKafkaConnection,
+}
+
+impl ConnectionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionKind::KafkaConnection => "KafkaConnection",
+            ConnectionKind::ClusterKafkaConnection => "ClusterKafkaConnection",
+        }
+    }
+}
+
+/// The label a Secret in a workload namespace must carry before the operator reads it as Kafka
+/// client properties.
+pub const CLIENT_PROPERTIES_LABEL: &str = "kafka.operators.dev/client-properties";
 
 /// A reference to a Secret in the same namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -202,9 +244,26 @@ pub struct ScalingSpec {
     pub max_replicas: Option<i32>,
 
     /// Target lag (messages) per consumer: desired replicas = ceil(total lag / lagThreshold).
+    /// With targetDrainSeconds, used only until a per-replica rate is known.
     #[serde(default = "default_lag_threshold")]
     #[schemars(range(min = 1))]
     pub lag_threshold: i64,
+
+    /// Time-to-drain mode: run as few consumers as keep the lag drainable within this many
+    /// seconds, from measured rates: replicas = ceil((production rate + lag / targetDrainSeconds)
+    /// / per-replica rate). The per-replica rate is learned from what the consumers commit while
+    /// their partitions have lag (so it is their capacity, not the production rate they keep up
+    /// with), or taken from expectedMessagesPerSecondPerReplica until then. Until either is known,
+    /// lagThreshold decides. Unset: lagThreshold always decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub target_drain_seconds: Option<i32>,
+
+    /// Messages per second one consumer can process, if known: the per-replica rate of
+    /// targetDrainSeconds until one is measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub expected_messages_per_second_per_replica: Option<i64>,
 
     /// Total lag that must be exceeded to scale from zero to one consumer.
     #[serde(default)]
@@ -258,6 +317,8 @@ impl Default for ScalingSpec {
             min_replicas: default_min_replicas(),
             max_replicas: None,
             lag_threshold: default_lag_threshold(),
+            target_drain_seconds: None,
+            expected_messages_per_second_per_replica: None,
             activation_lag_threshold: 0,
             scale_down_stabilization_seconds: default_stabilization_seconds(),
             scale_up_max_step: None,
@@ -318,10 +379,37 @@ pub struct ConsumerGroupStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<Time>,
 
+    /// Lag autoscaling: which rule chose the replicas and from which rates. Refreshed with the lag
+    /// figures, and whenever the desired replica count changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
+
     /// Ready, KafkaReachable, ReplicasCapped, ... (Kubernetes condition conventions).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// How lag autoscaling chose the replicas. Rates are messages per second, as decimal text.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingStatus {
+    /// TimeToDrain, or LagThreshold (also while time-to-drain waits for a per-replica rate).
+    pub rule: String,
+    /// Why the workload runs the replicas it runs, in one line.
+    pub reason: String,
+    /// Messages written to the subscribed partitions per second (log-end growth over the kept polls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub production_rate: Option<String>,
+    /// Messages committed by the group per second over the same polls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumption_rate: Option<String>,
+    /// Messages one consumer processes per second, as learned (or expected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_replica_rate: Option<String>,
+    /// At the measured rates, seconds until the lag is consumed (absent while lag does not shrink).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_to_drain: Option<i64>,
 }
 
 /// Partition count of one topic.
@@ -700,9 +788,121 @@ pub struct OffsetResetStatus {
     pub failing_since: Option<Time>,
 }
 
+/// Kafka connection settings defined once in a namespace and named by its ConsumerGroups
+/// (`spec.kafka.connectionRef`); whoever may create one may name a Secret of this namespace.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "kafka.operators.dev",
+    version = "v1alpha1",
+    kind = "KafkaConnection",
+    namespaced,
+    status = "KafkaConnectionStatus",
+    shortname = "kc",
+    category = "kafka",
+    derive = "PartialEq",
+    doc = "Kafka connection settings (bootstrap servers, client-properties Secret) shared by the ConsumerGroups of one namespace.",
+    printcolumn(name = "Bootstrap", type_ = "string", json_path = ".spec.bootstrapServers"),
+    printcolumn(
+        name = "Reachable",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Reachable\")].status"
+    ),
+    printcolumn(name = "Brokers", type_ = "integer", json_path = ".status.brokers"),
+    printcolumn(name = "Groups", type_ = "integer", json_path = ".status.consumerGroupCount"),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Reachable\")].message",
+        priority = "1"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaConnectionSpec {
+    /// Comma-separated `host:port` list of bootstrap brokers.
+    #[schemars(length(min = 1))]
+    pub bootstrap_servers: String,
+
+    /// A Secret in this namespace whose keys are librdkafka client properties
+    /// (`security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password`, `ssl.ca.pem`, ...).
+    /// Like an inline one, it must carry the label `kafka.operators.dev/client-properties: "true"`.
+    /// Never logged or copied into status or Events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_properties_secret_ref: Option<SecretReference>,
+}
+
+/// Kafka connection settings for the whole cluster, owned by the platform team: its Secret lives
+/// in the operator's own namespace, and its namespace selector says which namespaces' ConsumerGroups
+/// may use it.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "kafka.operators.dev",
+    version = "v1alpha1",
+    kind = "ClusterKafkaConnection",
+    status = "KafkaConnectionStatus",
+    shortname = "ckc",
+    category = "kafka",
+    derive = "PartialEq",
+    doc = "Kafka connection settings defined once for the cluster, usable by ConsumerGroups of the namespaces it selects.",
+    printcolumn(name = "Bootstrap", type_ = "string", json_path = ".spec.bootstrapServers"),
+    printcolumn(
+        name = "Reachable",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Reachable\")].status"
+    ),
+    printcolumn(name = "Brokers", type_ = "integer", json_path = ".status.brokers"),
+    printcolumn(name = "Groups", type_ = "integer", json_path = ".status.consumerGroupCount"),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Reachable\")].message",
+        priority = "1"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterKafkaConnectionSpec {
+    /// Comma-separated `host:port` list of bootstrap brokers.
+    #[schemars(length(min = 1))]
+    pub bootstrap_servers: String,
+
+    /// A Secret in the operator's own namespace whose keys are librdkafka client properties. Only
+    /// the platform team, who may create cluster-scoped objects, names it: no label is needed.
+    /// Never logged or copied into status or Events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_properties_secret_ref: Option<SecretReference>,
+
+    /// Namespaces whose ConsumerGroups may use this connection, by their labels. `{}` selects
+    /// every namespace; `matchLabels: {kubernetes.io/metadata.name: team-a}` selects one.
+    pub namespace_selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+}
+
+/// Observed state of a KafkaConnection or ClusterKafkaConnection.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaConnectionStatus {
+    /// The metadata.generation this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Brokers in the cluster's metadata, as last read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brokers: Option<i32>,
+    /// ConsumerGroups naming this connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_group_count: Option<i32>,
+    /// Up to 100 of them (`namespace/name` for a ClusterKafkaConnection).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub consumer_groups: Vec<String>,
+    /// Reachable: the operator connected with these settings on its last check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
 /// Every CRD of the operator, in the order `consumer-group-operator crd` prints them.
 pub fn all_crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
-    vec![ConsumerGroup::crd(), OffsetReset::crd()]
+    vec![ConsumerGroup::crd(), OffsetReset::crd(), KafkaConnection::crd(), ClusterKafkaConnection::crd()]
 }
 
 /// All CRDs as one multi-document YAML stream.

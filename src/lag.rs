@@ -194,6 +194,56 @@ pub struct Rates {
     pub committed_per_second: f64,
 }
 
+/// What the group committed during its last poll interval on the partitions that had lag at
+/// both ends of it: there its consumers read as fast as they can, so this is their capacity, not
+/// the production rate they kept up with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecentCapacity {
+    /// When the interval ended (the last poll), in milliseconds.
+    pub at_ms: i64,
+    pub span_ms: i64,
+    /// (topic, partition, messages committed during the interval), for backlogged partitions only.
+    pub backlogged: Vec<(std::sync::Arc<str>, i32, i64)>,
+}
+
+impl RecentCapacity {
+    pub fn committed(&self) -> i64 {
+        self.backlogged.iter().map(|(_, _, n)| n).sum()
+    }
+}
+
+impl GroupHistory {
+    /// The last poll interval's commits on backlogged partitions; None until two polls are kept.
+    pub fn recent_capacity(&self) -> Option<RecentCapacity> {
+        let n = self.times.len();
+        if n < 2 {
+            return None;
+        }
+        let (at_ms, span_ms) = (self.times[n - 1], self.times[n - 1] - self.times[n - 2]);
+        if span_ms <= 0 {
+            return None;
+        }
+        let mut backlogged = Vec::new();
+        let mut shared_name: Option<std::sync::Arc<str>> = None;
+        for (topic, partition, window) in self.partitions() {
+            let len = window.len();
+            if len < 2 {
+                continue;
+            }
+            let (before, after) = (window[len - 2], window[len - 1]);
+            let (Some(a), Some(b)) = (before.committed(), after.committed()) else { continue };
+            if before.lag > 0 && after.lag > 0 && b >= a {
+                let name = match &shared_name {
+                    Some(name) if **name == **topic => name.clone(),
+                    _ => shared_name.insert(std::sync::Arc::from(topic.as_str())).clone(),
+                };
+                backlogged.push((name, partition, b - a));
+            }
+        }
+        Some(RecentCapacity { at_ms, span_ms, backlogged })
+    }
+}
+
 /// The verdict over the last [`WINDOW`] samples (OK until the window is full, except REWIND).
 /// `members_present`: whether the group had members (true when unknown).
 fn health(window: &PartitionWindow, members_present: bool) -> Health {
@@ -317,6 +367,8 @@ pub struct Summary {
     pub max_lag_seconds: f64,
     /// None until the group has two polls.
     pub rates: Option<Rates>,
+    /// None until the group has two polls.
+    pub recent_capacity: Option<RecentCapacity>,
 }
 
 /// Summarizes a group's history as of its last poll. `time_lag_seconds(topic, partition,
@@ -390,7 +442,15 @@ pub fn summarize(
         excluded_count: (!excluded.is_empty()).then_some(excluded.len() as i32),
         excluded_partitions: excluded.into_iter().take(MAX_EXCLUDED_IN_STATUS).collect(),
     };
-    Summary { status, scaling_lag, partitions, health, max_lag_seconds, rates: history.rates() }
+    Summary {
+        status,
+        scaling_lag,
+        partitions,
+        health,
+        max_lag_seconds,
+        rates: history.rates(),
+        recent_capacity: history.recent_capacity(),
+    }
 }
 
 /// The lag to keep in status: the fresh figures when something a person or a GitOps tool acts on
@@ -561,6 +621,26 @@ mod tests {
         let rates = h.rates().unwrap();
         assert!((rates.produced_per_second - 20.0).abs() < 1e-9, "40 messages per 2 s poll");
         assert!((rates.committed_per_second - 7.5).abs() < 1e-9, "15 commits per 2 s poll");
+    }
+
+    #[test]
+    fn recent_capacity_counts_only_partitions_with_lag_at_both_ends_of_the_last_interval() {
+        let mut h = GroupHistory::default();
+        assert_eq!(h.recent_capacity(), None);
+        // Partition 0 keeps a backlog; partition 1 keeps up (lag 0 at the end); partition 2 was
+        // never committed.
+        let polls = [
+            [(key(0), offsets(Some(0), 0, 500)), (key(1), offsets(Some(0), 0, 10)), (key(2), offsets(None, 0, 9))],
+            [(key(0), offsets(Some(120), 0, 530)), (key(1), offsets(Some(20), 0, 20)), (key(2), offsets(None, 0, 9))],
+        ];
+        for (poll, offsets) in polls.into_iter().enumerate() {
+            let offsets = BTreeMap::from(offsets);
+            record(&mut h, &offsets, |_, _, o| o.log_end, AutoOffsetReset::Earliest, poll as i64 * 2000, WINDOW);
+        }
+        let recent = h.recent_capacity().unwrap();
+        assert_eq!((recent.at_ms, recent.span_ms), (2000, 2000));
+        assert_eq!(recent.backlogged, vec![(std::sync::Arc::from("t"), 0, 120)]);
+        assert_eq!(recent.committed(), 120);
     }
 
     fn summary(h: &GroupHistory, exclude: Option<usize>, members: Option<usize>) -> Summary {

@@ -3,6 +3,7 @@
 //! Thin binary, fat library: `main.rs` only parses the command line and calls in here.
 pub mod cli;
 pub mod connection;
+pub mod connections;
 pub mod context;
 pub mod controller;
 pub mod crd;

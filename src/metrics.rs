@@ -67,6 +67,8 @@ pub struct Metrics {
     pub max_lag_seconds: Family<GroupLabels, FloatGauge>,
     pub production_rate: Family<GroupLabels, FloatGauge>,
     pub consumption_rate: Family<GroupLabels, FloatGauge>,
+    pub per_replica_rate: Family<GroupLabels, FloatGauge>,
+    pub drain_seconds: Family<GroupLabels, FloatGauge>,
     pub members: Family<GroupLabels, Gauge>,
     pub health: Family<GroupLabels, Gauge>,
     pub replicas: Family<GroupLabels, Gauge>,
@@ -102,6 +104,8 @@ impl Metrics {
         let max_lag_seconds = Family::<GroupLabels, FloatGauge>::default();
         let production_rate = Family::<GroupLabels, FloatGauge>::default();
         let consumption_rate = Family::<GroupLabels, FloatGauge>::default();
+        let per_replica_rate = Family::<GroupLabels, FloatGauge>::default();
+        let drain_seconds = Family::<GroupLabels, FloatGauge>::default();
         let members = Family::<GroupLabels, Gauge>::default();
         let health = Family::<GroupLabels, Gauge>::default();
         let replicas = Family::<GroupLabels, Gauge>::default();
@@ -145,6 +149,16 @@ impl Metrics {
             "kafka_consumergroup_consumption_rate",
             "Messages per second the group committed past, over its last polls",
             consumption_rate.clone(),
+        );
+        registry.register(
+            "kafka_consumergroup_per_replica_rate",
+            "Messages per second one consumer processes, as learned while its partitions had lag (or spec.scaling.expectedMessagesPerSecondPerReplica)",
+            per_replica_rate.clone(),
+        );
+        registry.register(
+            "kafka_consumergroup_drain_seconds",
+            "Seconds until the lag is consumed at the measured rates (absent while it does not shrink)",
+            drain_seconds.clone(),
         );
         registry.register("kafka_consumergroup_members", "Members of the group as reported by Kafka", members.clone());
         registry.register(
@@ -204,6 +218,8 @@ impl Metrics {
             max_lag_seconds,
             production_rate,
             consumption_rate,
+            per_replica_rate,
+            drain_seconds,
             members,
             health,
             replicas,
@@ -256,7 +272,13 @@ impl Metrics {
         for family in [&self.lag_sum, &self.max_lag, &self.health] {
             family.remove(group);
         }
-        for family in [&self.max_lag_seconds, &self.production_rate, &self.consumption_rate] {
+        for family in [
+            &self.max_lag_seconds,
+            &self.production_rate,
+            &self.consumption_rate,
+            &self.per_replica_rate,
+            &self.drain_seconds,
+        ] {
             family.remove(group);
         }
         let stale = self.partition_series.lock().expect("metrics lock").remove(group).unwrap_or_default();

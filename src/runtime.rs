@@ -1,4 +1,4 @@
-//! The process around the two controllers: the watches that feed them (spec changes only, slim
+//! The process around the controllers (ConsumerGroups, OffsetResets, named connections): the watches that feed them (spec changes only, slim
 //! caches), the shared context, leader election, the periodic sweep and shutdown.
 
 use std::sync::Arc;
@@ -14,9 +14,10 @@ use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, ResourceExt};
 
 use crate::cli::RunArgs;
+use crate::connection::ConnectionStores;
 use crate::context::{Context, MANAGER};
 use crate::controller::{GroupContext, workload};
-use crate::crd::{ConsumerGroup, OffsetReset};
+use crate::crd::{ClusterKafkaConnection, ConnectionKind, ConsumerGroup, KafkaConnection, OffsetReset};
 use crate::metrics::Metrics;
 
 /// Caps glibc's malloc arenas at two. By default glibc gives each thread that allocates its own
@@ -211,6 +212,42 @@ pub async fn run_with_client(
             Controller::for_stream(resets, reader).graceful_shutdown_on(shutdown.clone())
         })
         .collect();
+    // Named connections: their own status controllers, and caches the ConsumerGroups read (which
+    // ConsumerGroups share a cluster). A connection's users are recounted at each resync.
+    let connection_controllers: Vec<_> = scopes
+        .iter()
+        .map(|scope| {
+            let api: Api<KafkaConnection> = match scope {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            };
+            let (reader, writer) = reflector::store();
+            let connections = watcher::watcher(api, watcher::Config::default().any_semantic())
+                .default_backoff()
+                .modify(slim)
+                .reflect(writer)
+                .applied_objects()
+                .predicate_filter(predicates::generation, Default::default());
+            Controller::for_stream(connections, reader).graceful_shutdown_on(shutdown.clone())
+        })
+        .collect();
+    let cluster_connection_controller = {
+        let (reader, writer) = reflector::store();
+        let connections = watcher::watcher(
+            Api::<ClusterKafkaConnection>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+        Controller::for_stream(connections, reader).graceful_shutdown_on(shutdown.clone())
+    };
+    let connection_stores = ConnectionStores {
+        namespaced: connection_controllers.iter().map(|c| c.store()).collect(),
+        cluster: Some(cluster_connection_controller.store()),
+    };
     let controllers: Vec<_> = scopes
         .iter()
         .map(|scope| {
@@ -222,6 +259,11 @@ pub async fn run_with_client(
                 .reflect(writer)
                 .applied_objects()
                 .predicate_filter(predicates::generation, Default::default());
+            let connections: Api<KafkaConnection> = match scope {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            };
+            let (users_of, users_of_cluster) = (reader.clone(), reader.clone());
             Controller::for_stream(groups, reader)
                 // At a resync every ConsumerGroup is due at once: a bounded number of reconciles
                 // in flight keeps the memory they hold (and the apiserver's load) flat.
@@ -232,6 +274,24 @@ pub async fn run_with_client(
                     let namespace = reset.namespace()?;
                     Some(ObjectRef::new(&reset.spec.consumer_group).within(&namespace))
                 })
+                // A named connection's spec changed: its ConsumerGroups read it again (a rotated
+                // Secret is read at their next resync).
+                .watches_stream(
+                    spec_changes(watcher::watcher(connections, watcher::Config::default())),
+                    move |connection: KafkaConnection| {
+                        let namespace = connection.namespace();
+                        users(&users_of, ConnectionKind::KafkaConnection, &connection.name_any(), namespace)
+                    },
+                )
+                .watches_stream(
+                    spec_changes(watcher::watcher(
+                        Api::<ClusterKafkaConnection>::all(client.clone()),
+                        watcher::Config::default(),
+                    )),
+                    move |connection: ClusterKafkaConnection| {
+                        users(&users_of_cluster, ConnectionKind::ClusterKafkaConnection, &connection.name_any(), None)
+                    },
+                )
                 .graceful_shutdown_on(shutdown.clone())
         })
         .collect();
@@ -258,7 +318,7 @@ pub async fn run_with_client(
             tracing::info!("caches synced; ready");
         });
     }
-    let context = Arc::new(Context::new(client, stores, reset_stores, metrics, &args));
+    let context = Arc::new(Context::new(client, stores, reset_stores, connection_stores, metrics, &args));
     let groups = Arc::new(GroupContext::new(context.clone()));
     {
         let groups = groups.clone();
@@ -297,9 +357,60 @@ pub async fn run_with_client(
             },
         )
     });
-    futures::future::join(futures::future::join_all(streams), futures::future::join_all(reset_streams)).await;
+    let connection_streams = connection_controllers.into_iter().map(|controller| {
+        controller
+            .run(crate::connections::reconcile_namespaced, crate::connections::error_policy, context.clone())
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    tracing::warn!(%error, "KafkaConnection reconcile failed");
+                }
+            })
+    });
+    let cluster_connection_stream = cluster_connection_controller
+        .run(crate::connections::reconcile_cluster, crate::connections::error_policy, context.clone())
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::warn!(%error, "ClusterKafkaConnection reconcile failed");
+            }
+        });
+    futures::future::join4(
+        futures::future::join_all(streams),
+        futures::future::join_all(reset_streams),
+        futures::future::join_all(connection_streams),
+        cluster_connection_stream,
+    )
+    .await;
     tracing::info!("consumer-group-operator stopped");
     Ok(())
+}
+
+/// Objects whose spec changed (metadata.generation), from a watch: status writes are not work.
+fn spec_changes<K>(
+    watch: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = ()> + Clone + Send + 'static,
+{
+    watch.default_backoff().applied_objects().predicate_filter(predicates::generation, Default::default())
+}
+
+/// The ConsumerGroups (of `namespace`, if given) whose spec.kafka.connectionRef names a connection.
+fn users(
+    groups: &Store<ConsumerGroup>,
+    kind: ConnectionKind,
+    name: &str,
+    namespace: Option<String>,
+) -> Vec<ObjectRef<ConsumerGroup>> {
+    groups
+        .state()
+        .iter()
+        .filter(|group| namespace.is_none() || group.namespace() == namespace)
+        .filter(|group| {
+            let reference = group.spec.kafka.as_ref().and_then(|k| k.connection_ref.as_ref());
+            reference.is_some_and(|r| r.kind == kind && r.name == name)
+        })
+        .map(|group| ObjectRef::from(group.as_ref()))
+        .collect()
 }
 
 /// Drops what the operator never reads from cached objects: managedFields and kubectl's

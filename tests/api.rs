@@ -25,6 +25,16 @@ fn yaml_files(dir: &str) -> Vec<std::path::PathBuf> {
     files
 }
 
+/// The API of a manifest's kind: cluster-scoped ClusterKafkaConnections, the rest in `namespace`.
+fn api_for(client: &kube::Client, namespace: &str, object: &DynamicObject) -> Api<DynamicObject> {
+    let resource = resource_of(object);
+    if resource.kind == "ClusterKafkaConnection" {
+        Api::all_with(client.clone(), &resource)
+    } else {
+        Api::namespaced_with(client.clone(), namespace, &resource)
+    }
+}
+
 /// The API resource of a manifest, from its apiVersion and kind.
 fn resource_of(object: &DynamicObject) -> ApiResource {
     let types = object.types.as_ref().expect("manifest has apiVersion and kind");
@@ -81,8 +91,12 @@ async fn examples_are_accepted() {
     let files = yaml_files("examples");
     assert!(files.len() >= 6, "expected the examples/ manifests, found {files:?}");
     for file in files {
-        let object: DynamicObject = serde_yaml::from_str(&read(&file)).unwrap();
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource_of(&object));
+        let mut object: DynamicObject = serde_yaml::from_str(&read(&file)).unwrap();
+        // Cluster-scoped names are shared by every test run on this apiserver.
+        if resource_of(&object).kind == "ClusterKafkaConnection" {
+            object.metadata.name = Some(testenv::unique_name(object.metadata.name.as_deref().unwrap()));
+        }
+        let api = api_for(&client, &namespace, &object);
         api.create(&PostParams::default(), &object)
             .await
             .unwrap_or_else(|e| panic!("{} was refused: {e}", file.display()));
@@ -96,6 +110,17 @@ async fn examples_are_accepted() {
             Some("OffsetReset") => {
                 let typed: Api<consumer_group_operator::crd::OffsetReset> = Api::namespaced(client.clone(), &namespace);
                 assert!(!typed.get(&name).await.unwrap().spec.consumer_group.is_empty());
+            }
+            Some("KafkaConnection") => {
+                let typed: Api<consumer_group_operator::crd::KafkaConnection> =
+                    Api::namespaced(client.clone(), &namespace);
+                assert!(!typed.get(&name).await.unwrap().spec.bootstrap_servers.is_empty());
+            }
+            Some("ClusterKafkaConnection") => {
+                let typed: Api<consumer_group_operator::crd::ClusterKafkaConnection> = Api::all(client.clone());
+                let stored = typed.get(&name).await.unwrap();
+                assert!(stored.spec.namespace_selector.match_labels.is_some());
+                typed.delete(&name, &Default::default()).await.unwrap();
             }
             _ => {}
         }
@@ -119,7 +144,7 @@ async fn invalid_examples_are_refused_naming_the_field() {
             .trim()
             .to_string();
         let object: DynamicObject = serde_yaml::from_str(&text).unwrap();
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource_of(&object));
+        let api = api_for(&client, &namespace, &object);
         match api.create(&PostParams::default(), &object).await {
             Ok(_) => panic!("{} was accepted but must be refused", file.display()),
             Err(kube::Error::Api(status)) => {

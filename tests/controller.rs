@@ -390,8 +390,10 @@ async fn default_client_properties_come_from_a_mounted_secret_folder_and_follow_
 
     // A ConsumerGroup with its own Secret does not use the operator's defaults.
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(s.client.clone(), &s.namespace);
-    let secret = serde_json::from_value(serde_json::json!({"metadata": {"name": "own"},
-        "stringData": {"security.protocol": "plaintext"}}))
+    let secret = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": "own", "labels": {"kafka.operators.dev/client-properties": "true"}},
+        "stringData": {"security.protocol": "plaintext"}}),
+    )
     .unwrap();
     secrets.create(&PostParams::default(), &secret).await.unwrap();
     let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "template": template("img:1"),

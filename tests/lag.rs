@@ -438,8 +438,10 @@ async fn a_rotated_secret_or_a_deleted_group_closes_its_kafka_connection() {
     let topic = create_topic(&bootstrap, 1).await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &namespace);
     for (name, client_id) in [("a", "client-a"), ("b", "client-b")] {
-        let secret = serde_json::from_value(serde_json::json!({"metadata": {"name": name},
-            "stringData": {"security.protocol": "plaintext", "client.id": client_id}}))
+        let secret = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": name, "labels": {"kafka.operators.dev/client-properties": "true"}},
+            "stringData": {"security.protocol": "plaintext", "client.id": client_id}}),
+        )
         .unwrap();
         secrets.create(&PostParams::default(), &secret).await.unwrap();
     }

@@ -69,7 +69,8 @@ async fn chart_lints_renders_and_is_accepted_by_the_apiserver() {
     common::install_crds(&client).await;
 
     let scoped = vec!["--set", "watchNamespaces={team-a,team-b}", "--set", "kafka.clientPropertiesSecret=kafka-client"];
-    for (release, extra) in [("all-ns", vec![]), ("scoped", scoped)] {
+    let no_namespace_secrets = vec!["--set", "kafka.allowNamespaceSecrets=false"];
+    for (release, extra) in [("all-ns", vec![]), ("scoped", scoped), ("own-secrets", no_namespace_secrets)] {
         let namespace = common::namespace(&client, release).await;
         let mut template = Command::new(&helm);
         template
@@ -84,25 +85,61 @@ async fn chart_lints_renders_and_is_accepted_by_the_apiserver() {
         let default_properties = rendered
             .contains("--default-client-properties-dir=/etc/consumer-group-operator/kafka-client")
             && rendered.contains("secretName: kafka-client");
-        assert_eq!(default_properties, !extra.is_empty(), "{rendered}");
-        for ns in ["team-a", "team-b"] {
-            if extra.is_empty() {
-                continue;
+        assert_eq!(default_properties, release == "scoped", "{rendered}");
+        let secret_rules = secret_rules(&rendered);
+        if release == "own-secrets" {
+            assert_eq!(
+                secret_rules,
+                [("Role".to_string(), namespace.clone())],
+                "Secrets of the release namespace only"
+            );
+            assert!(rendered.contains("--allow-namespace-secrets=false"), "{rendered}");
+        } else {
+            assert!(secret_rules.len() > 1, "labelled Secrets of watched namespaces are readable: {secret_rules:?}");
+        }
+        if release == "scoped" {
+            for ns in ["team-a", "team-b"] {
+                let _ = env.kube.kubectl(&["create", "namespace", ns]).output();
             }
-            let _ = env.kube.kubectl(&["create", "namespace", ns]).output();
+            // Its only ClusterRole holds the cluster-scoped reads: no workload rule cluster-wide.
+            let cluster_roles: Vec<_> =
+                documents(&rendered).into_iter().filter(|d| d["kind"] == "ClusterRole").collect();
+            assert_eq!(cluster_roles.len(), 1, "{rendered}");
+            let resources = serde_json::to_string(&cluster_roles[0]["rules"]).unwrap();
+            assert!(resources.contains("clusterkafkaconnections") && !resources.contains("deployments"), "{resources}");
         }
         let file = std::env::temp_dir().join(format!("{}.yaml", testenv::unique_name(release)));
         std::fs::write(&file, &rendered).unwrap();
         let applied = run(env.kube.kubectl(&["apply", "--server-side", "-f"]).arg(&file));
         std::fs::remove_file(&file).ok();
         assert!(applied.contains("deployment.apps/") && applied.contains("serviceaccount/"), "{applied}");
-        if extra.is_empty() {
-            assert!(applied.contains("clusterrole.rbac.authorization.k8s.io/"), "{applied}");
-        } else {
-            assert!(applied.contains("role.rbac.authorization.k8s.io/"), "{applied}");
-            assert!(!applied.contains("clusterrole.rbac"), "a scoped install needs no ClusterRole: {applied}");
-        }
+        assert!(applied.contains("clusterrole.rbac.authorization.k8s.io/"), "{applied}");
+        assert!(applied.contains("role.rbac.authorization.k8s.io/"), "{applied}");
     }
+}
+
+/// The documents of a rendered chart, as JSON values.
+fn documents(rendered: &str) -> Vec<serde_json::Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(rendered)
+        .filter_map(|document| serde_json::Value::deserialize(document).ok())
+        .filter(|document| !document.is_null())
+        .collect()
+}
+
+/// The (kind, namespace) of every Role or ClusterRole of a rendered chart granting access to Secrets.
+fn secret_rules(rendered: &str) -> Vec<(String, String)> {
+    documents(rendered)
+        .into_iter()
+        .filter(|d| d["kind"] == "Role" || d["kind"] == "ClusterRole")
+        .filter(|d| {
+            let rules = d["rules"].as_array().cloned().unwrap_or_default();
+            rules.iter().any(|rule| rule["resources"].as_array().is_some_and(|r| r.iter().any(|r| r == "secrets")))
+        })
+        .map(|d| {
+            (d["kind"].as_str().unwrap().to_string(), d["metadata"]["namespace"].as_str().unwrap_or("").to_string())
+        })
+        .collect()
 }
 
 /// A client that acts as the chart's ServiceAccount, so the operator gets exactly the chart's RBAC.
@@ -152,7 +189,8 @@ async fn chart_rbac_is_enough_for_the_operator() {
         "kafka": {"clientPropertiesSecretRef": {"name": "props"}}});
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace);
     let secret: Secret = serde_json::from_value(
-        serde_json::json!({"metadata": {"name": "props"}, "stringData": {"client.id": "rbac-test"}}),
+        serde_json::json!({"metadata": {"name": "props", "labels": {"kafka.operators.dev/client-properties": "true"}},
+            "stringData": {"client.id": "rbac-test"}}),
     )
     .unwrap();
     secrets.create(&PostParams::default(), &secret).await.unwrap();
@@ -420,7 +458,8 @@ async fn secret_scenario(format: &str) -> (Vec<String>, String, BTreeMap<String,
     ];
     for (name, data) in &contents {
         let secret: Secret =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "stringData": data})).unwrap();
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": {"kafka.operators.dev/client-properties": "true"}}, "stringData": data}))
+                .unwrap();
         secrets.create(&PostParams::default(), &secret).await.unwrap();
     }
     let operator = OperatorProcess::start_with_format(

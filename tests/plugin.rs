@@ -376,7 +376,8 @@ async fn list_lag_describe_pause_and_resume_show_what_the_operator_and_kafka_see
     // A group with its own connection Secret: --live reads it with the caller's permissions, and
     // prints no value of it.
     let password = "Zq9-plugin-do-not-show";
-    let secret: Secret = serde_json::from_value(serde_json::json!({"metadata": {"name": "kafka-client"},
+    let secret: Secret = serde_json::from_value(serde_json::json!({"metadata": {"name": "kafka-client",
+        "labels": {consumer_group_operator::crd::CLIENT_PROPERTIES_LABEL: "true"}},
         "stringData": {"security.protocol": "PLAINTEXT", "sasl.password": password}}))
     .unwrap();
     Api::<Secret>::namespaced(s.client.clone(), ns).create(&PostParams::default(), &secret).await.unwrap();

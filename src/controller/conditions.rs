@@ -17,7 +17,8 @@ pub mod reason {
     /// Connected, but the connection's settings keep group reads on librdkafka's slower path.
     pub const CONNECTED_UNBATCHED: &str = "ConnectedUnbatched";
     pub const KAFKA_UNREACHABLE: &str = "KafkaUnreachable";
-    pub const KAFKA_NOT_CONFIGURED: &str = "KafkaNotConfigured";
+    // The connection's own problems (no bootstrap servers, a Secret missing or not opted in, a
+    // ClusterKafkaConnection not allowed here) are named by `ConnectionProblem::reason`.
     /// librdkafka refused the client properties (an unknown key, a bad value); nothing was sent.
     pub const KAFKA_CONFIG_INVALID: &str = "KafkaConfigInvalid";
     /// Kafka refused the operator's login or its permissions.
@@ -25,8 +26,6 @@ pub mod reason {
     /// Metadata answered, but the group's state or committed offsets could not be read.
     pub const OFFSETS_UNAVAILABLE: &str = "OffsetsUnavailable";
     pub const TOPICS_NOT_FOUND: &str = "TopicsNotFound";
-    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
-    pub const SECRET_INVALID: &str = "SecretInvalid";
     pub const SCALE_TARGET_NOT_FOUND: &str = "ScaleTargetNotFound";
     pub const GROUP_ID_CONFLICT: &str = "GroupIdConflict";
     pub const WORKLOAD_APPLY_FAILED: &str = "WorkloadApplyFailed";

@@ -87,6 +87,8 @@ impl Deref for GroupContext {
 #[derive(Default)]
 struct GroupMemory {
     recommendations: Vec<Recommendation>,
+    /// The per-replica rate learned for time-to-drain scaling.
+    rates: decide::RateMemory,
     /// Since when the group has waited for its first observation.
     awaiting_observation: Option<std::time::Instant>,
 }
@@ -146,14 +148,19 @@ fn bump(failures: &mut HashMap<ObjectRef<ConsumerGroup>, u32>, key: ObjectRef<Co
 /// The earliest-created other ConsumerGroup claiming the same groupId in the same Kafka cluster.
 fn conflicting_owner(ctx: &Context, group: &ConsumerGroup) -> Option<String> {
     let default = ctx.defaults.bootstrap_servers.as_deref();
-    let cluster = connection::bootstrap_servers(group, default).map(|b| connection::cluster_key(&b));
+    let stores = &ctx.connections_cache;
+    // Unknown (no bootstrap servers, a connection not cached yet): nothing to compare with.
+    let cluster = connection::bootstrap_servers(group, default, stores).map(|b| connection::cluster_key(&b))?;
     let rank = |g: &ConsumerGroup| (g.metadata.creation_timestamp.clone(), g.namespace(), g.name_any());
     ctx.stores
         .iter()
         .flat_map(|store| store.state())
         .filter(|other| other.metadata.uid != group.metadata.uid && other.metadata.deletion_timestamp.is_none())
         .filter(|other| other.spec.group_id == group.spec.group_id)
-        .filter(|other| connection::bootstrap_servers(other, default).map(|b| connection::cluster_key(&b)) == cluster)
+        .filter(|other| {
+            connection::bootstrap_servers(other, default, stores).map(|b| connection::cluster_key(&b)).as_ref()
+                == Some(&cluster)
+        })
         .filter(|other| rank(other) < rank(group))
         .min_by_key(|other| rank(other))
         .map(|other| format!("{}/{}", other.namespace().unwrap_or_default(), other.name_any()))
@@ -206,6 +213,18 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> R
         return Ok(Action::requeue(AWAIT_OBSERVATION));
     }
     let KafkaOutcome { kafka, description, described, lag: lag_summary, .. } = outcome;
+    if group.spec.scaling.is_some()
+        && let (Some(summary), Some(description)) = (&lag_summary, &description)
+        && let Some(recent) = &summary.recent_capacity
+    {
+        let stable = description.state == crate::kafka::GroupState::Stable;
+        memory.rates.observe(recent, &description.members, stable);
+    }
+    let rates = lag_summary.as_ref().map(|summary| plan::ScalingRates {
+        produced_per_second: summary.rates.map(|r| r.produced_per_second),
+        committed_per_second: summary.rates.map(|r| r.committed_per_second),
+        learned_per_replica: memory.rates.per_replica,
+    });
 
     // Decide.
     let reset_in_progress = ctx.resets.iter().find_map(|store| crate::reset::holding_reset(store, &group));
@@ -225,6 +244,7 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> R
         workload_replicas: workload_replicas.clone(),
         kafka: kafka.clone(),
         scaling_lag: lag_summary.as_ref().map(|s| s.scaling_lag),
+        rates,
         now_seconds: now.0.as_second(),
         history: &memory.recommendations,
     });
@@ -329,10 +349,30 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> R
             None => previous.lag.clone(),
         },
         last_scale_time: if scaled { Some(now.clone()) } else { previous.last_scale_time.clone() },
+        autoscaling: None,
         conditions,
+    };
+    // The autoscaling figures move every poll: refreshed with the lag figures, or when the
+    // decision itself changed.
+    let lag_refreshed = status.lag.as_ref().map(|l| &l.measured_at) != previous.lag.as_ref().map(|l| &l.measured_at);
+    let status = ConsumerGroupStatus {
+        autoscaling: match (&plan.autoscaling, &previous.autoscaling) {
+            (None, _) if group.spec.scaling.is_none() => None,
+            (None, kept) => kept.clone(),
+            (Some(fresh), Some(kept))
+                if !lag_refreshed
+                    && status.desired_replicas == previous.desired_replicas
+                    && fresh.rule == kept.rule =>
+            {
+                Some(kept.clone())
+            }
+            (Some(fresh), _) => Some(fresh.clone()),
+        },
+        ..status
     };
     let fresh_members = kafka_seen_group.then_some(status.member_count).flatten();
     report::record_metrics(&ctx.metrics, &group, &status, fresh_members, lag_summary.as_deref());
+    report::record_autoscaling(&ctx.metrics, &group, plan.autoscaling_figures.as_ref());
     act::status(&ctx.client, &group, &status).await?;
     act::publish(&ctx.events, &group, happenings).await;
 

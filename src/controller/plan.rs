@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::conditions::{Desired, KAFKA_REACHABLE, READY, REPLICAS_CAPPED, reason};
 use super::decide::{self, Limit, Recommendation};
 use crate::connection::ConnectionProblem;
-use crate::crd::ConsumerGroup;
+use crate::crd::{AutoscalingStatus, ConsumerGroup};
 
 /// What Kafka told us this time.
 #[derive(Debug, Clone)]
@@ -48,8 +48,27 @@ pub struct Observed<'a> {
     pub kafka: KafkaObservation,
     /// Total lag that counts for scaling, when measured this time (lag mode only).
     pub scaling_lag: Option<i64>,
+    /// The group's rates, when measured this time (lag mode only).
+    pub rates: Option<ScalingRates>,
     pub now_seconds: i64,
     pub history: &'a [Recommendation],
+}
+
+/// Rates lag autoscaling works from.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ScalingRates {
+    /// Over the kept polls; None until two polls are kept.
+    pub produced_per_second: Option<f64>,
+    pub committed_per_second: Option<f64>,
+    /// What one consumer processes per second, as learned from backlogged polls.
+    pub learned_per_replica: Option<f64>,
+}
+
+/// Live autoscaling figures for /metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AutoscalingFigures {
+    pub per_replica_per_second: Option<f64>,
+    pub seconds_to_drain: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +83,9 @@ pub struct Plan {
     pub history: Vec<Recommendation>,
     /// Whether the error is one only a spec change (or new Kafka state) fixes.
     pub permanent: bool,
+    /// How lag autoscaling chose, when it did.
+    pub autoscaling: Option<AutoscalingStatus>,
+    pub autoscaling_figures: Option<AutoscalingFigures>,
 }
 
 /// Without a new decision, a workload an OffsetReset just released goes back to what it ran
@@ -86,6 +108,8 @@ pub fn plan(o: &Observed) -> Plan {
         conditions: Vec::new(),
         history: o.history.to_vec(),
         permanent: false,
+        autoscaling: None,
+        autoscaling_figures: None,
     };
     let spec = &o.group.spec;
 
@@ -105,15 +129,8 @@ pub fn plan(o: &Observed) -> Plan {
     }
 
     if let Some(problem) = &o.connection {
-        let reason = match problem {
-            ConnectionProblem::NoBootstrapServers | ConnectionProblem::DefaultPropertiesUnreadable { .. } => {
-                reason::KAFKA_NOT_CONFIGURED
-            }
-            ConnectionProblem::SecretNotFound(_) => reason::SECRET_NOT_FOUND,
-            ConnectionProblem::SecretInvalid { .. } => reason::SECRET_INVALID,
-        };
         plan.permanent = matches!(problem, ConnectionProblem::NoBootstrapServers);
-        plan.conditions.push(Desired::new(READY, false, reason, problem.to_string()));
+        plan.conditions.push(Desired::new(READY, false, problem.reason(), problem.to_string()));
         return plan;
     }
 
@@ -209,16 +226,38 @@ pub fn plan(o: &Observed) -> Plan {
         }
         Some(scaling) => match o.scaling_lag {
             Some(lag) => {
+                let rates = o.rates.unwrap_or_default();
+                let expected = scaling.expected_messages_per_second_per_replica.map(|r| r as f64);
+                let per_replica = rates.learned_per_replica.or(expected);
+                let drain =
+                    scaling.target_drain_seconds.zip(per_replica).map(|(target, per_replica)| decide::DrainRates {
+                        target_seconds: i64::from(target),
+                        production_per_second: rates.produced_per_second.unwrap_or(0.0),
+                        per_replica_per_second: per_replica,
+                    });
+                let current = current.unwrap_or(0);
                 let (decision, history) = decide::autoscale(&decide::LagInput {
                     scaling,
                     total_lag: lag,
-                    current_replicas: current.unwrap_or(0),
+                    drain,
+                    current_replicas: current,
                     partitions: cap,
                     now_seconds: o.now_seconds,
                     history: o.history,
                 });
                 plan.history = history;
-                plan.scale_reason = format!("total lag {lag} with lagThreshold {}", scaling.lag_threshold);
+                plan.scale_reason = autoscaling_reason(scaling, lag, current, drain, &decision);
+                let seconds_to_drain = seconds_to_drain(lag, &rates);
+                plan.autoscaling = Some(AutoscalingStatus {
+                    rule: if drain.is_some() { "TimeToDrain" } else { "LagThreshold" }.to_string(),
+                    reason: plan.scale_reason.clone(),
+                    production_rate: rates.produced_per_second.map(rate_text),
+                    consumption_rate: rates.committed_per_second.map(rate_text),
+                    per_replica_rate: per_replica.map(rate_text),
+                    seconds_to_drain: seconds_to_drain.map(|s| s.ceil() as i64),
+                });
+                plan.autoscaling_figures =
+                    Some(AutoscalingFigures { per_replica_per_second: per_replica, seconds_to_drain });
                 Some(decision)
             }
             None => None,
@@ -279,6 +318,62 @@ pub fn plan(o: &Observed) -> Plan {
     plan
 }
 
+/// Seconds until the lag is consumed at the measured rates: lag / (consumption - production).
+/// None while consumption does not outrun production (the lag does not shrink).
+fn seconds_to_drain(lag: i64, rates: &ScalingRates) -> Option<f64> {
+    if lag <= 0 {
+        return Some(0.0);
+    }
+    let gaining = rates.committed_per_second? - rates.produced_per_second?;
+    (gaining > 0.0).then(|| lag as f64 / gaining)
+}
+
+/// A rate as status shows it: three significant figures, as decimal text.
+fn rate_text(rate: f64) -> String {
+    match rate.abs() {
+        r if r >= 100.0 => format!("{rate:.0}"),
+        r if r >= 10.0 => format!("{rate:.1}"),
+        _ => format!("{rate:.2}"),
+    }
+}
+
+/// Why lag autoscaling wants what it wants, in one line.
+fn autoscaling_reason(
+    scaling: &crate::crd::ScalingSpec,
+    lag: i64,
+    current: i32,
+    drain: Option<decide::DrainRates>,
+    decision: &decide::ReplicaDecision,
+) -> String {
+    let mut reason = if current == 0 && lag <= scaling.activation_lag_threshold {
+        format!("no consumers, and lag {lag} is within activationLagThreshold {}", scaling.activation_lag_threshold)
+    } else if let Some(d) = drain {
+        format!(
+            "time to drain: (production {}/s + lag {lag} / {} s) / {}/s per replica = {} replicas",
+            rate_text(d.production_per_second),
+            d.target_seconds,
+            rate_text(d.per_replica_per_second),
+            decision.requested
+        )
+    } else if scaling.target_drain_seconds.is_some() {
+        format!(
+            "total lag {lag} / lagThreshold {} = {} replicas (time to drain waits for a per-replica rate: measured while consumers have lag, or spec.scaling.expectedMessagesPerSecondPerReplica)",
+            scaling.lag_threshold, decision.requested
+        )
+    } else {
+        format!("total lag {lag} / lagThreshold {} = {} replicas", scaling.lag_threshold, decision.requested)
+    };
+    if decision.desired > decision.recommended {
+        reason.push_str(&format!(
+            "; held at {} by the {} s scale-down stabilization window",
+            decision.desired, scaling.scale_down_stabilization_seconds
+        ));
+    } else if decision.desired < decision.recommended {
+        reason.push_str(&format!("; {} now, at most scaleUpMaxStep more per decision", decision.desired));
+    }
+    reason
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +396,7 @@ mod tests {
             workload_replicas: Ok(Some(2)),
             kafka,
             scaling_lag: None,
+            rates: None,
             now_seconds: 0,
             history: &[],
         }
@@ -398,6 +494,54 @@ mod tests {
     }
 
     #[test]
+    fn time_to_drain_says_why_in_status_and_waits_for_a_rate_under_the_lag_threshold() {
+        let g = group(serde_json::json!({"scaling": {"lagThreshold": 100, "targetDrainSeconds": 60}}));
+        let mut o = observed(&g, seen(12));
+        o.scaling_lag = Some(6_000);
+        let rates = ScalingRates {
+            produced_per_second: Some(100.0),
+            committed_per_second: Some(40.0),
+            learned_per_replica: None,
+        };
+        o.rates = Some(rates);
+        let waiting = plan(&o);
+        let status = waiting.autoscaling.as_ref().unwrap();
+        assert_eq!((status.rule.as_str(), waiting.replicas), ("LagThreshold", Some(12)));
+        assert!(status.reason.contains("waits for a per-replica rate"), "{}", status.reason);
+        assert_eq!(status.seconds_to_drain, None, "consumption below production: the lag does not shrink");
+
+        o.rates = Some(ScalingRates { learned_per_replica: Some(50.0), ..rates });
+        let p = plan(&o);
+        assert_eq!(p.replicas, Some(4), "(100/s + 6,000 / 60 s) / 50/s");
+        let status = p.autoscaling.unwrap();
+        assert_eq!(status.rule, "TimeToDrain");
+        assert_eq!(
+            status.reason,
+            "time to drain: (production 100/s + lag 6000 / 60 s) / 50.0/s per replica = 4 replicas"
+        );
+        assert_eq!(
+            (status.production_rate.as_deref(), status.consumption_rate.as_deref(), status.per_replica_rate.as_deref()),
+            (Some("100"), Some("40.0"), Some("50.0"))
+        );
+
+        // Consumers that outrun production: lag / (consumption - production).
+        o.rates = Some(ScalingRates {
+            produced_per_second: Some(100.0),
+            committed_per_second: Some(160.0),
+            learned_per_replica: Some(50.0),
+        });
+        assert_eq!(plan(&o).autoscaling.unwrap().seconds_to_drain, Some(100));
+        // Seeded by the expected rate until one is learned.
+        let g = group(
+            serde_json::json!({"scaling": {"targetDrainSeconds": 60, "expectedMessagesPerSecondPerReplica": 200}}),
+        );
+        let mut o = observed(&g, seen(12));
+        o.scaling_lag = Some(6_000);
+        o.rates = Some(rates);
+        assert_eq!(plan(&o).replicas, Some(1), "(100/s + 100/s) / 200/s");
+    }
+
+    #[test]
     fn paused_reports_but_does_not_scale() {
         let g = group(serde_json::json!({"replicas": 1, "paused": true}));
         let p = plan(&observed(&g, seen(6)));
@@ -416,7 +560,11 @@ mod tests {
         assert!(condition(&p, READY).message.contains("ns/first"));
 
         let mut o = observed(&g, seen(6));
-        o.connection = Some(ConnectionProblem::SecretNotFound("kafka-auth".into()));
+        o.connection = Some(ConnectionProblem::SecretNotFound {
+            name: "kafka-auth".into(),
+            namespace: "ns".into(),
+            named_in: "spec.kafka.clientPropertiesSecretRef".into(),
+        });
         let p = plan(&o);
         assert_eq!(p.replicas, None);
         assert!(condition(&p, READY).message.contains("kafka-auth"));

@@ -3,6 +3,7 @@
 
 use kube::ResourceExt;
 
+use super::plan::AutoscalingFigures;
 use crate::crd::{ConsumerGroup, ConsumerGroupStatus, MemberStatus};
 use crate::kafka::GroupDescription;
 use crate::metrics::{GroupLabels, Metrics, PartitionLabels};
@@ -72,6 +73,25 @@ pub fn record_metrics(
         })
         .collect();
     metrics.set_partition_series(&labels, series);
+}
+
+/// The live figures of lag autoscaling; absent ones are removed, not frozen.
+pub fn record_autoscaling(metrics: &Metrics, group: &ConsumerGroup, figures: Option<&AutoscalingFigures>) {
+    let labels = GroupLabels { namespace: group.namespace().unwrap_or_default(), consumergroup: group.name_any() };
+    let figures = figures.copied().unwrap_or_default();
+    for (family, value) in [
+        (&metrics.per_replica_rate, figures.per_replica_per_second),
+        (&metrics.drain_seconds, figures.seconds_to_drain),
+    ] {
+        match value {
+            Some(value) => {
+                family.get_or_create(&labels).set(value);
+            }
+            None => {
+                family.remove(&labels);
+            }
+        }
+    }
 }
 
 pub fn members(description: Option<&GroupDescription>) -> Vec<MemberStatus> {

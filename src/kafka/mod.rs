@@ -676,6 +676,19 @@ impl KafkaClient {
         .map_err(|e| KafkaError::Internal(format!("metadata task failed: {e}")))?
     }
 
+    /// Brokers in the cluster's metadata: one Metadata request naming no topic but the
+    /// always-present `__consumer_offsets` (a request without topics would ask for all of them).
+    pub async fn broker_count(&self, timeout: Duration) -> Result<i32, KafkaError> {
+        let client = self.handle.clone();
+        tokio::task::spawn_blocking(move || {
+            let metadata =
+                client.fetch_metadata(Some("__consumer_offsets"), timeout).map_err(KafkaError::from_client)?;
+            Ok(metadata.brokers().len() as i32)
+        })
+        .await
+        .map_err(|e| KafkaError::Internal(format!("metadata task failed: {e}")))?
+    }
+
     /// Every group of the cluster, described: librdkafka's group listing without a group name
     /// sends one ListGroups and one DescribeGroups per broker, however many groups there are.
     pub async fn describe_all_groups(

@@ -193,7 +193,14 @@ struct Live {
 
 impl Live {
     async fn connect(cluster: &Cluster, group: &ConsumerGroup, args: &LagArgs) -> anyhow::Result<Live> {
-        let defaults = DefaultConnection { bootstrap_servers: args.bootstrap_server.clone(), properties_dir: None };
+        // The operator's rules on Secrets apply: a workload namespace's Secret is used only when
+        // labelled for it, so --live never reads what the operator would refuse.
+        let defaults = DefaultConnection {
+            bootstrap_servers: args.bootstrap_server.clone(),
+            properties_dir: None,
+            operator_namespace: None,
+            namespace_secrets: true,
+        };
         let name = group.name_any();
         let connection = match connection::connection(&cluster.client, group, &defaults).await {
             Ok(Ok(connection)) => connection,

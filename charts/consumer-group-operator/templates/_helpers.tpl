@@ -54,10 +54,23 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [apps]
   resources: [deployments/scale, statefulsets/scale]
   verbs: [get, patch]
-# Read the Secret named in spec.kafka.clientPropertiesSecretRef (TLS/SASL client properties).
+# Watch KafkaConnections (named connection settings of a namespace) and report in their status
+# whether they work and which ConsumerGroups use them.
+- apiGroups: [kafka.operators.dev]
+  resources: [kafkaconnections]
+  verbs: [get, list, watch]
+- apiGroups: [kafka.operators.dev]
+  resources: [kafkaconnections/status]
+  verbs: [get, patch]
+{{- if .Values.kafka.allowNamespaceSecrets }}
+# Read the Secrets named by ConsumerGroups (spec.kafka.clientPropertiesSecretRef) and
+# KafkaConnections. RBAC cannot select by label, but the operator checks the Secret's metadata first
+# and reads only Secrets labelled kafka.operators.dev/client-properties=true. Turn this off with
+# kafka.allowNamespaceSecrets=false (ClusterKafkaConnections then carry every credential).
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
+{{- end }}
 # List the workload's pods (metadata only) during an OffsetReset: once none is left, members that
 # stay in the group are consumers outside the workload, and the reset fails instead of waiting.
 - apiGroups: [""]
@@ -67,4 +80,20 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- end -}}
+
+{{/* Cluster-scoped reads, needed however many namespaces are watched. */}}
+{{- define "cgo.clusterRules" -}}
+# Watch ClusterKafkaConnections (the platform team's connection settings) and report their status.
+- apiGroups: [kafka.operators.dev]
+  resources: [clusterkafkaconnections]
+  verbs: [get, list, watch]
+- apiGroups: [kafka.operators.dev]
+  resources: [clusterkafkaconnections/status]
+  verbs: [get, patch]
+# Read a ConsumerGroup's namespace labels, to check them against the namespaceSelector of the
+# ClusterKafkaConnection it names.
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [get]
 {{- end -}}

@@ -1,0 +1,313 @@
+//! Named Kafka connections and Secrets by opt-in, against a real broker and apiserver: a user who
+//! may create ConsumerGroups but not read Secrets cannot make the operator send an unlabelled
+//! Secret's values anywhere; a ClusterKafkaConnection serves the namespaces its selector allows and
+//! refuses the others by name; a SASL KafkaConnection is shared by several ConsumerGroups (one
+//! client) and an OffsetReset, and a rotated Secret reaches all of them.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use consumer_group_operator::crd::{ClusterKafkaConnection, ConsumerGroup, KafkaConnection, OffsetReset, ResetPhase};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+const WAIT: Duration = Duration::from_secs(90);
+const LABEL: &str = "kafka.operators.dev/client-properties";
+
+fn template() -> serde_json::Value {
+    serde_json::json!({"spec": {"containers": [{"name": "c", "image": "i"}]}})
+}
+
+fn secret(name: &str, labelled: bool, data: serde_json::Value) -> Secret {
+    let labels = if labelled { serde_json::json!({LABEL: "true"}) } else { serde_json::json!({}) };
+    serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": labels}, "stringData": data}))
+        .unwrap()
+}
+
+async fn create_topic(bootstrap: &str) -> String {
+    let topic = testenv::unique_name("conn");
+    let kafka = consumer_group_operator::kafka::KafkaClient::new(&std::collections::BTreeMap::from([(
+        "bootstrap.servers".to_string(),
+        bootstrap.to_string(),
+    )]))
+    .unwrap();
+    kafka.create_topic(&topic, 2, 1, Duration::from_secs(30)).await.unwrap();
+    topic
+}
+
+/// The (reason, message) of a ConsumerGroup's condition once it has this status.
+async fn condition(groups: &Api<ConsumerGroup>, name: &str, type_: &str, status: &str) -> Option<(String, String)> {
+    common::eventually(WAIT, || async {
+        let found = groups.get(name).await.ok()?.status?.conditions.into_iter().find(|c| c.type_ == type_)?;
+        (found.status == status).then_some((found.reason, found.message))
+    })
+    .await
+}
+
+/// A client acting as `user` (RBAC applies to it; the test's own client is system:masters).
+async fn client_as(server: &testenv::KubeApiServer, user: &str) -> Client {
+    let kubeconfig = Kubeconfig::read_from(server.kubeconfig_path()).unwrap();
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    config.auth_info.impersonate = Some(user.to_string());
+    Client::try_from(config).unwrap()
+}
+
+/// A TCP listener standing in for a broker: it answers nothing and keeps every byte sent to it.
+struct StandIn {
+    address: std::net::SocketAddr,
+    connections: Arc<Mutex<Vec<Vec<u8>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StandIn {
+    async fn start() -> StandIn {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let connections: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let seen = connections.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let index = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push(Vec::new());
+                    seen.len() - 1
+                };
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 4096];
+                    while let Ok(n @ 1..) = stream.read(&mut buffer).await {
+                        seen.lock().unwrap()[index].extend_from_slice(&buffer[..n]);
+                    }
+                });
+            }
+        });
+        StandIn { address, connections, task }
+    }
+
+    fn connection_count(&self) -> usize {
+        self.connections.lock().unwrap().len()
+    }
+
+    fn received(&self, needle: &str) -> bool {
+        let connections = self.connections.lock().unwrap();
+        connections.iter().any(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn an_unlabelled_secret_named_by_a_user_who_cannot_read_it_is_never_read_nor_sent() {
+    let env = common::shared_env().await;
+    let admin = common::kube_client(&env.kube).await;
+    common::install_crds(&admin).await;
+    let namespace = common::namespace(&admin, "deputy").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+
+    // The application team may manage ConsumerGroups here, and nothing else.
+    let user = format!("system:serviceaccount:{namespace}:app-team");
+    let rbac = serde_json::json!([
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app-team", "namespace": namespace}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "cg-editor", "namespace": namespace},
+         "rules": [{"apiGroups": ["kafka.operators.dev"], "resources": ["consumergroups"], "verbs": ["get", "list", "create", "patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "app-team", "namespace": namespace},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cg-editor"},
+         "subjects": [{"kind": "ServiceAccount", "name": "app-team", "namespace": namespace}]},
+    ]);
+    for object in rbac.as_array().unwrap() {
+        let object: kube::api::DynamicObject = serde_json::from_value(object.clone()).unwrap();
+        let types = object.types.clone().unwrap();
+        let (group, version) = types.api_version.split_once('/').unwrap_or(("", &types.api_version));
+        let resource =
+            kube::discovery::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(group, version, &types.kind));
+        let api: Api<kube::api::DynamicObject> = Api::namespaced_with(admin.clone(), &namespace, &resource);
+        api.create(&PostParams::default(), &object).await.unwrap();
+    }
+
+    // Another application's Secret, with a value that would show up in every request's header.
+    let marker = testenv::unique_name("other-apps-client-id");
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace);
+    let data = serde_json::json!({"client.id": marker, "sasl.password": "not-for-the-app-team"});
+    secrets.create(&PostParams::default(), &secret("other-app", false, data)).await.unwrap();
+    let as_user = client_as(&env.kube, &user).await;
+    let forbidden = Api::<Secret>::namespaced(as_user.clone(), &namespace).get("other-app").await;
+    assert!(
+        matches!(&forbidden, Err(kube::Error::Api(status)) if status.code == 403),
+        "the user must not read Secrets: {forbidden:?}"
+    );
+
+    let stand_in = StandIn::start().await;
+    let _operator = common::Operator::start(&admin, common::run_args(&namespace, &bootstrap, &[])).await;
+    let groups: Api<ConsumerGroup> = Api::namespaced(as_user.clone(), &namespace);
+    let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": ["t"], "template": template(),
+        "kafka": {"bootstrapServers": stand_in.address.to_string(), "clientPropertiesSecretRef": {"name": "other-app"}}});
+    groups.create(&PostParams::default(), &common::consumer_group("deputy", spec)).await.unwrap();
+
+    let (reason, message) = condition(&groups, "deputy", "Ready", "False").await.expect("a condition says why");
+    assert_eq!(reason, "SecretNotLabelled", "{message}");
+    assert!(message.contains("other-app") && message.contains(LABEL), "{message}");
+    assert!(!message.contains(&marker) && !message.contains("not-for-the-app-team"), "{message}");
+    // The condition is written after the connection was refused; nothing was opened before it.
+    assert_eq!(stand_in.connection_count(), 0, "the operator connected to the address the user chose");
+
+    // The stand-in does see what the operator sends once the Secret's owner opts it in: the check
+    // above could have failed.
+    let label = Patch::Merge(serde_json::json!({"metadata": {"labels": {LABEL: "true"}}}));
+    secrets.patch("other-app", &PatchParams::default(), &label).await.unwrap();
+    let sent = common::eventually(WAIT, || async { stand_in.received(&marker).then_some(()) }).await;
+    assert!(sent.is_some(), "once labelled, the Secret's client.id is used");
+}
+
+#[tokio::test]
+async fn a_cluster_connection_serves_the_namespaces_it_selects_and_names_its_rule_to_others() {
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap).await;
+    let (allowed, outside) = (common::namespace(&client, "team-a").await, common::namespace(&client, "team-b").await);
+    let team = testenv::unique_name("team");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let label = Patch::Merge(serde_json::json!({"metadata": {"labels": {"kafka-access": team}}}));
+    namespaces.patch(&allowed, &PatchParams::default(), &label).await.unwrap();
+
+    let name = testenv::unique_name("shared");
+    let connections: Api<ClusterKafkaConnection> = Api::all(client.clone());
+    let connection = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kafka.operators.dev/v1alpha1", "kind": "ClusterKafkaConnection", "metadata": {"name": name},
+        "spec": {"bootstrapServers": bootstrap, "namespaceSelector": {"matchLabels": {"kafka-access": team}}}}))
+    .unwrap();
+    connections.create(&PostParams::default(), &connection).await.unwrap();
+    // No default bootstrap servers: whatever works, works through the connection.
+    let scopes = format!("{allowed},{outside}");
+    let args = common::run_args(&scopes, "", &[]);
+    let _operator = common::Operator::start(&client, args).await;
+
+    let spec = || {
+        serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "replicas": 1, "template": template(),
+            "kafka": {"connectionRef": {"kind": "ClusterKafkaConnection", "name": name}}})
+    };
+    let in_allowed: Api<ConsumerGroup> = Api::namespaced(client.clone(), &allowed);
+    let in_outside: Api<ConsumerGroup> = Api::namespaced(client.clone(), &outside);
+    in_allowed.create(&PostParams::default(), &common::consumer_group("app", spec())).await.unwrap();
+    in_outside.create(&PostParams::default(), &common::consumer_group("app", spec())).await.unwrap();
+
+    assert!(condition(&in_allowed, "app", "Ready", "True").await.is_some(), "the selected namespace is served");
+    let (reason, message) = condition(&in_outside, "app", "Ready", "False").await.expect("refused with a condition");
+    assert_eq!(reason, "NamespaceNotAllowed", "{message}");
+    assert!(message.contains(&format!("kafka-access={team}")) && message.contains(&outside), "{message}");
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), &outside);
+    assert!(deployments.get_opt("app").await.unwrap().is_none(), "nothing runs where the connection is refused");
+
+    // The connection's status: it works, and who uses it.
+    let status = common::eventually(WAIT, || async {
+        let status = connections.get(&name).await.ok()?.status?;
+        let reachable = status.conditions.iter().any(|c| c.type_ == "Reachable" && c.status == "True");
+        (reachable && status.consumer_group_count == Some(2)).then_some(status)
+    })
+    .await
+    .expect("the connection reports itself reachable, used by both ConsumerGroups");
+    assert_eq!(status.brokers, Some(1));
+    let mut users = vec![format!("{allowed}/app"), format!("{outside}/app")];
+    users.sort();
+    assert_eq!(status.consumer_groups, users);
+
+    // Widened to every namespace: the refused ConsumerGroup is served without touching it.
+    let widen = Patch::Merge(serde_json::json!({"spec": {"namespaceSelector": {"matchLabels": null}}}));
+    connections.patch(&name, &PatchParams::default(), &widen).await.unwrap();
+    assert!(condition(&in_outside, "app", "Ready", "True").await.is_some(), "a widened selector applies");
+    connections.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_sasl_connection_is_defined_once_shared_by_several_groups_and_rotated_for_all() {
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let kafka = tokio::task::spawn_blocking(testenv::shared_secured_kafka).await.unwrap();
+    let listeners = kafka.secured();
+    let (user, password) = listeners.sasl_user();
+    let topic = create_topic(&kafka.bootstrap_servers()).await;
+    let namespace = common::namespace(&client, "sasl-conn").await;
+
+    let wrong = testenv::unique_name("wrong-password");
+    let sasl = |password: &str| {
+        serde_json::json!({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-256",
+            "sasl.username": user, "sasl.password": password})
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    secrets.create(&PostParams::default(), &secret("kafka-sasl", true, sasl(&wrong))).await.unwrap();
+    let connections: Api<KafkaConnection> = Api::namespaced(client.clone(), &namespace);
+    let connection = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kafka.operators.dev/v1alpha1", "kind": "KafkaConnection", "metadata": {"name": "orders"},
+        "spec": {"bootstrapServers": listeners.sasl_bootstrap_servers(), "clientPropertiesSecretRef": {"name": "kafka-sasl"}}}))
+    .unwrap();
+    connections.create(&PostParams::default(), &connection).await.unwrap();
+    let operator =
+        common::Operator::start(&client, common::run_args(&namespace, "", &["--kafka-timeout-seconds", "3"])).await;
+
+    let groups: Api<ConsumerGroup> = Api::namespaced(client.clone(), &namespace);
+    let names = ["billing", "shipping", "audit"];
+    for name in names {
+        let spec = serde_json::json!({"groupId": testenv::unique_name(name), "topics": [topic], "replicas": 1,
+            "template": template(), "kafka": {"connectionRef": {"kind": "KafkaConnection", "name": "orders"}}});
+        groups.create(&PostParams::default(), &common::consumer_group(name, spec)).await.unwrap();
+    }
+    for name in names {
+        let (reason, message) = condition(&groups, name, "KafkaReachable", "False").await.expect("refused login");
+        assert!(!message.contains(&wrong) && !message.contains(password), "{name}: {message}");
+        assert_ne!(reason, "Connected", "{name}: {message}");
+    }
+    let refused = common::eventually(WAIT, || async {
+        let status = connections.get("orders").await.ok()?.status?;
+        status.conditions.into_iter().find(|c| c.type_ == "Reachable" && c.status == "False")
+    })
+    .await
+    .expect("the connection reports the failure");
+    assert!(!refused.message.contains(&wrong), "{}", refused.message);
+
+    // The platform team fixes the Secret once: every ConsumerGroup on the connection follows.
+    let rotate = Patch::Merge(serde_json::json!({"data": null, "stringData": sasl(password)}));
+    secrets.patch("kafka-sasl", &PatchParams::default(), &rotate).await.unwrap();
+    for name in names {
+        assert!(condition(&groups, name, "Ready", "True").await.is_some(), "{name} reads Kafka after the rotation");
+    }
+    let status = common::eventually(WAIT, || async {
+        let status = connections.get("orders").await.ok()?.status?;
+        status.conditions.iter().any(|c| c.type_ == "Reachable" && c.status == "True").then_some(status)
+    })
+    .await
+    .expect("the connection reports itself reachable");
+    assert_eq!((status.brokers, status.consumer_group_count), (Some(1), Some(3)));
+    assert_eq!(status.consumer_groups, ["audit", "billing", "shipping"]);
+    // Three ConsumerGroups, one client; the one with the old password is closed.
+    let shared = common::eventually(WAIT, || async {
+        (operator.metric("consumergroup_operator_kafka_connections").await? == 1.0).then_some(())
+    })
+    .await;
+    assert!(shared.is_some(), "the ConsumerGroups of one connection share one client");
+
+    // An OffsetReset goes through its ConsumerGroup's connection.
+    let resets: Api<OffsetReset> = Api::namespaced(client.clone(), &namespace);
+    let reset = serde_json::from_value(serde_json::json!({"apiVersion": "kafka.operators.dev/v1alpha1",
+        "kind": "OffsetReset", "metadata": {"name": "preview"},
+        "spec": {"consumerGroup": "billing", "target": {"toEarliest": true}}}))
+    .unwrap();
+    resets.create(&PostParams::default(), &reset).await.unwrap();
+    let planned = common::eventually(WAIT, || async {
+        let status = resets.get("preview").await.ok()?.status?;
+        (status.phase == Some(ResetPhase::Planned)).then_some(status)
+    })
+    .await
+    .expect("the DryRun is planned over the SASL connection");
+    assert_eq!(planned.partition_count, Some(2));
+}
