@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use consumer_group_operator::crd::{ConsumerGroup, OffsetReset, ResetMode, ResetPhase};
+use consumer_group_operator::crd::{ClusterKafkaConnection, ConsumerGroup, OffsetReset, ResetMode, ResetPhase};
 use consumer_group_operator::kafka::{KafkaClient, TopicPartition};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -417,6 +417,31 @@ async fn list_lag_describe_pause_and_resume_show_what_the_operator_and_kafka_see
         assert!(!run.stdout.contains(password) && !run.stderr.contains(password), "{run:?}");
     }
     std::fs::remove_file(&reader).ok();
+
+    // A group on a ClusterKafkaConnection: its Secret is in the operator's namespace (here the
+    // test's), which the plugin is told.
+    let shared = testenv::unique_name("plugin-conn");
+    let connection: ClusterKafkaConnection = serde_json::from_value(serde_json::json!({"metadata": {"name": shared},
+        "spec": {"bootstrapServers": s.bootstrap, "clientPropertiesSecretRef": {"name": "kafka-client"},
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}}))
+    .unwrap();
+    Api::<ClusterKafkaConnection>::all(s.client.clone()).create(&PostParams::default(), &connection).await.unwrap();
+    let by_ref_id = testenv::unique_name("g-by-ref");
+    common::commit(&kafka(&s.bootstrap), &by_ref_id, &commits).await;
+    let spec = serde_json::json!({"groupId": by_ref_id, "topics": [topic], "replicas": 0,
+        "kafka": {"connectionRef": {"kind": "ClusterKafkaConnection", "name": shared}},
+        "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
+    s.groups.create(&PostParams::default(), &common::consumer_group("by-ref", spec)).await.unwrap();
+    let untold = plugin(&s.kubeconfig, &["lag", "by-ref", "-n", ns, "--live"], None).await;
+    assert_eq!(untold.code, 1, "{untold:?}");
+    assert!(untold.stderr.contains("pass --operator-namespace NAMESPACE"), "{untold:?}");
+    let told = plugin(&s.kubeconfig, &["lag", "by-ref", "-n", ns, "--live", "--operator-namespace", ns], None).await;
+    assert_eq!(told.code, 0, "{told:?}");
+    assert!(told.stdout.contains("total lag 7, read from Kafka now"), "{told:?}");
+    let described = plugin(&s.kubeconfig, &["describe", "by-ref", "-n", ns], None).await;
+    let kafka_line = format!("Kafka:         ClusterKafkaConnection {shared} (spec.kafka.connectionRef)");
+    assert!(described.stdout.contains(&kafka_line), "{described:?}");
+    Api::<ClusterKafkaConnection>::all(s.client.clone()).delete(&shared, &Default::default()).await.unwrap();
     let json = plugin(&s.kubeconfig, &["lag", "orders", "-n", ns, "-o", "json"], None).await;
     let report: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
     assert_eq!((report["source"].as_str(), report["totalLag"].as_i64()), (Some("status"), Some(7)));

@@ -93,6 +93,11 @@ pub struct LagArgs {
     #[arg(long, value_name = "HOST:PORT,...")]
     pub bootstrap_server: Option<String>,
 
+    /// With --live, for a ConsumerGroup on a ClusterKafkaConnection with a Secret: the namespace
+    /// the operator runs in, where that Secret lives.
+    #[arg(long, value_name = "NAMESPACE")]
+    pub operator_namespace: Option<String>,
+
     /// With --live, the timeout of each Kafka request.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub request_timeout: u64,

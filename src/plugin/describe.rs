@@ -151,16 +151,17 @@ fn text(group: &ConsumerGroup, resets: &[OffsetReset], events: &[Event]) -> Stri
         .collect();
     field("Topics", partitions.join(", "));
     let kafka = spec.kafka.clone().unwrap_or_default();
-    let secret = kafka
-        .client_properties_secret_ref
-        .map_or(String::new(), |s| format!(", client properties from Secret {}", s.name));
-    field(
-        "Kafka",
-        format!(
-            "{}{secret}",
-            kafka.bootstrap_servers.unwrap_or_else(|| "the operator's default bootstrap servers".into())
-        ),
-    );
+    let connection = match &kafka.connection_ref {
+        Some(reference) => format!("{} {} (spec.kafka.connectionRef)", reference.kind.as_str(), reference.name),
+        None => {
+            let secret = kafka
+                .client_properties_secret_ref
+                .map_or(String::new(), |s| format!(", client properties from Secret {}", s.name));
+            let servers = kafka.bootstrap_servers.unwrap_or_else(|| "the operator's default bootstrap servers".into());
+            format!("{servers}{secret}")
+        }
+    };
+    field("Kafka", connection);
     let workload = match (&spec.template, &spec.scale_target_ref) {
         (_, Some(target)) => format!("{:?} {} (scaleTargetRef: replicas only)", target.kind, target.name),
         _ => format!("Deployment {} (owned, from spec.template)", group.name_any()),

@@ -198,7 +198,7 @@ impl Live {
         let defaults = DefaultConnection {
             bootstrap_servers: args.bootstrap_server.clone(),
             properties_dir: None,
-            operator_namespace: None,
+            operator_namespace: args.operator_namespace.clone(),
             namespace_secrets: true,
         };
         let name = group.name_any();
@@ -207,8 +207,11 @@ impl Live {
             Ok(Err(ConnectionProblem::NoBootstrapServers)) => anyhow::bail!(
                 "ConsumerGroup {name} sets no spec.kafka.bootstrapServers and uses the operator's default, which this command cannot see: pass --bootstrap-server HOST:PORT"
             ),
+            Ok(Err(ConnectionProblem::OperatorNamespaceUnknown { name: connection })) => anyhow::bail!(
+                "ConsumerGroup {name} uses ClusterKafkaConnection {connection}, whose Secret is in the operator's namespace: pass --operator-namespace NAMESPACE"
+            ),
             Ok(Err(problem)) => anyhow::bail!("ConsumerGroup {name}: {problem}"),
-            Err(error) => return Err(api_error(error, "the ConsumerGroup's client-properties Secret")),
+            Err(error) => return Err(api_error(error, "the ConsumerGroup's connection")),
         };
         let client = KafkaClient::new(&connection.properties)
             .map_err(|e| anyhow::anyhow!("ConsumerGroup {name}: cannot set up a Kafka client: {e}"))?;
