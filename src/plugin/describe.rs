@@ -168,12 +168,16 @@ fn text(group: &ConsumerGroup, resets: &[OffsetReset], events: &[Event]) -> Stri
     };
     field("Workload", workload);
     let wish = match &spec.scaling {
-        Some(s) => format!(
-            "lag autoscaling: {}..{} replicas, {} messages of lag per replica",
-            s.min_replicas,
-            or_dash(s.max_replicas),
-            s.lag_threshold
-        ),
+        Some(s) => {
+            let bounds = format!("{}..{} replicas", s.min_replicas, or_dash(s.max_replicas));
+            match s.target_drain_seconds {
+                Some(drain) => format!(
+                    "time-to-drain autoscaling: {bounds}, lag drained within {drain}s (until a rate is known, {} messages of lag per replica)",
+                    s.lag_threshold
+                ),
+                None => format!("lag autoscaling: {bounds}, {} messages of lag per replica", s.lag_threshold),
+            }
+        }
         None => format!("spec.replicas {}", spec.replicas),
     };
     let paused = if spec.paused { "; PAUSED (spec.paused: replicas frozen)" } else { "" };
@@ -290,4 +294,38 @@ fn text(group: &ConsumerGroup, resets: &[OffsetReset], events: &[Event]) -> Stri
         section(&mut out, "Events", &table(&["AGE", "TYPE", "REASON", "OBJECT", "MESSAGE"], &rows));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(kafka: serde_json::Value, scaling: serde_json::Value) -> ConsumerGroup {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "kafka.operators.dev/v1alpha1", "kind": "ConsumerGroup",
+            "metadata": {"name": "orders", "namespace": "shop"},
+            "spec": {"groupId": "orders", "topics": ["orders"], "kafka": kafka, "scaling": scaling,
+                "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_connection_and_the_scaling_mode_are_named() {
+        let inline = group(
+            serde_json::json!({"bootstrapServers": "k:9092", "clientPropertiesSecretRef": {"name": "creds"}}),
+            serde_json::json!({"minReplicas": 1, "maxReplicas": 4, "lagThreshold": 50}),
+        );
+        let shown = text(&inline, &[], &[]);
+        assert!(shown.contains("Kafka:         k:9092, client properties from Secret creds\n"), "{shown}");
+        assert!(shown.contains("lag autoscaling: 1..4 replicas, 50 messages of lag per replica"), "{shown}");
+        let named = group(
+            serde_json::json!({"connectionRef": {"kind": "KafkaConnection", "name": "main"}}),
+            serde_json::json!({"targetDrainSeconds": 300}),
+        );
+        let shown = text(&named, &[], &[]);
+        assert!(shown.contains("Kafka:         KafkaConnection main (spec.kafka.connectionRef)\n"), "{shown}");
+        assert!(shown.contains("time-to-drain autoscaling: 1..- replicas, lag drained within 300s"), "{shown}");
+        assert!(shown.contains("Members:       none") && shown.contains("Events:        none"), "{shown}");
+    }
 }
