@@ -11,5 +11,6 @@ pub mod external_metrics;
 pub mod kafka;
 pub mod lag;
 pub mod metrics;
+pub mod plugin;
 pub mod reset;
 pub mod runtime;
