@@ -118,6 +118,74 @@ async fn chart_lints_renders_and_is_accepted_by_the_apiserver() {
     }
 }
 
+#[tokio::test]
+async fn chart_registers_the_external_metrics_api_with_a_certificate_it_trusts() {
+    let env = common::shared_env().await;
+    let chart = repo().join("charts/consumer-group-operator");
+    let template = |extra: &[&str]| {
+        let mut command = Command::new(helm());
+        command
+            .args(["template", "ext", "--namespace", "ext-metrics", "--kube-version", KUBE_VERSION])
+            .arg(&chart)
+            .args(["--set", "externalMetrics.enabled=true"])
+            .args(extra);
+        command.output().unwrap()
+    };
+    // Only the leader serves it: two replicas would send the aggregation layer to a follower.
+    let refused = template(&[]);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("replicaCount: 1"));
+
+    let rendered = template(&["--set", "replicaCount=1"]);
+    assert!(rendered.status.success(), "{}", String::from_utf8_lossy(&rendered.stderr));
+    let rendered = String::from_utf8(rendered.stdout).unwrap();
+    let documents = documents(&rendered);
+    let find =
+        |kind: &str| documents.iter().find(|d| d["kind"] == kind).cloned().unwrap_or_else(|| panic!("no {kind}"));
+    let api_service = documents.iter().find(|d| d["kind"] == "APIService").expect("an APIService");
+    assert_eq!(api_service["spec"]["service"]["name"], "ext-consumer-group-operator-external-metrics");
+    // The serving certificate names the Service as the aggregator dials it, and chains to the
+    // caBundle: checked with the same TLS library the operator serves with.
+    let secret = documents
+        .iter()
+        .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == "ext-consumer-group-operator-external-metrics-tls")
+        .expect("the serving certificate's Secret");
+    let decode = |v: &serde_json::Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap()
+    };
+    let (ca, certificate) = (decode(&api_service["spec"]["caBundle"]), decode(&secret["data"]["tls.crt"]));
+    {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from_pem_slice(&ca).unwrap()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(std::sync::Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        let leaf = rustls::pki_types::CertificateDer::from_pem_slice(&certificate).unwrap();
+        let name =
+            rustls::pki_types::ServerName::try_from("ext-consumer-group-operator-external-metrics.ext-metrics.svc")
+                .unwrap();
+        use rustls::client::danger::ServerCertVerifier;
+        verifier
+            .verify_server_cert(&leaf, &[], &name, &[], rustls::pki_types::UnixTime::now())
+            .expect("the serving certificate is valid for the Service's name under the caBundle");
+    }
+    let deployment = find("Deployment");
+    let args = serde_json::to_string(&deployment["spec"]["template"]["spec"]["containers"][0]["args"]).unwrap();
+    assert!(args.contains("--external-metrics-address=0.0.0.0:6443"), "{args}");
+    // Accepted by the apiserver as it is (validated, not stored: a registered APIService without a
+    // server behind it would make every discovery in this test binary incomplete).
+    let file = std::env::temp_dir().join(format!("{}.yaml", testenv::unique_name("ext-chart")));
+    std::fs::write(&file, &rendered).unwrap();
+    let _ = env.kube.kubectl(&["create", "namespace", "ext-metrics"]).output();
+    let applied = run(env.kube.kubectl(&["apply", "--server-side", "--dry-run=server", "-f"]).arg(&file));
+    std::fs::remove_file(&file).ok();
+    assert!(applied.contains("apiservice.apiregistration.k8s.io/v1beta1.external.metrics.k8s.io"), "{applied}");
+}
+
 /// The documents of a rendered chart, as JSON values.
 fn documents(rendered: &str) -> Vec<serde_json::Value> {
     use serde::Deserialize;
