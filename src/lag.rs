@@ -171,18 +171,22 @@ impl GroupHistory {
         }
         let (mut produced, mut consumed) = (0i64, 0i64);
         let mut span_ms = 0i64;
+        // A group that had committed nothing at the window's start has no consumption rate yet:
+        // where its consumers started from is unknown.
+        let mut committed_span = false;
         for (_, _, window) in self.partitions() {
             let (Some(old), Some(new)) = (window.front(), window.back()) else { continue };
             produced = produced.saturating_add((new.log_end - old.log_end).max(0));
             if let (Some(a), Some(b)) = (old.committed(), new.committed()) {
                 consumed = consumed.saturating_add((b - a).max(0));
+                committed_span = true;
             }
             // A partition younger than the group's history covers fewer polls.
             span_ms = span_ms.max(last - self.times[self.times.len() - window.len()]);
         }
         (span_ms > 0).then(|| Rates {
             produced_per_second: produced as f64 * 1000.0 / span_ms as f64,
-            committed_per_second: consumed as f64 * 1000.0 / span_ms as f64,
+            committed_per_second: committed_span.then(|| consumed as f64 * 1000.0 / span_ms as f64),
         })
     }
 }
@@ -201,7 +205,8 @@ pub fn seconds_to_drain(lag: i64, produced_per_second: Option<f64>, committed_pe
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Rates {
     pub produced_per_second: f64,
-    pub committed_per_second: f64,
+    /// None until some partition was committed at both ends of the kept polls.
+    pub committed_per_second: Option<f64>,
 }
 
 /// What the group committed during its last poll interval on the partitions that were backlogged
@@ -643,7 +648,16 @@ mod tests {
         }
         let rates = h.rates().unwrap();
         assert!((rates.produced_per_second - 20.0).abs() < 1e-9, "40 messages per 2 s poll");
-        assert!((rates.committed_per_second - 7.5).abs() < 1e-9, "15 commits per 2 s poll");
+        assert!((rates.committed_per_second.unwrap() - 7.5).abs() < 1e-9, "15 commits per 2 s poll");
+
+        // A group whose first kept poll had no commit: where its consumers started is unknown.
+        let mut fresh = GroupHistory::default();
+        for (poll, committed) in [(0i64, None), (1, Some(30))] {
+            let offsets = BTreeMap::from([(key(0), offsets(committed, 0, 100 + poll * 10))]);
+            record(&mut fresh, &offsets, |_, _, o| o.log_end, AutoOffsetReset::Earliest, poll * 2000, WINDOW);
+        }
+        let rates = fresh.rates().unwrap();
+        assert_eq!((rates.produced_per_second, rates.committed_per_second), (5.0, None));
     }
 
     #[test]

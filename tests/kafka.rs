@@ -362,7 +362,7 @@ async fn the_observer_measures_a_groups_production_and_consumption_rates() {
     let rates = summary.rates.expect("two polls give rates");
     // 40 records and 4 commits between the first recorded poll and the last.
     assert!(rates.produced_per_second > 0.0, "{rates:?}");
-    assert!((rates.committed_per_second / rates.produced_per_second - 0.1).abs() < 1e-9, "{rates:?}");
+    assert!((rates.committed_per_second.unwrap() / rates.produced_per_second - 0.1).abs() < 1e-9, "{rates:?}");
 }
 
 #[tokio::test]

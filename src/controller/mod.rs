@@ -222,7 +222,7 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> R
     }
     let rates = lag_summary.as_ref().map(|summary| plan::ScalingRates {
         produced_per_second: summary.rates.map(|r| r.produced_per_second),
-        committed_per_second: summary.rates.map(|r| r.committed_per_second),
+        committed_per_second: summary.rates.and_then(|r| r.committed_per_second),
         learned_per_replica: memory.rates.per_replica,
     });
 

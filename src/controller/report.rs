@@ -57,7 +57,7 @@ pub fn record_metrics(
                 drain_seconds: crate::lag::seconds_to_drain(
                     lag.status.total,
                     lag.rates.map(|r| r.produced_per_second),
-                    lag.rates.map(|r| r.committed_per_second),
+                    lag.rates.and_then(|r| r.committed_per_second),
                 ),
                 measured_at,
             },
@@ -70,7 +70,14 @@ pub fn record_metrics(
     match lag.rates {
         Some(rates) => {
             metrics.production_rate.get_or_create(&labels).set(rates.produced_per_second);
-            metrics.consumption_rate.get_or_create(&labels).set(rates.committed_per_second);
+            match rates.committed_per_second {
+                Some(rate) => {
+                    metrics.consumption_rate.get_or_create(&labels).set(rate);
+                }
+                None => {
+                    metrics.consumption_rate.remove(&labels);
+                }
+            }
         }
         None => {
             metrics.production_rate.remove(&labels);
