@@ -1,6 +1,8 @@
 //! The external metrics API through the real kube-apiserver's aggregation layer: an APIService
 //! points at the operator, `kubectl get --raw` reads a ConsumerGroup's lag as an HPA would, RBAC
-//! decides who may, and a client without the front-proxy certificate is refused.
+//! decides who may, a client without the front-proxy certificate is refused, and Kubernetes' own
+//! HPA controller (kube-controller-manager, running only that controller) scales a ConsumerGroup
+//! on it, with the partition cap holding.
 
 mod common;
 
@@ -93,7 +95,7 @@ async fn an_hpa_reads_consumer_group_lag_through_the_aggregation_layer_and_rbac_
     let mut group = common::consumer_group(
         "billing",
         serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "autoOffsetReset": "earliest",
-            "replicas": 0, "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}),
+            "replicas": 1, "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}),
     );
     group.metadata.labels = Some([("team".to_string(), "payments".to_string())].into());
     groups.create(&PostParams::default(), &group).await.unwrap();
@@ -159,6 +161,48 @@ async fn an_hpa_reads_consumer_group_lag_through_the_aggregation_layer_and_rbac_
     // naming a user are never believed.
     let refusal = direct_request(&ca, &host, port, &path).await.expect_err("served without a client certificate");
     assert!(refusal.contains("CertificateRequired"), "{refusal}");
+
+    // End to end: Kubernetes' own HPA controller reads the metric through the aggregation layer
+    // and scales the ConsumerGroup through its scale subresource; the operator still caps the
+    // Deployment at the 3 partitions.
+    let _controller_manager = {
+        let kube = &env.kube;
+        tokio::task::spawn_blocking(move || {
+            testenv::kube::start_controller_manager(
+                kube,
+                &["horizontalpodautoscaling"],
+                &["--horizontal-pod-autoscaler-sync-period=2s"],
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    };
+    let hpa = serde_json::json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "billing", "namespace": namespace},
+        "spec": {"scaleTargetRef": {"apiVersion": "kafka.operators.dev/v1alpha1", "kind": "ConsumerGroup", "name": "billing"},
+            "minReplicas": 1, "maxReplicas": 20,
+            "metrics": [{"type": "External", "external": {
+                "metric": {"name": "kafka_consumergroup_lag", "selector": {"matchLabels": {"consumergroup": "billing"}}},
+                "target": {"type": "AverageValue", "averageValue": "50"}}}]}});
+    std::fs::write(&file, hpa.to_string()).unwrap();
+    let (ok, _, error) = kubectl(env, &["apply", "-f", &file.display().to_string()]).await;
+    assert!(ok, "{error}");
+    // 300 messages of lag at 50 per consumer: the HPA asks for 6 (in steps), more than 3 partitions.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), &namespace);
+    let scaled = common::eventually(WAIT, || async {
+        let group = groups.get("billing").await.ok()?;
+        let capped =
+            group.status?.conditions.into_iter().find(|c| c.type_ == "ReplicasCapped" && c.status == "True")?;
+        let deployment = deployments.get("billing").await.ok()?.spec?.replicas?;
+        (group.spec.replicas > 3 && deployment == 3).then_some((group.spec.replicas, capped.message))
+    })
+    .await;
+    let Some((requested, message)) = scaled else {
+        let (_, described, _) = kubectl(env, &["describe", "hpa", "billing", "-n", &namespace]).await;
+        panic!("the HPA did not scale the ConsumerGroup past its partitions:\n{described}");
+    };
+    assert!(message.contains(&format!("requested {requested} replicas, allowed 3")), "{message}");
 }
 
 /// An HTTPS request to the operator that trusts its CA but presents no client certificate and

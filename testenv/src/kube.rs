@@ -1,5 +1,6 @@
-//! A real kube-apiserver + etcd, as controller-runtime's envtest runs them (no kubelet, no
-//! controller-manager: nothing runs pods, and garbage collection does not happen).
+//! A real kube-apiserver + etcd, as controller-runtime's envtest runs them (no kubelet, and no
+//! controller-manager unless a test starts one with only the controllers it needs: nothing runs
+//! pods, and garbage collection does not happen).
 //!
 //! Binaries come from `$KUBEBUILDER_ASSETS` when it holds them, else from
 //! `scripts/kube-assets.sh` (a cached build from the Go module proxy).
@@ -25,6 +26,26 @@ pub fn kube_assets() -> Result<PathBuf> {
         }
     }
     run_script(&repo_root().join("scripts/kube-assets.sh")).map(PathBuf::from)
+}
+
+/// Runs kube-controller-manager against this apiserver with only the given controllers (e.g.
+/// `horizontalpodautoscaling`), built on first use by `scripts/kube-controller-manager.sh`. The
+/// process stops when the returned guard drops.
+pub fn start_controller_manager(server: &KubeApiServer, controllers: &[&str], extra: &[&str]) -> Result<Guarded> {
+    let binary = run_script(&repo_root().join("scripts/kube-controller-manager.sh"))?;
+    let log = server.dir.path().join(format!("kube-controller-manager-{}.log", free_port()));
+    let mut command = Command::new(binary);
+    command
+        .arg(format!("--kubeconfig={}", server.kubeconfig_path().display()))
+        .arg(format!("--controllers={}", controllers.join(",")))
+        .arg("--leader-elect=false")
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--secure-port={}", free_port()))
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(log)?);
+    Guarded::spawn("kube-controller-manager", command).context("start kube-controller-manager")
 }
 
 /// A running apiserver with its etcd. Dropping it stops both and deletes their data.
