@@ -12,7 +12,10 @@ for version in "${versions[@]}"; do
   # An inherited KUBEBUILDER_ASSETS (or the previous version's) would be used instead of $version.
   unset KUBEBUILDER_ASSETS
   tools_start=$(date +%s)
-  eval "$(CGO_KUBE_VERSION="$version" scripts/deps.sh)"
+  # Assigned first: a failure inside `eval "$(...)"` would not stop the script, and the tests
+  # would then build and run the default version.
+  exports=$(CGO_KUBE_VERSION="$version" scripts/deps.sh)
+  eval "$exports"
   tools=$(( $(date +%s) - tools_start ))
   echo "    kube-apiserver, etcd, kubectl: $KUBEBUILDER_ASSETS (${tools}s)"
   log=$(mktemp)
