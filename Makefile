@@ -7,7 +7,7 @@ SHELL := /bin/bash
 export CGO_CACHE ?= $(HOME)/.cache/consumer-group-operator
 CARGO ?= cargo
 
-.PHONY: all build test unit-test lint fmt crds check-crds deps demo bench clean-cache
+.PHONY: all build test test-compat unit-test lint fmt crds check-crds deps demo bench clean-cache
 
 all: build
 
@@ -21,6 +21,11 @@ deps:
 # Everything CI runs: lint, CRD drift check, unit + integration tests (real Kafka + apiserver).
 test:
 	@scripts/test.sh
+
+# The API, controller, reset and chart tests against the oldest and the newest supported
+# Kubernetes (each apiserver built once per version, a few minutes); not part of `make test`.
+test-compat:
+	@scripts/test-compat.sh
 
 unit-test:
 	$(CARGO) test --lib

@@ -8,10 +8,13 @@
 # k8s.io/kubernetes cannot be `go install`ed (its go.mod replaces every staging module with a local
 # path), so a throwaway wrapper module requires it and pins each staging module to its tag.
 # All progress goes to stderr; stdout is only the folder, so callers can `$(...)` it.
+#
+# CGO_KUBE_VERSION (default v1.34.4) and CGO_ETCD_VERSION (default v3.6.16) choose what is built;
+# each pair has a cache folder of its own.
 set -euo pipefail
 
-KUBE_VERSION="${KUBE_VERSION:-v1.34.4}"
-ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+KUBE_VERSION="${CGO_KUBE_VERSION:-v1.34.4}"
+ETCD_VERSION="${CGO_ETCD_VERSION:-v3.6.16}"
 CACHE="${CGO_CACHE:-$HOME/.cache/consumer-group-operator}"
 
 if [[ -n "${KUBEBUILDER_ASSETS:-}" && -x "$KUBEBUILDER_ASSETS/kube-apiserver" && -x "$KUBEBUILDER_ASSETS/etcd" ]]; then
@@ -29,7 +32,8 @@ if [[ ! -x "$dest/kube-apiserver" || ! -x "$dest/etcd" || ! -x "$dest/kubectl" |
   flock 9
   # These builds get Go module and build caches of their own (about 4 GB), removed once the
   # binaries exist: nothing else needs them, and a user's own Go caches stay untouched.
-  go_caches="$CACHE/build/go-kube"
+  # One pair per version: a build of another version may run meanwhile and remove its own.
+  go_caches="$CACHE/build/go-kube-$KUBE_VERSION-etcd-$ETCD_VERSION"
   export GOMODCACHE="$go_caches/mod" GOCACHE="$go_caches/build"
   trap 'if [[ -x "$dest/kube-apiserver" && -x "$dest/etcd" && -x "$dest/kubectl" ]]; then chmod -R u+w "$go_caches" 2>/dev/null; rm -rf "$go_caches"; fi' EXIT
 fi

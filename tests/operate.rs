@@ -20,8 +20,6 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 const WAIT: Duration = Duration::from_secs(60);
-/// `helm template` renders for this Kubernetes version (the one the tests run).
-const KUBE_VERSION: &str = "v1.34.4";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -35,6 +33,12 @@ fn helm() -> PathBuf {
     let out = Command::new("bash").arg(repo().join("scripts/helm.sh")).stderr(Stdio::inherit()).output().unwrap();
     assert!(out.status.success(), "scripts/helm.sh failed");
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// What `helm template --kube-version` renders for, and checks the chart's `kubeVersion` against:
+/// the apiserver's own version, so each version the tests run against is checked.
+async fn kube_version(client: &Client) -> String {
+    client.apiserver_version().await.unwrap().git_version
 }
 
 fn run(command: &mut Command) -> String {
@@ -67,6 +71,7 @@ async fn chart_lints_renders_and_is_accepted_by_the_apiserver() {
     run(Command::new(&helm).arg("lint").arg(&chart).arg("--strict"));
     let client = common::kube_client(&env.kube).await;
     common::install_crds(&client).await;
+    let kube_version = kube_version(&client).await;
 
     let scoped = vec!["--set", "watchNamespaces={team-a,team-b}", "--set", "kafka.clientPropertiesSecret=kafka-client"];
     let no_namespace_secrets = vec!["--set", "kafka.allowNamespaceSecrets=false"];
@@ -76,7 +81,7 @@ async fn chart_lints_renders_and_is_accepted_by_the_apiserver() {
         template
             .args(["template", release])
             .arg(&chart)
-            .args(["--namespace", &namespace, "--kube-version", KUBE_VERSION])
+            .args(["--namespace", &namespace, "--kube-version", &kube_version])
             .args(&extra);
         let rendered = run(&mut template);
         assert!(rendered.contains("kind: Deployment") && rendered.contains("--leader-election"));
@@ -224,12 +229,13 @@ async fn chart_rbac_is_enough_for_the_operator() {
     let admin = common::kube_client(&env.kube).await;
     common::install_crds(&admin).await;
     let namespace = common::namespace(&admin, "rbac").await;
+    let kube_version = kube_version(&admin).await;
     let rendered =
         run(Command::new(helm()).args(["template", "rbac"]).arg(repo().join("charts/consumer-group-operator")).args([
             "--namespace",
             &namespace,
             "--kube-version",
-            KUBE_VERSION,
+            &kube_version,
             "--set",
             &format!("watchNamespaces={{{namespace}}}"),
         ]));
