@@ -6,7 +6,8 @@
 # scripts/deps.sh. Progress goes to stderr; stdout is only the path.
 set -euo pipefail
 
-KUBE_VERSION="${KUBE_VERSION:-v1.34.4}"
+# The same version setting as scripts/kube-assets.sh.
+KUBE_VERSION="${CGO_KUBE_VERSION:-v1.34.4}"
 CACHE="${CGO_CACHE:-$HOME/.cache/consumer-group-operator}"
 dest="$CACHE/kube-controller-manager-$KUBE_VERSION"
 binary="$dest/kube-controller-manager"

@@ -126,11 +126,13 @@ async fn chart_lints_renders_and_is_accepted_by_the_apiserver() {
 #[tokio::test]
 async fn chart_registers_the_external_metrics_api_with_a_certificate_it_trusts() {
     let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    let version = kube_version(&client).await;
     let chart = repo().join("charts/consumer-group-operator");
     let template = |extra: &[&str]| {
         let mut command = Command::new(helm());
         command
-            .args(["template", "ext", "--namespace", "ext-metrics", "--kube-version", KUBE_VERSION])
+            .args(["template", "ext", "--namespace", "ext-metrics", "--kube-version", &version])
             .arg(&chart)
             .args(["--set", "externalMetrics.enabled=true"])
             .args(extra);
