@@ -215,7 +215,13 @@ async fn topic_partitions_are_read_back_through_the_kafka_module() {
     let topic = testenv::unique_name("env-topic");
     let timeout = std::time::Duration::from_secs(30);
     client.create_topic(&topic, 5, 1, timeout).await.unwrap();
-    let counts = client.partition_counts(std::slice::from_ref(&topic), timeout).await.unwrap();
+    // A topic just created may be missing from the broker's metadata for a moment (the controller
+    // has it before the broker's metadata cache does): read until it is there.
+    let counts = common::eventually(timeout, || async {
+        client.partition_counts(std::slice::from_ref(&topic), timeout).await.ok()
+    })
+    .await
+    .expect("the new topic appears in the metadata");
     assert_eq!(counts.get(&topic), Some(&5));
 }
 
