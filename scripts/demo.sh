@@ -16,9 +16,12 @@ state=$(mktemp -d -t cgo-demo-XXXXXX)
 pids=()
 cleanup() {
   echo
-  echo "==> stopping the operator, Kafka and kube-apiserver"
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  echo "==> stopping the consumers, the operator, Kafka and kube-apiserver"
+  # Newest first: the consumers commit and leave their group while Kafka still runs.
+  for (( i=${#pids[@]}-1; i>=0; i-- )); do
+    kill "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
   rm -rf "$state"
 }
 trap cleanup EXIT

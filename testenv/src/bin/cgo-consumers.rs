@@ -8,6 +8,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// How long the consumers get to commit and leave the group once asked to stop.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn main() -> anyhow::Result<()> {
     // Block SIGINT/SIGTERM before any thread starts, so only the `sigwait` below receives them.
     // SAFETY: sigset manipulation on a local set.
@@ -47,6 +50,14 @@ fn main() -> anyhow::Result<()> {
     // SAFETY: waits on the set blocked above.
     unsafe { libc::sigwait(&set, &mut signal) };
     eprintln!("[cgo-consumers] stopping: the consumers commit and leave the group");
-    drop(fleet);
+    // Bounded: with Kafka already gone a final commit would wait for librdkafka's timeouts.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(fleet);
+        let _ = done_tx.send(());
+    });
+    if done_rx.recv_timeout(STOP_TIMEOUT).is_err() {
+        eprintln!("[cgo-consumers] the consumers did not stop within {STOP_TIMEOUT:?}; exiting anyway");
+    }
     Ok(())
 }
