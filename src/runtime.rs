@@ -176,26 +176,16 @@ pub async fn run_with_client(
 ) -> anyhow::Result<()> {
     let scopes: Vec<Option<String>> =
         if args.namespaces.is_empty() { vec![None] } else { args.namespaces.iter().cloned().map(Some).collect() };
-    let api = |namespace: &Option<String>| -> Api<ConsumerGroup> {
-        match namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        }
-    };
     for scope in &scopes {
-        if let Err(error) = api(scope).list(&kube::api::ListParams::default().limit(1)).await {
+        if let Err(error) =
+            scoped_api::<ConsumerGroup>(&client, scope).list(&kube::api::ListParams::default().limit(1)).await
+        {
             anyhow::bail!(
                 "cannot list ConsumerGroups ({error}); are the CRDs installed? Install them with `consumer-group-operator crd | kubectl apply --server-side -f -`"
             );
         }
     }
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
-    let scoped = |scope: &Option<String>| match scope {
-        Some(ns) => {
-            (Api::<Deployment>::namespaced(client.clone(), ns), Api::<OffsetReset>::namespaced(client.clone(), ns))
-        }
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
     // Both kinds trigger reconciles on spec changes only (metadata.generation): the operator's own
     // status writes do not come back as work. Their caches keep no managedFields nor
     // last-applied annotation, which the operator never reads.
@@ -203,12 +193,7 @@ pub async fn run_with_client(
         .iter()
         .map(|scope| {
             let (reader, writer) = reflector::store();
-            let resets = watcher::watcher(scoped(scope).1, watcher::Config::default().any_semantic())
-                .default_backoff()
-                .modify(slim)
-                .reflect(writer)
-                .applied_objects()
-                .predicate_filter(predicates::generation, Default::default());
+            let resets = cached_spec_changes(scoped_api::<OffsetReset>(&client, scope), writer);
             Controller::for_stream(resets, reader).graceful_shutdown_on(shutdown.clone())
         })
         .collect();
@@ -217,31 +202,14 @@ pub async fn run_with_client(
     let connection_controllers: Vec<_> = scopes
         .iter()
         .map(|scope| {
-            let api: Api<KafkaConnection> = match scope {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            };
             let (reader, writer) = reflector::store();
-            let connections = watcher::watcher(api, watcher::Config::default().any_semantic())
-                .default_backoff()
-                .modify(slim)
-                .reflect(writer)
-                .applied_objects()
-                .predicate_filter(predicates::generation, Default::default());
+            let connections = cached_spec_changes(scoped_api::<KafkaConnection>(&client, scope), writer);
             Controller::for_stream(connections, reader).graceful_shutdown_on(shutdown.clone())
         })
         .collect();
     let cluster_connection_controller = {
         let (reader, writer) = reflector::store();
-        let connections = watcher::watcher(
-            Api::<ClusterKafkaConnection>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-        )
-        .default_backoff()
-        .modify(slim)
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+        let connections = cached_spec_changes(Api::<ClusterKafkaConnection>::all(client.clone()), writer);
         Controller::for_stream(connections, reader).graceful_shutdown_on(shutdown.clone())
     };
     let connection_stores = ConnectionStores {
@@ -251,26 +219,20 @@ pub async fn run_with_client(
     let controllers: Vec<_> = scopes
         .iter()
         .map(|scope| {
-            let (deployments, resets) = scoped(scope);
             let (reader, writer) = reflector::store();
-            let groups = watcher::watcher(api(scope), watcher::Config::default().any_semantic())
-                .default_backoff()
-                .modify(slim)
-                .reflect(writer)
-                .applied_objects()
-                .predicate_filter(predicates::generation, Default::default());
-            let connections: Api<KafkaConnection> = match scope {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            };
+            let groups = cached_spec_changes(scoped_api::<ConsumerGroup>(&client, scope), writer);
+            let connections = scoped_api::<KafkaConnection>(&client, scope);
             let (users_of, users_of_cluster) = (reader.clone(), reader.clone());
             Controller::for_stream(groups, reader)
                 // At a resync every ConsumerGroup is due at once: a bounded number of reconciles
                 // in flight keeps the memory they hold (and the apiserver's load) flat.
                 .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
-                .owns(deployments, watcher::Config::default().labels(workload::MANAGED_BY_LABEL))
+                .owns(
+                    scoped_api::<Deployment>(&client, scope),
+                    watcher::Config::default().labels(workload::MANAGED_BY_LABEL),
+                )
                 // A reset changing phase holds or releases its ConsumerGroup's workload.
-                .watches(resets, watcher::Config::default(), |reset: OffsetReset| {
+                .watches(scoped_api::<OffsetReset>(&client, scope), watcher::Config::default(), |reset: OffsetReset| {
                     let namespace = reset.namespace()?;
                     Some(ObjectRef::new(&reset.spec.consumer_group).within(&namespace))
                 })
@@ -394,6 +356,34 @@ pub async fn run_with_client(
     .await;
     tracing::info!("consumer-group-operator stopped");
     Ok(())
+}
+
+/// A watch that fills a cache with slimmed objects and yields those whose spec changed
+/// (metadata.generation): the operator's own status writes are not work.
+fn cached_spec_changes<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    watcher::watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default())
+}
+
+/// The API of a namespaced kind in one watched namespace, or in all of them.
+fn scoped_api<K>(client: &Client, scope: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+{
+    match scope {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// Objects whose spec changed (metadata.generation), from a watch: status writes are not work.
