@@ -42,20 +42,8 @@ async fn run(env: &testenv::SharedEnv, client: &kube::Client, mode: &str, scalin
     let (production, capacity) = (env_f64("BENCH_DRAIN_PRODUCTION", 100.0), env_f64("BENCH_DRAIN_CAPACITY", 40.0));
     let namespace = common::namespace(client, &format!("bench-drain-{mode}")).await;
     let bootstrap = env.kafka.bootstrap_servers();
-    let topic = testenv::unique_name("bench-drain");
-    let kafka = consumer_group_operator::kafka::KafkaClient::new(&std::collections::BTreeMap::from([(
-        "bootstrap.servers".to_string(),
-        bootstrap.clone(),
-    )]))
-    .unwrap();
-    kafka.create_topic(&topic, PARTITIONS, 1, Duration::from_secs(30)).await.unwrap();
-    {
-        let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
-        tokio::task::spawn_blocking(move || testenv::workload::produce_backlog(&bootstrap, &topic, backlog))
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    let topic = common::create_topic(&bootstrap, PARTITIONS).await;
+    common::produce_backlog(&bootstrap, &topic, backlog).await;
     let poll = POLL_SECONDS.to_string();
     let args = common::run_args(&namespace, &bootstrap, &["--resync-seconds", &poll]);
     let operator = common::Operator::start(client, args).await;

@@ -28,20 +28,8 @@ async fn time_to_drain_learns_the_consumers_rate_drains_the_backlog_and_settles_
     common::install_crds(&client).await;
     let namespace = common::namespace(&client, "drain").await;
     let bootstrap = env.kafka.bootstrap_servers();
-    let topic = testenv::unique_name("drain");
-    let kafka = consumer_group_operator::kafka::KafkaClient::new(&std::collections::BTreeMap::from([(
-        "bootstrap.servers".to_string(),
-        bootstrap.clone(),
-    )]))
-    .unwrap();
-    kafka.create_topic(&topic, PARTITIONS, 1, Duration::from_secs(30)).await.unwrap();
-    {
-        let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
-        tokio::task::spawn_blocking(move || testenv::workload::produce_backlog(&bootstrap, &topic, BACKLOG))
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    let topic = common::create_topic(&bootstrap, PARTITIONS).await;
+    common::produce_backlog(&bootstrap, &topic, BACKLOG).await;
     let producer = Producer::start(&bootstrap, &topic, PRODUCTION).unwrap();
 
     let resync = POLL_SECONDS.to_string();

@@ -28,17 +28,6 @@ fn secret(name: &str, labelled: bool, data: serde_json::Value) -> Secret {
         .unwrap()
 }
 
-async fn create_topic(bootstrap: &str) -> String {
-    let topic = testenv::unique_name("conn");
-    let kafka = consumer_group_operator::kafka::KafkaClient::new(&std::collections::BTreeMap::from([(
-        "bootstrap.servers".to_string(),
-        bootstrap.to_string(),
-    )]))
-    .unwrap();
-    kafka.create_topic(&topic, 2, 1, Duration::from_secs(30)).await.unwrap();
-    topic
-}
-
 /// The (reason, message) of a ConsumerGroup's condition once it has this status.
 async fn condition(groups: &Api<ConsumerGroup>, name: &str, type_: &str, status: &str) -> Option<(String, String)> {
     common::eventually(WAIT, || async {
@@ -173,7 +162,7 @@ async fn a_cluster_connection_serves_the_namespaces_it_selects_and_names_its_rul
     let client = common::kube_client(&env.kube).await;
     common::install_crds(&client).await;
     let bootstrap = env.kafka.bootstrap_servers();
-    let topic = create_topic(&bootstrap).await;
+    let topic = common::create_topic(&bootstrap, 2).await;
     let (allowed, outside) = (common::namespace(&client, "team-a").await, common::namespace(&client, "team-b").await);
     let team = testenv::unique_name("team");
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -236,7 +225,7 @@ async fn a_sasl_connection_is_defined_once_shared_by_several_groups_and_rotated_
     let kafka = tokio::task::spawn_blocking(testenv::shared_secured_kafka).await.unwrap();
     let listeners = kafka.secured();
     let (user, password) = listeners.sasl_user();
-    let topic = create_topic(&kafka.bootstrap_servers()).await;
+    let topic = common::create_topic(&kafka.bootstrap_servers(), 2).await;
     let namespace = common::namespace(&client, "sasl-conn").await;
 
     let wrong = testenv::unique_name("wrong-password");

@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::create_topic;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -27,12 +28,6 @@ async fn start_operator(client: &Client, namespace: &str, default_bootstrap: &st
 
 fn kafka_client(bootstrap: &str) -> KafkaClient {
     KafkaClient::new(&BTreeMap::from([("bootstrap.servers".to_string(), bootstrap.to_string())])).unwrap()
-}
-
-async fn create_topic(bootstrap: &str, partitions: i32) -> String {
-    let topic = testenv::unique_name("topic");
-    kafka_client(bootstrap).create_topic(&topic, partitions, 1, Duration::from_secs(30)).await.unwrap();
-    topic
 }
 
 fn template(image: &str) -> serde_json::Value {

@@ -77,20 +77,8 @@ async fn an_hpa_reads_consumer_group_lag_through_the_aggregation_layer_and_rbac_
     }
 
     // A ConsumerGroup with lag: a backlog nobody reads.
-    let topic = testenv::unique_name("ext");
-    let kafka = consumer_group_operator::kafka::KafkaClient::new(&std::collections::BTreeMap::from([(
-        "bootstrap.servers".to_string(),
-        bootstrap.clone(),
-    )]))
-    .unwrap();
-    kafka.create_topic(&topic, 3, 1, Duration::from_secs(30)).await.unwrap();
-    {
-        let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
-        tokio::task::spawn_blocking(move || testenv::workload::produce_backlog(&bootstrap, &topic, 300))
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    let topic = common::create_topic(&bootstrap, 3).await;
+    common::produce_backlog(&bootstrap, &topic, 300).await;
     let groups: Api<ConsumerGroup> = Api::namespaced(client.clone(), &namespace);
     let mut group = common::consumer_group(
         "billing",

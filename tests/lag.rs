@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::create_topic;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -32,12 +33,6 @@ async fn http_get(address: std::net::SocketAddr, path: &str) -> String {
 
 fn kafka(bootstrap: &str) -> KafkaClient {
     KafkaClient::new(&BTreeMap::from([("bootstrap.servers".to_string(), bootstrap.to_string())])).unwrap()
-}
-
-async fn create_topic(bootstrap: &str, partitions: i32) -> String {
-    let topic = testenv::unique_name("lag-topic");
-    kafka(bootstrap).create_topic(&topic, partitions, 1, Duration::from_secs(30)).await.unwrap();
-    topic
 }
 
 async fn commit(bootstrap: &str, group: &str, offsets: &[(String, i32, i64)]) {

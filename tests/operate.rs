@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::create_topic;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -50,17 +51,6 @@ fn run(command: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-async fn create_topic(bootstrap: &str, partitions: i32) -> String {
-    let topic = testenv::unique_name("topic");
-    let client = consumer_group_operator::kafka::KafkaClient::new(&BTreeMap::from([(
-        "bootstrap.servers".to_string(),
-        bootstrap.to_string(),
-    )]))
-    .unwrap();
-    client.create_topic(&topic, partitions, 1, Duration::from_secs(30)).await.unwrap();
-    topic
 }
 
 #[tokio::test]

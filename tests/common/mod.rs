@@ -294,3 +294,25 @@ pub async fn commit(
         }
     }
 }
+
+/// A new topic with a unique name on the test broker.
+pub async fn create_topic(bootstrap: &str, partitions: i32) -> String {
+    let topic = testenv::unique_name("topic");
+    let client = consumer_group_operator::kafka::KafkaClient::new(&std::collections::BTreeMap::from([(
+        "bootstrap.servers".to_string(),
+        bootstrap.to_string(),
+    )]))
+    .expect("a Kafka client");
+    client.create_topic(&topic, partitions, 1, Duration::from_secs(30)).await.expect("create a topic");
+    topic
+}
+
+/// Writes `count` messages to `topic` at once (see `testenv::workload::produce_backlog`), off the
+/// test's runtime thread.
+pub async fn produce_backlog(bootstrap: &str, topic: &str, count: u64) {
+    let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || testenv::workload::produce_backlog(&bootstrap, &topic, count))
+        .await
+        .expect("the backlog task")
+        .expect("produce the backlog");
+}
