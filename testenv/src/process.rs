@@ -137,3 +137,30 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("bind an ephemeral port on 127.0.0.1")
 }
+
+/// SIGINT and SIGTERM, blocked in the calling thread and every thread it starts afterwards, so
+/// that only [`StopSignals::wait`] receives them. Call before any thread starts.
+pub struct StopSignals(libc::sigset_t);
+
+impl StopSignals {
+    pub fn block() -> StopSignals {
+        // SAFETY: sigset manipulation on a local set, then masking the calling thread.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            StopSignals(set)
+        }
+    }
+
+    /// Returns once SIGINT or SIGTERM arrives.
+    pub fn wait(&self) {
+        let mut signal = 0;
+        // SAFETY: waits on the set blocked in `block`.
+        unsafe {
+            libc::sigwait(&self.0, &mut signal);
+        }
+    }
+}

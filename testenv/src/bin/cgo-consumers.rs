@@ -12,16 +12,8 @@ use std::time::Duration;
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> anyhow::Result<()> {
-    // Block SIGINT/SIGTERM before any thread starts, so only the `sigwait` below receives them.
-    // SAFETY: sigset manipulation on a local set.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
+    // Before any thread starts, so only `wait` below receives them.
+    let signals = testenv::process::StopSignals::block();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [namespace, name, rate] = args.as_slice() else {
         anyhow::bail!("usage: cgo-consumers NAMESPACE DEPLOYMENT MESSAGES_PER_SECOND_PER_CONSUMER");
@@ -46,9 +38,7 @@ fn main() -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_secs(1));
         }
     });
-    let mut signal = 0;
-    // SAFETY: waits on the set blocked above.
-    unsafe { libc::sigwait(&set, &mut signal) };
+    signals.wait();
     eprintln!("[cgo-consumers] stopping: the consumers commit and leave the group");
     // Bounded: with Kafka already gone a final commit would wait for librdkafka's timeouts.
     let (done_tx, done_rx) = std::sync::mpsc::channel();

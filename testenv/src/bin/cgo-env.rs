@@ -7,17 +7,8 @@ use std::fs;
 use std::path::PathBuf;
 
 fn main() -> anyhow::Result<()> {
-    // Block SIGINT/SIGTERM before any thread starts so that every thread inherits the mask and
-    // only the `sigwait` below receives them.
-    // SAFETY: sigset manipulation on a local set.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
+    // Before any thread starts, so every thread inherits the mask and only `wait` below receives them.
+    let signals = testenv::process::StopSignals::block();
     let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| ".demo".into()));
     fs::create_dir_all(&out)?;
     let _ = fs::remove_file(out.join("ready"));
@@ -39,11 +30,7 @@ fn main() -> anyhow::Result<()> {
     fs::write(out.join("ready"), "")?;
     eprintln!("[cgo-env] Kafka at {}, kube-apiserver at {}", kafka.bootstrap_servers(), kube.url());
     // Block until a signal arrives; the servers are killed when this process exits.
-    let mut signal = 0;
-    // SAFETY: waits on the set blocked above.
-    unsafe {
-        libc::sigwait(&set, &mut signal);
-    }
+    signals.wait();
     eprintln!("[cgo-env] stopping");
     drop(kafka);
     drop(kube);
