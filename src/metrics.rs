@@ -4,38 +4,45 @@
 //! kafka-lag-exporter (`kafka_consumergroup_lag{consumergroup,topic,partition}`, ...), with a
 //! `namespace` label for the ConsumerGroup resource. Series of a partition or a ConsumerGroup that
 //! went away are removed, so dashboards do not show stale lag.
+//!
+//! Memory: a ConsumerGroup's series are one [`GroupSeries`] value that holds the lag summary the
+//! observer already keeps (an `Arc`), so 1,000 groups of 12 partitions cost no per-series storage;
+//! they are written out at scrape time. A scrape streams its text in small chunks instead of
+//! building it whole (about 5 MB for 1,000 such groups).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+use crate::lag::Summary;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
 pub struct GroupLabels {
     pub namespace: String,
     pub consumergroup: String,
 }
 
-/// Labels of a partition's series. Shared names: 1,000 groups of 12 partitions are 36,000 series,
-/// and a copy of each name per series was most of the metrics' memory.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
-pub struct PartitionLabels {
-    pub namespace: Arc<str>,
-    pub consumergroup: Arc<str>,
-    pub topic: Arc<str>,
-    pub partition: i32,
+impl GroupLabels {
+    fn label_set(&self) -> [(&'static str, &str); 2] {
+        [("namespace", self.namespace.as_str()), ("consumergroup", self.consumergroup.as_str())]
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,8 +61,6 @@ pub struct RequestLabels {
     pub request: String,
 }
 
-type FloatGauge = Gauge<f64, AtomicU64>;
-
 /// A ConsumerGroup's last measured figures, as the external metrics API serves them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExternalFigures {
@@ -68,26 +73,142 @@ pub struct ExternalFigures {
     pub measured_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 }
 
+/// Every series of one ConsumerGroup, replaced whole by each of its reconciles. Absent figures
+/// have no series: an HPA or alert must never act on a frozen last value.
+#[derive(Clone, Debug, Default)]
+pub struct GroupSeries {
+    pub replicas: Option<i32>,
+    pub desired_replicas: Option<i32>,
+    pub partitions: Option<i32>,
+    pub members: Option<i32>,
+    /// The lag measured this time (shared with the observer's snapshot).
+    pub lag: Option<Arc<Summary>>,
+    pub per_replica_rate: Option<f64>,
+    pub drain_seconds: Option<f64>,
+    pub external: Option<ExternalFigures>,
+}
+
+/// A gauge's value: counts and offsets are written as integers, rates and seconds as floats.
+#[derive(Clone, Copy, Debug)]
+enum Value {
+    Int(i64),
+    Float(f64),
+}
+
+impl Value {
+    fn encode(self, encoder: prometheus_client::encoding::MetricEncoder) -> std::fmt::Result {
+        match self {
+            Value::Int(value) => ConstGauge::new(value).encode(encoder),
+            Value::Float(value) => ConstGauge::new(value).encode(encoder),
+        }
+    }
+}
+
+fn int(value: i32) -> Value {
+    Value::Int(i64::from(value))
+}
+
+type Figure = fn(&GroupSeries) -> Option<Value>;
+
+/// The per-ConsumerGroup gauges: name, help, and the figure (`None`: no series).
+const GROUP_GAUGES: [(&str, &str, Figure); 12] = [
+    ("kafka_consumergroup_lag_sum", "Total lag of the group", |g| g.lag.as_ref().map(|l| Value::Int(l.status.total))),
+    ("kafka_consumergroup_max_lag", "Largest partition lag of the group", |g| {
+        g.lag.as_ref().map(|l| Value::Int(l.status.max_partition_lag))
+    }),
+    ("kafka_consumergroup_max_lag_seconds", "Largest partition time lag of the group", |g| {
+        g.lag.as_ref().map(|l| Value::Float(l.max_lag_seconds))
+    }),
+    (
+        "kafka_consumergroup_production_rate",
+        "Messages per second written to the group's partitions, over its last polls",
+        |g| Some(Value::Float(g.lag.as_ref()?.rates?.produced_per_second)),
+    ),
+    (
+        "kafka_consumergroup_consumption_rate",
+        "Messages per second the group committed past, over its last polls",
+        |g| g.lag.as_ref()?.rates?.committed_per_second.map(Value::Float),
+    ),
+    (
+        "kafka_consumergroup_per_replica_rate",
+        "Messages per second one consumer processes, as learned while its partitions had lag (or spec.scaling.expectedMessagesPerSecondPerReplica)",
+        |g| g.per_replica_rate.map(Value::Float),
+    ),
+    (
+        "kafka_consumergroup_drain_seconds",
+        "Seconds until the lag is consumed at the measured rates (absent while it does not shrink)",
+        |g| g.drain_seconds.map(Value::Float),
+    ),
+    ("kafka_consumergroup_members", "Members of the group as reported by Kafka", |g| g.members.map(int)),
+    ("kafka_consumergroup_health", "Group health verdict: 0 OK, 1 WARN, 2 REWIND, 3 STALL, 4 STOP", |g| {
+        g.lag.as_ref().map(|l| Value::Int(l.health.code()))
+    }),
+    ("consumergroup_operator_replicas", "Replicas of the ConsumerGroup's workload", |g| g.replicas.map(int)),
+    ("consumergroup_operator_desired_replicas", "Replicas the operator wants after every bound", |g| {
+        g.desired_replicas.map(int)
+    }),
+    ("consumergroup_operator_partitions", "Total partitions of the subscribed topics (the replica cap)", |g| {
+        g.partitions.map(int)
+    }),
+];
+
+type PartitionFigure = fn(&crate::lag::PartitionFigures) -> Value;
+
+/// The per-partition gauges.
+const PARTITION_GAUGES: [(&str, &str, PartitionFigure); 3] = [
+    ("kafka_consumergroup_lag", "Messages between the committed offset and the log end, per partition", |p| {
+        Value::Int(p.lag)
+    }),
+    (
+        "kafka_consumergroup_lag_seconds",
+        "Age of the oldest unconsumed message per partition (interpolated from log-end history)",
+        |p| Value::Float(p.lag_seconds),
+    ),
+    ("kafka_consumergroup_current_offset", "Committed offset per partition (-1: never committed)", |p| {
+        Value::Int(p.committed.unwrap_or(-1))
+    }),
+];
+
+/// The ConsumerGroups' series, written out from their [`GroupSeries`] at each scrape.
+#[derive(Debug, Default)]
+struct GroupCollector {
+    groups: Mutex<BTreeMap<GroupLabels, Arc<(GroupLabels, GroupSeries)>>>,
+}
+
+impl Collector for GroupCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // A snapshot of pointers: the lock is not held while a slow scraper reads.
+        let groups: Vec<Arc<(GroupLabels, GroupSeries)>> =
+            self.groups.lock().expect("metrics lock").values().cloned().collect();
+        for (name, help, figure) in PARTITION_GAUGES {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for entry in &groups {
+                let (labels, series) = entry.as_ref();
+                let Some(lag) = &series.lag else { continue };
+                for partition in &lag.partitions {
+                    let partition_labels =
+                        (labels.label_set(), ([("topic", &*partition.topic)], [("partition", partition.partition)]));
+                    figure(partition).encode(family.encode_family(&partition_labels)?)?;
+                }
+            }
+        }
+        for (name, help, figure) in GROUP_GAUGES {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for entry in &groups {
+                let (labels, series) = entry.as_ref();
+                if let Some(value) = figure(series) {
+                    value.encode(family.encode_family(&labels.label_set())?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Every metric of the operator.
 pub struct Metrics {
-    /// What the external metrics API serves, by ConsumerGroup.
-    external: Mutex<BTreeMap<GroupLabels, ExternalFigures>>,
     registry: Registry,
-    pub lag: Family<PartitionLabels, Gauge>,
-    pub lag_seconds: Family<PartitionLabels, FloatGauge>,
-    pub current_offset: Family<PartitionLabels, Gauge>,
-    pub lag_sum: Family<GroupLabels, Gauge>,
-    pub max_lag: Family<GroupLabels, Gauge>,
-    pub max_lag_seconds: Family<GroupLabels, FloatGauge>,
-    pub production_rate: Family<GroupLabels, FloatGauge>,
-    pub consumption_rate: Family<GroupLabels, FloatGauge>,
-    pub per_replica_rate: Family<GroupLabels, FloatGauge>,
-    pub drain_seconds: Family<GroupLabels, FloatGauge>,
-    pub members: Family<GroupLabels, Gauge>,
-    pub health: Family<GroupLabels, Gauge>,
-    pub replicas: Family<GroupLabels, Gauge>,
-    pub desired_replicas: Family<GroupLabels, Gauge>,
-    pub partitions: Family<GroupLabels, Gauge>,
+    groups: Arc<GroupCollector>,
     pub reconciles: Family<ResultLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
     pub kafka_requests: Family<RequestLabels, Counter>,
@@ -97,7 +218,6 @@ pub struct Metrics {
     pub leader: Gauge,
     pub reconcile_duration: Histogram,
     pub lag_collection_duration: Histogram,
-    partition_series: Mutex<BTreeMap<GroupLabels, BTreeSet<PartitionLabels>>>,
     ready: AtomicBool,
 }
 
@@ -110,21 +230,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
-        let lag = Family::<PartitionLabels, Gauge>::default();
-        let lag_seconds = Family::<PartitionLabels, FloatGauge>::default();
-        let current_offset = Family::<PartitionLabels, Gauge>::default();
-        let lag_sum = Family::<GroupLabels, Gauge>::default();
-        let max_lag = Family::<GroupLabels, Gauge>::default();
-        let max_lag_seconds = Family::<GroupLabels, FloatGauge>::default();
-        let production_rate = Family::<GroupLabels, FloatGauge>::default();
-        let consumption_rate = Family::<GroupLabels, FloatGauge>::default();
-        let per_replica_rate = Family::<GroupLabels, FloatGauge>::default();
-        let drain_seconds = Family::<GroupLabels, FloatGauge>::default();
-        let members = Family::<GroupLabels, Gauge>::default();
-        let health = Family::<GroupLabels, Gauge>::default();
-        let replicas = Family::<GroupLabels, Gauge>::default();
-        let desired_replicas = Family::<GroupLabels, Gauge>::default();
-        let partitions = Family::<GroupLabels, Gauge>::default();
+        let groups = Arc::new(GroupCollector::default());
         let reconciles = Family::<ResultLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
         let kafka_requests = Family::<RequestLabels, Counter>::default();
@@ -132,69 +238,7 @@ impl Metrics {
         let leader = Gauge::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let lag_collection_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        registry.register(
-            "kafka_consumergroup_lag",
-            "Messages between the committed offset and the log end, per partition",
-            lag.clone(),
-        );
-        registry.register(
-            "kafka_consumergroup_lag_seconds",
-            "Age of the oldest unconsumed message per partition (interpolated from log-end history)",
-            lag_seconds.clone(),
-        );
-        registry.register(
-            "kafka_consumergroup_current_offset",
-            "Committed offset per partition (-1: never committed)",
-            current_offset.clone(),
-        );
-        registry.register("kafka_consumergroup_lag_sum", "Total lag of the group", lag_sum.clone());
-        registry.register("kafka_consumergroup_max_lag", "Largest partition lag of the group", max_lag.clone());
-        registry.register(
-            "kafka_consumergroup_max_lag_seconds",
-            "Largest partition time lag of the group",
-            max_lag_seconds.clone(),
-        );
-        registry.register(
-            "kafka_consumergroup_production_rate",
-            "Messages per second written to the group's partitions, over its last polls",
-            production_rate.clone(),
-        );
-        registry.register(
-            "kafka_consumergroup_consumption_rate",
-            "Messages per second the group committed past, over its last polls",
-            consumption_rate.clone(),
-        );
-        registry.register(
-            "kafka_consumergroup_per_replica_rate",
-            "Messages per second one consumer processes, as learned while its partitions had lag (or spec.scaling.expectedMessagesPerSecondPerReplica)",
-            per_replica_rate.clone(),
-        );
-        registry.register(
-            "kafka_consumergroup_drain_seconds",
-            "Seconds until the lag is consumed at the measured rates (absent while it does not shrink)",
-            drain_seconds.clone(),
-        );
-        registry.register("kafka_consumergroup_members", "Members of the group as reported by Kafka", members.clone());
-        registry.register(
-            "kafka_consumergroup_health",
-            "Group health verdict: 0 OK, 1 WARN, 2 REWIND, 3 STALL, 4 STOP",
-            health.clone(),
-        );
-        registry.register(
-            "consumergroup_operator_replicas",
-            "Replicas of the ConsumerGroup's workload",
-            replicas.clone(),
-        );
-        registry.register(
-            "consumergroup_operator_desired_replicas",
-            "Replicas the operator wants after every bound",
-            desired_replicas.clone(),
-        );
-        registry.register(
-            "consumergroup_operator_partitions",
-            "Total partitions of the subscribed topics (the replica cap)",
-            partitions.clone(),
-        );
+        registry.register_collector(Box::new(groups.clone()));
         registry.register("consumergroup_operator_reconciles", "Reconciles by result", reconciles.clone());
         registry.register("consumergroup_operator_reconcile_errors", "Reconcile errors by reason", errors.clone());
         registry.register(
@@ -223,23 +267,8 @@ impl Metrics {
             lag_collection_duration.clone(),
         );
         Metrics {
-            external: Mutex::default(),
             registry,
-            lag,
-            lag_seconds,
-            current_offset,
-            lag_sum,
-            max_lag,
-            max_lag_seconds,
-            production_rate,
-            consumption_rate,
-            per_replica_rate,
-            drain_seconds,
-            members,
-            health,
-            replicas,
-            desired_replicas,
-            partitions,
+            groups,
             reconciles,
             errors,
             kafka_requests,
@@ -247,73 +276,28 @@ impl Metrics {
             leader,
             reconcile_duration,
             lag_collection_duration,
-            partition_series: Mutex::default(),
             ready: AtomicBool::new(false),
         }
     }
 
-    /// Records the per-partition series of a group and drops the ones it no longer has.
-    pub fn set_partition_series(&self, group: &GroupLabels, series: Vec<(PartitionLabels, i64, f64, Option<i64>)>) {
-        let keep: BTreeSet<PartitionLabels> = series.iter().map(|(labels, ..)| labels.clone()).collect();
-        for (labels, lag, lag_seconds, committed) in &series {
-            self.lag.get_or_create(labels).set(*lag);
-            self.lag_seconds.get_or_create(labels).set(*lag_seconds);
-            self.current_offset.get_or_create(labels).set(committed.unwrap_or(-1));
-        }
-        let mut known = self.partition_series.lock().expect("metrics lock");
-        let previous = known.insert(group.clone(), keep.clone()).unwrap_or_default();
-        for stale in previous.difference(&keep) {
-            self.remove_partition(stale);
-        }
-    }
-
-    fn remove_partition(&self, labels: &PartitionLabels) {
-        self.lag.remove(labels);
-        self.lag_seconds.remove(labels);
-        self.current_offset.remove(labels);
+    /// Replaces every series of a ConsumerGroup.
+    pub fn set_group(&self, labels: GroupLabels, series: GroupSeries) {
+        let entry = Arc::new((labels.clone(), series));
+        self.groups.groups.lock().expect("metrics lock").insert(labels, entry);
     }
 
     /// Removes every series of a ConsumerGroup (deleted).
-    pub fn forget_group(&self, group: &GroupLabels) {
-        for family in [&self.members, &self.replicas, &self.desired_replicas, &self.partitions] {
-            family.remove(group);
-        }
-        self.forget_lag(group);
-    }
-
-    /// Removes the lag series of a ConsumerGroup whose lag was not measured this time (Kafka
-    /// unreachable, offsets unreadable): a missing series is visible, a frozen one misleads.
-    pub fn forget_lag(&self, group: &GroupLabels) {
-        self.external.lock().expect("metrics lock").remove(group);
-        for family in [&self.lag_sum, &self.max_lag, &self.health] {
-            family.remove(group);
-        }
-        for family in [
-            &self.max_lag_seconds,
-            &self.production_rate,
-            &self.consumption_rate,
-            &self.per_replica_rate,
-            &self.drain_seconds,
-        ] {
-            family.remove(group);
-        }
-        let stale = self.partition_series.lock().expect("metrics lock").remove(group).unwrap_or_default();
-        for labels in &stale {
-            self.remove_partition(labels);
-        }
-    }
-
-    pub fn set_external_figures(&self, group: &GroupLabels, figures: ExternalFigures) {
-        self.external.lock().expect("metrics lock").insert(group.clone(), figures);
+    pub fn forget_group(&self, labels: &GroupLabels) {
+        self.groups.groups.lock().expect("metrics lock").remove(labels);
     }
 
     /// The external figures of every ConsumerGroup of a namespace.
     pub fn external_figures(&self, namespace: &str) -> Vec<(String, ExternalFigures)> {
-        let external = self.external.lock().expect("metrics lock");
-        external
+        let groups = self.groups.groups.lock().expect("metrics lock");
+        groups
             .iter()
-            .filter(|(group, _)| group.namespace == namespace)
-            .map(|(group, figures)| (group.consumergroup.clone(), figures.clone()))
+            .filter(|(labels, _)| labels.namespace == namespace)
+            .filter_map(|(labels, entry)| Some((labels.consumergroup.clone(), entry.1.external.clone()?)))
             .collect()
     }
 
@@ -334,16 +318,55 @@ impl Metrics {
         self.ready.load(Ordering::Relaxed)
     }
 
-    /// The exposition text (OpenMetrics, which Prometheus scrapes natively).
+    /// Writes the exposition text (OpenMetrics, which Prometheus scrapes natively).
+    pub fn encode_to(&self, writer: &mut impl std::fmt::Write) -> std::fmt::Result {
+        prometheus_client::encoding::text::encode(writer, &self.registry)
+    }
+
+    /// The whole exposition text at once (tests; the endpoint streams it).
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("encoding to a String cannot fail");
+        self.encode_to(&mut out).expect("encoding to a String cannot fail");
         out
     }
 }
 
+/// Bytes of text sent per chunk of a scrape's response.
+const SCRAPE_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Hands a scrape's text to the response in chunks; a client that went away stops the encoding.
+struct ChunkSender {
+    chunk: String,
+    sender: tokio::sync::mpsc::Sender<String>,
+}
+
+impl ChunkSender {
+    fn send(&mut self) -> std::fmt::Result {
+        let full = std::mem::replace(&mut self.chunk, String::with_capacity(SCRAPE_CHUNK_BYTES));
+        self.sender.blocking_send(full).map_err(|_| std::fmt::Error)
+    }
+}
+
+impl std::fmt::Write for ChunkSender {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        self.chunk.push_str(text);
+        if self.chunk.len() >= SCRAPE_CHUNK_BYTES { self.send() } else { Ok(()) }
+    }
+}
+
 async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode())
+    let (sender, receiver) = tokio::sync::mpsc::channel::<String>(1);
+    // Encoding is synchronous: a blocking thread writes while the response sends what is ready.
+    tokio::task::spawn_blocking(move || {
+        let mut chunks = ChunkSender { chunk: String::with_capacity(SCRAPE_CHUNK_BYTES), sender };
+        if metrics.encode_to(&mut chunks).is_ok() {
+            let _ = chunks.send();
+        }
+    });
+    let body = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (Ok::<_, Infallible>(chunk), receiver))
+    });
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], Body::from_stream(body))
 }
 
 async fn readyz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
@@ -373,30 +396,92 @@ mod tests {
         GroupLabels { namespace: "ns".into(), consumergroup: "cg".into() }
     }
 
-    fn partition(p: i32) -> PartitionLabels {
-        PartitionLabels { namespace: "ns".into(), consumergroup: "cg".into(), topic: "t".into(), partition: p }
+    fn partition(partition: i32, lag: i64, committed: Option<i64>) -> crate::lag::PartitionFigures {
+        crate::lag::PartitionFigures {
+            topic: "t".into(),
+            partition,
+            committed,
+            log_end: committed.unwrap_or(0) + lag,
+            lag,
+            lag_seconds: 0.5,
+        }
+    }
+
+    fn lag(partitions: Vec<crate::lag::PartitionFigures>) -> Arc<Summary> {
+        let total = partitions.iter().map(|p| p.lag).sum();
+        Arc::new(Summary {
+            status: crate::crd::LagStatus { total, ..Default::default() },
+            scaling_lag: total,
+            partitions,
+            health: crate::lag::Health::Ok,
+            max_lag_seconds: 0.5,
+            rates: None,
+            recent_capacity: None,
+        })
     }
 
     #[test]
-    fn stale_partition_series_are_removed() {
+    fn a_groups_series_follow_its_last_figures() {
         let metrics = Metrics::new();
-        metrics.set_partition_series(&group(), vec![(partition(0), 5, 1.0, Some(10)), (partition(1), 7, 2.0, None)]);
+        let series = GroupSeries {
+            replicas: Some(2),
+            lag: Some(lag(vec![partition(0, 5, Some(10)), partition(1, 7, None)])),
+            ..Default::default()
+        };
+        metrics.set_group(group(), series.clone());
         let text = metrics.encode();
-        assert!(
-            text.contains(r#"kafka_consumergroup_lag{namespace="ns",consumergroup="cg",topic="t",partition="1"} 7"#),
-            "{text}"
-        );
-        assert!(text.contains(
-            r#"kafka_consumergroup_current_offset{namespace="ns",consumergroup="cg",topic="t",partition="1"} -1"#
-        ));
-        metrics.set_partition_series(&group(), vec![(partition(0), 3, 0.5, Some(12))]);
+        for line in [
+            r#"kafka_consumergroup_lag{namespace="ns",consumergroup="cg",topic="t",partition="1"} 7"#,
+            r#"kafka_consumergroup_current_offset{namespace="ns",consumergroup="cg",topic="t",partition="1"} -1"#,
+            r#"kafka_consumergroup_lag_seconds{namespace="ns",consumergroup="cg",topic="t",partition="0"} 0.5"#,
+            r#"kafka_consumergroup_lag_sum{namespace="ns",consumergroup="cg"} 12"#,
+            r#"consumergroup_operator_replicas{namespace="ns",consumergroup="cg"} 2"#,
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "{line} missing from\n{text}");
+        }
+        // Figures not measured this time have no series.
+        assert!(!text.contains("kafka_consumergroup_production_rate{"), "{text}");
+        assert!(!text.contains("kafka_consumergroup_members{"), "{text}");
+
+        let series = GroupSeries { lag: Some(lag(vec![partition(0, 3, Some(12))])), ..series };
+        metrics.set_group(group(), series.clone());
         let text = metrics.encode();
-        assert!(text.contains(r#"partition="0"} 3"#));
+        assert!(text.contains(r#"partition="0"} 3"#), "{text}");
         assert!(!text.contains(r#"partition="1""#), "{text}");
-        metrics.lag_sum.get_or_create(&group()).set(3);
+
+        metrics.set_group(group(), GroupSeries { lag: None, ..series });
+        let text = metrics.encode();
+        assert!(!text.contains("kafka_consumergroup_lag{"), "{text}");
+        assert!(!text.contains("kafka_consumergroup_lag_sum{"), "{text}");
+        assert!(text.contains(r#"consumergroup_operator_replicas{namespace="ns",consumergroup="cg"} 2"#), "{text}");
+
         metrics.forget_group(&group());
         let text = metrics.encode();
         assert!(!text.contains(r#"consumergroup="cg""#), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn families_are_not_interleaved() {
+        let metrics = Metrics::new();
+        for name in ["a", "b"] {
+            let labels = GroupLabels { namespace: "ns".into(), consumergroup: name.into() };
+            let series =
+                GroupSeries { replicas: Some(1), lag: Some(lag(vec![partition(0, 1, Some(1))])), ..Default::default() };
+            metrics.set_group(labels, series);
+        }
+        let text = metrics.encode();
+        let names: Vec<&str> =
+            text.lines().filter(|l| !l.starts_with('#')).map(|l| l.split(['{', ' ']).next().unwrap()).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut previous = "";
+        for name in names {
+            if name != previous {
+                assert!(seen.insert(name), "{name} appears in two places:\n{text}");
+                previous = name;
+            }
+        }
+        assert!(seen.contains("kafka_consumergroup_lag") && seen.contains("consumergroup_operator_replicas"));
     }
 
     #[test]

@@ -371,8 +371,14 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> R
         ..status
     };
     let fresh_members = kafka_seen_group.then_some(status.member_count).flatten();
-    report::record_metrics(&ctx.metrics, &group, &status, fresh_members, lag_summary.as_deref());
-    report::record_autoscaling(&ctx.metrics, &group, plan.autoscaling_figures.as_ref());
+    report::record_metrics(
+        &ctx.metrics,
+        &group,
+        &status,
+        fresh_members,
+        lag_summary.as_ref(),
+        plan.autoscaling_figures.as_ref(),
+    );
     act::status(&ctx.client, &group, &status).await?;
     act::publish(&ctx.events, &group, happenings).await;
 
