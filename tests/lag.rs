@@ -539,3 +539,49 @@ async fn a_group_on_the_kip_848_consumer_protocol_is_seen_with_its_members() {
     assert!(tool.contains("Stable") && tool.lines().any(|l| l.trim_end().ends_with(" 1")), "{tool}");
     drop(consumer);
 }
+
+/// 1,000 groups of 12 partitions: the scrape is streamed in many chunks and arrives whole, equal
+/// to the text encoded at once, with every family's series together.
+#[tokio::test]
+async fn a_large_scrape_streams_whole() {
+    use consumer_group_operator::metrics::{GroupLabels, GroupSeries, Metrics};
+    use std::sync::Arc;
+    let metrics = Arc::new(Metrics::new());
+    let topic: Arc<str> = "orders".into();
+    for g in 0..1000 {
+        let partitions: Vec<_> = (0..12)
+            .map(|p| consumer_group_operator::lag::PartitionFigures {
+                topic: topic.clone(),
+                partition: p,
+                committed: Some(1000 + g),
+                log_end: 1000 + g + i64::from(p),
+                lag: i64::from(p),
+                lag_seconds: f64::from(p) / 4.0,
+            })
+            .collect();
+        let summary = consumer_group_operator::lag::Summary {
+            status: consumer_group_operator::crd::LagStatus { total: 66, max_partition_lag: 11, ..Default::default() },
+            scaling_lag: 66,
+            partitions,
+            health: consumer_group_operator::lag::Health::Ok,
+            max_lag_seconds: 2.75,
+            rates: None,
+            recent_capacity: None,
+        };
+        let labels = GroupLabels { namespace: "scrape".into(), consumergroup: format!("cg-{g}") };
+        metrics
+            .set_group(labels, GroupSeries { replicas: Some(1), lag: Some(Arc::new(summary)), ..Default::default() });
+    }
+    let (address, server) =
+        consumer_group_operator::metrics::serve("127.0.0.1:0".parse().unwrap(), metrics.clone()).await.unwrap();
+    let server = tokio::spawn(server);
+    let scraped = http_get(address, "/metrics").await;
+    server.abort();
+    let expected = metrics.encode();
+    assert!(expected.len() > 20 * 64 * 1024, "a scrape of many chunks: {} bytes", expected.len());
+    assert_eq!(scraped.len(), expected.len());
+    assert!(scraped == expected, "the streamed scrape differs from the text encoded at once");
+    let lines = scraped.lines().filter(|l| l.starts_with("kafka_consumergroup_lag{")).count();
+    assert_eq!(lines, 12_000);
+    assert!(scraped.ends_with("# EOF\n"));
+}

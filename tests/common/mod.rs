@@ -156,7 +156,24 @@ pub async fn http_request(address: std::net::SocketAddr, path: &str) -> (String,
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+    let chunked = head.lines().any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_string() };
+    (head.lines().next().unwrap_or_default().to_string(), body)
+}
+
+/// The body of a chunked HTTP/1.1 response (a streamed /metrics scrape); panics on a malformed
+/// or unterminated one, so a cut-off stream fails the test.
+pub fn dechunk(mut rest: &str) -> String {
+    let mut body = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").expect("a chunk size line");
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).expect("a hex chunk size");
+        if size == 0 {
+            return body;
+        }
+        body.push_str(&after[..size]);
+        rest = after[size..].strip_prefix("\r\n").expect("CRLF after a chunk");
+    }
 }
 
 pub async fn http_get(address: std::net::SocketAddr, path: &str) -> String {
