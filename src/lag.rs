@@ -129,7 +129,8 @@ impl GroupHistory {
         let mut previous = std::mem::take(&mut self.topics);
         for (topic, partitions) in topics {
             let (name, mut windows) = previous.remove_entry(topic).unwrap_or_else(|| (topic.to_string(), Vec::new()));
-            windows.resize_with(partitions.len(), VecDeque::new);
+            // Exactly `length` samples each: a growing VecDeque would round 10 up to 16.
+            windows.resize_with(partitions.len(), || VecDeque::with_capacity(self.length));
             for (index, (window, o)) in windows.iter_mut().zip(partitions).enumerate() {
                 while window.len() >= self.length {
                     window.pop_front();
@@ -385,18 +386,60 @@ pub struct PartitionFigures {
     pub lag_seconds: f64,
 }
 
-/// Everything a lag cycle produces: status, the lag that counts for scaling, metrics figures.
+/// Everything a lag cycle produces: the figures of status, the lag that counts for scaling,
+/// metrics figures. Every served group keeps its last one, so status's per-partition list is built
+/// only when a reconcile asks for it ([`Summary::lag_status`]), not kept beside `partitions`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Summary {
-    pub status: LagStatus,
+    pub total: i64,
+    pub max_partition_lag: i64,
+    pub measured_at: Time,
     pub scaling_lag: i64,
     pub partitions: Vec<PartitionFigures>,
     pub health: Health,
     pub max_lag_seconds: f64,
+    /// Partitions whose persistent lag is left out of scaling (`topic/partition`), the first
+    /// [`MAX_EXCLUDED_IN_STATUS`] of `excluded_count`.
+    pub excluded_partitions: Vec<String>,
+    pub excluded_count: usize,
     /// None until the group has two polls.
     pub rates: Option<Rates>,
     /// None until the group has two polls.
     pub recent_capacity: Option<RecentCapacity>,
+}
+
+impl Summary {
+    /// The figures as status shows them: every partition up to [`MAX_PARTITIONS_IN_STATUS`], else
+    /// those with the most lag.
+    pub fn lag_status(&self) -> LagStatus {
+        let mut listed: Vec<&PartitionFigures> = self.partitions.iter().collect();
+        if listed.len() > MAX_PARTITIONS_IN_STATUS {
+            listed.sort_by(|a, b| b.lag.cmp(&a.lag).then((&a.topic, a.partition).cmp(&(&b.topic, b.partition))));
+            listed.truncate(MAX_PARTITIONS_IN_STATUS);
+            listed.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        }
+        LagStatus {
+            total: self.total,
+            max_partition_lag: self.max_partition_lag,
+            measured_at: Some(self.measured_at.clone()),
+            partitions_omitted: (self.partitions.len() - listed.len()) as i32,
+            partitions: listed
+                .into_iter()
+                .map(|p| PartitionLag {
+                    topic: p.topic.to_string(),
+                    partition: p.partition,
+                    committed_offset: p.committed,
+                    log_end_offset: p.log_end,
+                    lag: p.lag,
+                    lag_seconds: Some(p.lag_seconds.round() as i64),
+                })
+                .collect(),
+            max_lag_seconds: Some(self.max_lag_seconds.round() as i64),
+            health: Some(self.health.as_str().to_string()),
+            excluded_count: (self.excluded_count > 0).then_some(self.excluded_count as i32),
+            excluded_partitions: self.excluded_partitions.clone(),
+        }
+    }
 }
 
 /// Summarizes a group's history as of its last poll. `time_lag_seconds(topic, partition,
@@ -443,39 +486,19 @@ pub fn summarize(
     let total = partitions.iter().fold(0i64, |sum, p| sum.saturating_add(p.lag));
     let max_partition_lag = partitions.iter().map(|p| p.lag).max().unwrap_or(0);
     let max_lag_seconds = partitions.iter().map(|p| p.lag_seconds).fold(0.0, f64::max);
-    let mut listed: Vec<&PartitionFigures> = partitions.iter().collect();
-    if listed.len() > MAX_PARTITIONS_IN_STATUS {
-        listed.sort_by(|a, b| b.lag.cmp(&a.lag).then((&a.topic, a.partition).cmp(&(&b.topic, b.partition))));
-        listed.truncate(MAX_PARTITIONS_IN_STATUS);
-        listed.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-    }
-    let status = LagStatus {
+    let excluded_count = excluded.len();
+    excluded.truncate(MAX_EXCLUDED_IN_STATUS);
+    excluded.shrink_to_fit();
+    Summary {
         total,
         max_partition_lag,
-        measured_at: Some(measured_at),
-        partitions_omitted: (partitions.len() - listed.len()) as i32,
-        partitions: listed
-            .into_iter()
-            .map(|p| PartitionLag {
-                topic: p.topic.to_string(),
-                partition: p.partition,
-                committed_offset: p.committed,
-                log_end_offset: p.log_end,
-                lag: p.lag,
-                lag_seconds: Some(p.lag_seconds.round() as i64),
-            })
-            .collect(),
-        max_lag_seconds: Some(max_lag_seconds.round() as i64),
-        health: Some(health.as_str().to_string()),
-        excluded_count: (!excluded.is_empty()).then_some(excluded.len() as i32),
-        excluded_partitions: excluded.into_iter().take(MAX_EXCLUDED_IN_STATUS).collect(),
-    };
-    Summary {
-        status,
+        measured_at,
         scaling_lag,
         partitions,
         health,
         max_lag_seconds,
+        excluded_partitions: excluded,
+        excluded_count,
         rates: history.rates(),
         recent_capacity: history.recent_capacity(),
     }
@@ -706,12 +729,12 @@ mod tests {
         let mut h = GroupHistory::default();
         record(&mut h, &offsets, |_, _, o| o.log_end, AutoOffsetReset::Latest, 1000, WINDOW);
         let s = summary(&h, None, None);
-        assert_eq!(s.status.total, (0..150).sum::<i64>());
-        assert_eq!(s.status.max_partition_lag, 149);
-        assert_eq!(s.status.partitions.len(), MAX_PARTITIONS_IN_STATUS);
-        assert_eq!(s.status.partitions_omitted, 50);
-        assert_eq!(s.status.partitions[0].partition, 50, "the 100 with most lag, in partition order");
-        assert_eq!(s.scaling_lag, s.status.total);
+        assert_eq!(s.total, (0..150).sum::<i64>());
+        assert_eq!(s.max_partition_lag, 149);
+        assert_eq!(s.lag_status().partitions.len(), MAX_PARTITIONS_IN_STATUS);
+        assert_eq!(s.lag_status().partitions_omitted, 50);
+        assert_eq!(s.lag_status().partitions[0].partition, 50, "the 100 with most lag, in partition order");
+        assert_eq!(s.scaling_lag, s.total);
         assert_eq!(s.partitions[0].lag_seconds, 0.0, "no lag, no age");
         assert_eq!(s.partitions[1].lag_seconds, 7.0);
     }
@@ -723,7 +746,7 @@ mod tests {
         let offsets = BTreeMap::from([(key(0), offsets(Some(98), 0, 100))]);
         record(&mut h, &offsets, |_, _, o| o.committed.unwrap(), AutoOffsetReset::Latest, 1000, WINDOW);
         let s = summary(&h, None, None);
-        assert_eq!((s.status.total, s.partitions[0].log_end), (0, 98));
+        assert_eq!((s.total, s.partitions[0].log_end), (0, 98));
     }
 
     fn persistent_run(cycles: i64, exclude: usize, members: usize, partitions: i32) -> Summary {
@@ -745,15 +768,15 @@ mod tests {
     #[test]
     fn persistent_lag_is_excluded_from_scaling_only() {
         let s = persistent_run(3, 3, 1, 2);
-        assert_eq!(s.status.excluded_partitions, vec!["t/0".to_string()]);
+        assert_eq!(s.lag_status().excluded_partitions, vec!["t/0".to_string()]);
         assert_eq!(s.scaling_lag, 10, "only partition 1's lag counts for scaling");
-        assert_eq!(s.status.total, 120, "status still shows all lag");
+        assert_eq!(s.total, 120, "status still shows all lag");
     }
 
     #[test]
     fn persistent_lag_beyond_the_health_window_is_counted_in_polls() {
-        assert!(persistent_run(49, 50, 1, 2).status.excluded_partitions.is_empty(), "49 polls of 50");
-        assert_eq!(persistent_run(50, 50, 1, 2).status.excluded_partitions, vec!["t/0".to_string()]);
+        assert!(persistent_run(49, 50, 1, 2).lag_status().excluded_partitions.is_empty(), "49 polls of 50");
+        assert_eq!(persistent_run(50, 50, 1, 2).lag_status().excluded_partitions, vec!["t/0".to_string()]);
     }
 
     #[test]
@@ -761,15 +784,15 @@ mod tests {
         assert_eq!(health(&window(|_| (Some(10), 100)), false), Health::Stop, "lag, no members: consumers gone");
         assert_eq!(health(&window(|i| (Some(100 + i * 10), 100 + i * 10)), false), Health::Ok, "no lag");
         let s = persistent_run(4, 2, 0, 1);
-        assert!(s.status.excluded_partitions.is_empty(), "nobody can move the commit of a group without members");
+        assert!(s.lag_status().excluded_partitions.is_empty(), "nobody can move the commit of a group without members");
         assert_eq!(s.scaling_lag, 120);
     }
 
     #[test]
     fn excluded_partitions_are_bounded_in_status() {
         let s = persistent_run(3, 2, 3, 1000);
-        assert_eq!(s.status.excluded_partitions.len(), MAX_EXCLUDED_IN_STATUS);
-        assert_eq!(s.status.excluded_count, Some(999));
+        assert_eq!(s.lag_status().excluded_partitions.len(), MAX_EXCLUDED_IN_STATUS);
+        assert_eq!(s.lag_status().excluded_count, Some(999));
     }
 
     #[test]

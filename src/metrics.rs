@@ -112,9 +112,9 @@ type Figure = fn(&GroupSeries) -> Option<Value>;
 
 /// The per-ConsumerGroup gauges: name, help, and the figure (`None`: no series).
 const GROUP_GAUGES: [(&str, &str, Figure); 12] = [
-    ("kafka_consumergroup_lag_sum", "Total lag of the group", |g| g.lag.as_ref().map(|l| Value::Int(l.status.total))),
+    ("kafka_consumergroup_lag_sum", "Total lag of the group", |g| g.lag.as_ref().map(|l| Value::Int(l.total))),
     ("kafka_consumergroup_max_lag", "Largest partition lag of the group", |g| {
-        g.lag.as_ref().map(|l| Value::Int(l.status.max_partition_lag))
+        g.lag.as_ref().map(|l| Value::Int(l.max_partition_lag))
     }),
     ("kafka_consumergroup_max_lag_seconds", "Largest partition time lag of the group", |g| {
         g.lag.as_ref().map(|l| Value::Float(l.max_lag_seconds))
@@ -410,7 +410,11 @@ mod tests {
     fn lag(partitions: Vec<crate::lag::PartitionFigures>) -> Arc<Summary> {
         let total = partitions.iter().map(|p| p.lag).sum();
         Arc::new(Summary {
-            status: crate::crd::LagStatus { total, ..Default::default() },
+            total,
+            max_partition_lag: 0,
+            measured_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            excluded_partitions: Vec::new(),
+            excluded_count: 0,
             scaling_lag: total,
             partitions,
             health: crate::lag::Health::Ok,

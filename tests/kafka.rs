@@ -314,7 +314,7 @@ async fn an_observer_poll_costs_a_few_requests_per_broker_whatever_the_groups() 
                 assert_eq!(offsets.len(), 50 * reads.len());
                 assert!(offsets.values().all(|(committed, _)| *committed == Some(0)));
                 let lag = lag.expect("lag summarized by the observer");
-                assert_eq!((lag.status.total, lag.partitions.len()), (7, 50 * reads.len()), "{group}");
+                assert_eq!((lag.total, lag.partitions.len()), (7, 50 * reads.len()), "{group}");
             }
             other => panic!("{group}: {other:?}"),
         }
@@ -352,7 +352,7 @@ async fn the_observer_measures_a_groups_production_and_consumption_rates() {
     let summary = loop {
         let snapshot = observer.observe(&group, &interest, TIMEOUT).await.unwrap();
         if let GroupView::Seen { lag: Ok(lag), .. } = snapshot.view(&group, &interest.topics)
-            && lag.status.total == 36
+            && lag.total == 36
         {
             break lag;
         }

@@ -560,7 +560,11 @@ async fn a_large_scrape_streams_whole() {
             })
             .collect();
         let summary = consumer_group_operator::lag::Summary {
-            status: consumer_group_operator::crd::LagStatus { total: 66, max_partition_lag: 11, ..Default::default() },
+            total: 66,
+            max_partition_lag: 11,
+            measured_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            excluded_partitions: Vec::new(),
+            excluded_count: 0,
             scaling_lag: 66,
             partitions,
             health: consumer_group_operator::lag::Health::Ok,

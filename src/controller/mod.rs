@@ -343,7 +343,7 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> R
         lag: match &lag_summary {
             Some(summary) => Some(crate::lag::lag_for_status(
                 previous.lag.as_ref(),
-                &summary.status,
+                &summary.lag_status(),
                 ctx.status_lag_interval.as_secs() as i64,
             )),
             None => previous.lag.clone(),

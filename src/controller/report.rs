@@ -25,22 +25,21 @@ pub fn record_metrics(
 ) {
     let labels = GroupLabels { namespace: group.namespace().unwrap_or_default(), consumergroup: group.name_any() };
     let autoscaling = autoscaling.copied().unwrap_or_default();
-    let external = lag.and_then(|lag| {
+    let external = lag.map(|lag| {
         let mut selection = group.labels().clone();
         selection.insert("consumergroup".to_string(), group.name_any());
-        let measured_at = lag.status.measured_at.clone().or_else(|| status.lag.as_ref()?.measured_at.clone())?;
-        Some(ExternalFigures {
+        ExternalFigures {
             labels: selection,
-            lag: lag.status.total,
-            max_lag: lag.status.max_partition_lag,
+            lag: lag.total,
+            max_lag: lag.max_partition_lag,
             max_lag_seconds: lag.max_lag_seconds,
             drain_seconds: crate::lag::seconds_to_drain(
-                lag.status.total,
+                lag.total,
                 lag.rates.map(|r| r.produced_per_second),
                 lag.rates.and_then(|r| r.committed_per_second),
             ),
-            measured_at,
-        })
+            measured_at: lag.measured_at.clone(),
+        }
     });
     let series = GroupSeries {
         replicas: status.replicas,

@@ -280,8 +280,8 @@ impl Live {
             consumer_group: group.name_any(),
             group_id: group_id.clone(),
             source: "kafka",
-            measured_at: summary.status.measured_at.as_ref().map(|t| t.0.to_string()),
-            total_lag: summary.status.total,
+            measured_at: Some(summary.measured_at.0.to_string()),
+            total_lag: summary.total,
             partitions_omitted: 0,
             partitions,
         })
