@@ -83,7 +83,7 @@ pub struct ConsumerGroupSpec {
     /// Exactly one of template and scaleTargetRef.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "pod_template_schema")]
-    pub template: Option<PodTemplateSpec>,
+    pub template: Option<PodTemplate>,
 
     /// An existing Deployment or StatefulSet (same namespace) whose replicas the operator drives
     /// through its scale subresource, touching nothing else. Exactly one of template and
@@ -494,6 +494,26 @@ pub struct PartitionLag {
     /// Age in seconds of the oldest unconsumed message of this partition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_seconds: Option<i64>,
+}
+
+/// `spec.template` as written. It is read as a PodTemplateSpec only when the Deployment is built:
+/// the schema checks just the essentials, so a template can carry a field of the wrong type, and
+/// one object the operator cannot decode would fail the watch of every ConsumerGroup; read here,
+/// it fails its own ConsumerGroup with a condition naming the field. The cache also keeps the
+/// template's few fields rather than a PodSpec with every field expanded.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(transparent)]
+pub struct PodTemplate(pub serde_json::Value);
+
+impl PodTemplate {
+    /// The template as a PodTemplateSpec, or which field is not valid and why.
+    pub fn parse(&self) -> Result<PodTemplateSpec, String> {
+        serde_path_to_error::deserialize(&self.0).map_err(|error| {
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            if path == "." { format!("spec.template: {inner}") } else { format!("spec.template.{path}: {inner}") }
+        })
+    }
 }
 
 /// Schema of `spec.template`: the essentials of a PodTemplateSpec, checked at apply time (at least
@@ -913,4 +933,20 @@ pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
         out.push_str(&serde_yaml::to_string(&crd)?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_template_field_of_the_wrong_type_is_named() {
+        let template = PodTemplate(serde_json::json!({"spec": {"containers": [
+            {"name": "c", "image": "i", "ports": [{"containerPort": "http"}]}
+        ]}}));
+        let error = template.parse().unwrap_err();
+        assert!(error.starts_with("spec.template.spec.containers[0].ports[0].containerPort: invalid type"), "{error}");
+        let template = PodTemplate(serde_json::json!({"spec": {"containers": [{"name": "c", "image": "i"}]}}));
+        assert_eq!(template.parse().unwrap().spec.unwrap().containers[0].image.as_deref(), Some("i"));
+    }
 }

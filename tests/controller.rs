@@ -327,6 +327,59 @@ async fn faults_are_conditions_naming_what_is_wrong() {
     assert!(message.contains("quantities must match") && message.contains("fix spec.template"), "{message}");
 }
 
+/// The CRD schema checks only a template's essentials, so a field of the wrong type gets through
+/// `kubectl apply`. It must fail its own ConsumerGroup with a condition naming the field, never the
+/// operator's watch of every ConsumerGroup, and never touch a Deployment already running.
+#[tokio::test]
+async fn a_template_field_of_the_wrong_type_fails_only_its_own_group() {
+    let env = common::shared_env().await;
+    let s = setup("bad-type").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 2).await;
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
+    let mut wrong_type = template("img:1");
+    wrong_type["spec"]["containers"][0]["ports"] = serde_json::json!([{"containerPort": "http"}]);
+    let field = "spec.template.spec.containers[0].ports[0].containerPort";
+
+    let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "replicas": 1, "template": wrong_type});
+    s.groups.create(&PostParams::default(), &common::consumer_group("wrong-type", spec)).await.unwrap();
+    let (reason, message) = condition(&s.groups, "wrong-type", "Ready", "False").await.unwrap();
+    assert_eq!(reason, "TemplateInvalid");
+    assert!(message.contains(field) && message.contains("fix spec.template"), "{message}");
+    assert!(s.deployments.get_opt("wrong-type").await.unwrap().is_none(), "nothing is run from it");
+    let measured = common::eventually(WAIT, || async {
+        let status = s.groups.get("wrong-type").await.ok()?.status?;
+        (status.partitions == Some(2) && status.lag.is_some()).then_some(())
+    })
+    .await;
+    assert!(measured.is_some(), "its partitions and lag are still reported");
+
+    // Created after it, another ConsumerGroup is read and run.
+    let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "replicas": 2, "template": template("img:1")});
+    s.groups.create(&PostParams::default(), &common::consumer_group("good", spec)).await.unwrap();
+    assert!(deployment_replicas(&s.deployments, "good", 2).await, "the other ConsumerGroup runs");
+    condition(&s.groups, "good", "Ready", "True").await.expect("the other ConsumerGroup is Ready");
+
+    // Its template edited into the wrong type: the running Deployment stays as it is.
+    let edit = |template: serde_json::Value| Patch::Merge(serde_json::json!({"spec": {"template": template}}));
+    s.groups.patch("good", &PatchParams::default(), &edit(wrong_type.clone())).await.unwrap();
+    let (reason, message) = condition(&s.groups, "good", "Ready", "False").await.unwrap();
+    assert_eq!(reason, "TemplateInvalid", "{message}");
+    let running = s.deployments.get("good").await.unwrap().spec.unwrap();
+    assert_eq!(running.replicas, Some(2), "never scaled down for a typo");
+    assert_eq!(running.template.spec.unwrap().containers[0].image.as_deref(), Some("img:1"));
+
+    // Fixed: applied again.
+    s.groups.patch("good", &PatchParams::default(), &edit(template("img:2"))).await.unwrap();
+    let applied = common::eventually(WAIT, || async {
+        let d = s.deployments.get("good").await.ok()?;
+        (d.spec?.template.spec?.containers[0].image.as_deref() == Some("img:2")).then_some(())
+    })
+    .await;
+    assert!(applied.is_some(), "the fixed template is applied");
+    condition(&s.groups, "good", "Ready", "True").await.expect("Ready again");
+}
+
 #[tokio::test]
 async fn a_group_id_conflict_ends_when_the_older_group_is_deleted() {
     let env = common::shared_env().await;

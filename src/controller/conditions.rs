@@ -29,6 +29,8 @@ pub mod reason {
     pub const SCALE_TARGET_NOT_FOUND: &str = "ScaleTargetNotFound";
     pub const GROUP_ID_CONFLICT: &str = "GroupIdConflict";
     pub const WORKLOAD_APPLY_FAILED: &str = "WorkloadApplyFailed";
+    /// spec.template has a field that is not valid in a PodTemplateSpec (the message names it).
+    pub const TEMPLATE_INVALID: &str = "TemplateInvalid";
     pub const PARTITION_CAP: &str = "PartitionCap";
     pub const MAX_REPLICAS: &str = "MaxReplicas";
     pub const WITHIN_LIMITS: &str = "WithinLimits";

@@ -257,7 +257,16 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> R
     let mut replicas_now = current;
     let mut scaled = false;
     let mut refused = None;
-    if let (Some(template), Some(connection)) = (&group.spec.template, &connection) {
+    let template = group.spec.template.as_ref().map(|template| template.parse());
+    if let (Some(Err(invalid)), Some(_)) = (&template, &connection) {
+        // The Deployment is left as it is (never scaled to zero for a typo) until the spec is fixed.
+        refused = Some(conditions::Desired::new(
+            conditions::READY,
+            false,
+            conditions::reason::TEMPLATE_INVALID,
+            format!("{invalid}; fix spec.template"),
+        ));
+    } else if let (Some(Ok(template)), Some(connection)) = (&template, &connection) {
         // Apply the template whenever the replica count is known, so template edits and hand edits
         // are reconciled even while the replica decision is on hold.
         if let Some(replicas) = plan.replicas.or(current) {
@@ -396,7 +405,8 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> R
             }
         })
         .unwrap_or(0);
-    Ok(if plan.permanent || refused.is_some() {
+    // A refused template still has lag to report: only the workload waits for a spec change.
+    Ok(if plan.permanent {
         Action::await_change()
     } else if failed {
         Action::requeue(Category::Transient.retry_after(attempt, ctx.resync).min(ctx.resync))
