@@ -48,6 +48,25 @@ fn process_figures(pid: u32) -> (u64, u64, u64) {
     (ticks, kib("VmRSS"), kib("VmHWM"))
 }
 
+/// Stops the operator's whole process group (under a wrapper, such as a profiler's script, the
+/// operator is the wrapper's child): SIGTERM, so a profiler sees a normal exit, then SIGKILL
+/// after 30 s.
+fn stop_process_group(leader: &mut std::process::Child) {
+    let group = -(leader.id() as i32);
+    // SAFETY: kill has no memory preconditions; the group is the one spawned for the operator.
+    unsafe { libc::kill(group, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if leader.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(group, libc::SIGKILL) };
+    let _ = leader.wait();
+}
+
 fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf has no preconditions.
     (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
@@ -204,7 +223,7 @@ async fn measure(
         }
         None => std::process::Command::new(binary),
     };
-    let mut operator = command
+    let mut operator = std::os::unix::process::CommandExt::process_group(&mut command, 0)
         .args(["run", "--namespace", &namespace, "--default-bootstrap-servers", &bootstrap])
         .args(["--metrics-address", &format!("127.0.0.1:{port}"), "--log-level", "warn"])
         .arg("--default-client-properties-dir")
@@ -260,8 +279,7 @@ async fn measure(
     producer.join().unwrap();
     status_task.abort();
     deployment_task.abort();
-    let _ = operator.kill();
-    let _ = operator.wait();
+    stop_process_group(&mut operator);
     Run { idle, busy }
 }
 
