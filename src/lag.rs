@@ -15,7 +15,7 @@
 //! each committed offset would cost a fetch per lagging partition per cycle), and it is exact to
 //! within one poll interval.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -105,7 +105,9 @@ pub struct GroupHistory {
     length: usize,
     /// When each kept poll was taken (milliseconds), oldest first.
     times: VecDeque<i64>,
-    topics: BTreeMap<String, Vec<PartitionWindow>>,
+    /// Each topic's partition windows, by partition index; sorted by topic. A Vec, not a map:
+    /// a group reads a few topics, and a map's node would be most of a small group's history.
+    topics: Vec<(String, Vec<PartitionWindow>)>,
 }
 
 impl GroupHistory {
@@ -126,9 +128,12 @@ impl GroupHistory {
     ) {
         self.length = length.max(WINDOW);
         // Topics not in this poll (unsubscribed) are left behind in `previous`.
-        let mut previous = std::mem::take(&mut self.topics);
+        let mut previous = std::mem::replace(&mut self.topics, Vec::with_capacity(1));
         for (topic, partitions) in topics {
-            let (name, mut windows) = previous.remove_entry(topic).unwrap_or_else(|| (topic.to_string(), Vec::new()));
+            let (name, mut windows) = match previous.iter().position(|(name, _)| name == topic) {
+                Some(index) => previous.swap_remove(index),
+                None => (topic.to_string(), Vec::new()),
+            };
             // Exactly `length` samples each: a growing VecDeque would round 10 up to 16.
             windows.resize_with(partitions.len(), || VecDeque::with_capacity(self.length));
             for (index, (window, o)) in windows.iter_mut().zip(partitions).enumerate() {
@@ -143,8 +148,9 @@ impl GroupHistory {
                     lag: partition_lag(counted, policy),
                 });
             }
-            self.topics.insert(name, windows);
+            self.topics.push((name, windows));
         }
+        self.topics.sort_by(|a, b| a.0.cmp(&b.0));
         while self.times.len() >= self.length {
             self.times.pop_front();
         }
@@ -153,7 +159,8 @@ impl GroupHistory {
 
     /// The committed offset and log end a partition had at the last recorded poll.
     pub fn last(&self, topic: &str, partition: i32) -> Option<(Option<i64>, i64)> {
-        let sample = self.topics.get(topic)?.get(usize::try_from(partition).ok()?)?.back()?;
+        let (_, windows) = self.topics.iter().find(|(name, _)| name == topic)?;
+        let sample = windows.get(usize::try_from(partition).ok()?)?.back()?;
         Some((sample.committed(), sample.log_end))
     }
 
@@ -534,6 +541,7 @@ pub fn lag_for_status(previous: Option<&LagStatus>, fresh: &LagStatus, interval_
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::BTreeMap;
 
     fn offsets(committed: Option<i64>, log_start: i64, log_end: i64) -> PartitionOffsets {
         PartitionOffsets { committed, log_start, log_end }
@@ -597,7 +605,7 @@ mod tests {
             let offsets = BTreeMap::from([(key(0), offsets(committed, 0, log_end))]);
             record(&mut h, &offsets, |_, _, o| o.log_end, AutoOffsetReset::Earliest, i as i64 * 1000, WINDOW);
         }
-        h.topics["t"][0].clone()
+        h.topics.iter().find(|(name, _)| name == "t").unwrap().1[0].clone()
     }
 
     fn time() -> Time {
