@@ -280,11 +280,15 @@ fn values(metrics: &Metrics, namespace: &str, metric: &str, read: Read, selector
     let items: Vec<serde_json::Value> = metrics
         .external_figures(namespace)
         .into_iter()
-        .filter(|(_, figures)| selector.matches(&figures.labels))
-        .filter_map(|(_, figures)| {
+        .filter_map(|(name, figures)| {
+            let mut labels = figures.labels.clone();
+            labels.insert("consumergroup".to_string(), name);
+            if !selector.matches(&labels) {
+                return None;
+            }
             let value = read(&figures)?;
             Some(serde_json::json!({
-                "metricName": metric, "metricLabels": figures.labels,
+                "metricName": metric, "metricLabels": labels,
                 "timestamp": figures.measured_at, "value": quantity(value),
             }))
         })

@@ -64,7 +64,8 @@ pub struct RequestLabels {
 /// A ConsumerGroup's last measured figures, as the external metrics API serves them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExternalFigures {
-    /// The ConsumerGroup's labels plus `consumergroup=<name>`: what a labelSelector selects by.
+    /// The ConsumerGroup's labels (often none: an empty map takes no memory); a labelSelector
+    /// selects by them plus `consumergroup=<name>`.
     pub labels: BTreeMap<String, String>,
     pub lag: i64,
     pub max_lag: i64,

@@ -25,21 +25,17 @@ pub fn record_metrics(
 ) {
     let labels = GroupLabels { namespace: group.namespace().unwrap_or_default(), consumergroup: group.name_any() };
     let autoscaling = autoscaling.copied().unwrap_or_default();
-    let external = lag.map(|lag| {
-        let mut selection = group.labels().clone();
-        selection.insert("consumergroup".to_string(), group.name_any());
-        ExternalFigures {
-            labels: selection,
-            lag: lag.total,
-            max_lag: lag.max_partition_lag,
-            max_lag_seconds: lag.max_lag_seconds,
-            drain_seconds: crate::lag::seconds_to_drain(
-                lag.total,
-                lag.rates.map(|r| r.produced_per_second),
-                lag.rates.and_then(|r| r.committed_per_second),
-            ),
-            measured_at: lag.measured_at.clone(),
-        }
+    let external = lag.map(|lag| ExternalFigures {
+        labels: group.labels().clone(),
+        lag: lag.total,
+        max_lag: lag.max_partition_lag,
+        max_lag_seconds: lag.max_lag_seconds,
+        drain_seconds: crate::lag::seconds_to_drain(
+            lag.total,
+            lag.rates.map(|r| r.produced_per_second),
+            lag.rates.and_then(|r| r.committed_per_second),
+        ),
+        measured_at: lag.measured_at.clone(),
     });
     let series = GroupSeries {
         replicas: status.replicas,
