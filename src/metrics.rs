@@ -86,7 +86,8 @@ pub struct GroupSeries {
     pub lag: Option<Arc<Summary>>,
     pub per_replica_rate: Option<f64>,
     pub drain_seconds: Option<f64>,
-    pub external: Option<ExternalFigures>,
+    /// The ConsumerGroup's own labels, which the external metrics API selects by.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A gauge's value: counts and offsets are written as integers, rates and seconds as floats.
@@ -292,13 +293,29 @@ impl Metrics {
         self.groups.groups.lock().expect("metrics lock").remove(labels);
     }
 
-    /// The external figures of every ConsumerGroup of a namespace.
+    /// The external figures of every ConsumerGroup of a namespace whose lag was measured.
     pub fn external_figures(&self, namespace: &str) -> Vec<(String, ExternalFigures)> {
         let groups = self.groups.groups.lock().expect("metrics lock");
         groups
             .iter()
             .filter(|(labels, _)| labels.namespace == namespace)
-            .filter_map(|(labels, entry)| Some((labels.consumergroup.clone(), entry.1.external.clone()?)))
+            .filter_map(|(labels, entry)| {
+                let series = &entry.1;
+                let lag = series.lag.as_ref()?;
+                let figures = ExternalFigures {
+                    labels: series.labels.clone(),
+                    lag: lag.total,
+                    max_lag: lag.max_partition_lag,
+                    max_lag_seconds: lag.max_lag_seconds,
+                    drain_seconds: crate::lag::seconds_to_drain(
+                        lag.total,
+                        lag.rates.map(|r| r.produced_per_second),
+                        lag.rates.and_then(|r| r.committed_per_second),
+                    ),
+                    measured_at: lag.measured_at.clone(),
+                };
+                Some((labels.consumergroup.clone(), figures))
+            })
             .collect()
     }
 

@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use super::plan::AutoscalingFigures;
 use crate::crd::{ConsumerGroup, ConsumerGroupStatus, MemberStatus};
 use crate::kafka::GroupDescription;
-use crate::metrics::{ExternalFigures, GroupLabels, GroupSeries, Metrics};
+use crate::metrics::{GroupLabels, GroupSeries, Metrics};
 
 /// Members listed in status; memberCount carries the total.
 const MAX_MEMBERS_IN_STATUS: usize = 50;
@@ -25,18 +25,6 @@ pub fn record_metrics(
 ) {
     let labels = GroupLabels { namespace: group.namespace().unwrap_or_default(), consumergroup: group.name_any() };
     let autoscaling = autoscaling.copied().unwrap_or_default();
-    let external = lag.map(|lag| ExternalFigures {
-        labels: group.labels().clone(),
-        lag: lag.total,
-        max_lag: lag.max_partition_lag,
-        max_lag_seconds: lag.max_lag_seconds,
-        drain_seconds: crate::lag::seconds_to_drain(
-            lag.total,
-            lag.rates.map(|r| r.produced_per_second),
-            lag.rates.and_then(|r| r.committed_per_second),
-        ),
-        measured_at: lag.measured_at.clone(),
-    });
     let series = GroupSeries {
         replicas: status.replicas,
         desired_replicas: status.desired_replicas,
@@ -45,7 +33,7 @@ pub fn record_metrics(
         lag: lag.cloned(),
         per_replica_rate: autoscaling.per_replica_per_second,
         drain_seconds: autoscaling.seconds_to_drain,
-        external,
+        labels: group.labels().clone(),
     };
     metrics.set_group(labels, series);
 }
