@@ -40,10 +40,15 @@ pub async fn scale_target(
     Ok(())
 }
 
-/// Applies the status when it differs from what the object carries. Returns whether it wrote.
-pub async fn status(client: &Client, group: &ConsumerGroup, status: &ConsumerGroupStatus) -> Result<bool, kube::Error> {
+/// Applies the status when it differs from what the object carries. Returns the object's new
+/// resource version when it wrote.
+pub async fn status(
+    client: &Client,
+    group: &ConsumerGroup,
+    status: &ConsumerGroupStatus,
+) -> Result<Option<String>, kube::Error> {
     if group.status.as_ref() == Some(status) {
-        return Ok(false);
+        return Ok(None);
     }
     let api: Api<ConsumerGroup> = Api::namespaced(client.clone(), &group.namespace().unwrap_or_default());
     let body = json!({
@@ -51,8 +56,9 @@ pub async fn status(client: &Client, group: &ConsumerGroup, status: &ConsumerGro
         "kind": ConsumerGroup::kind(&()),
         "status": status,
     });
-    api.patch_status(&group.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(body)).await?;
-    Ok(true)
+    let written =
+        api.patch_status(&group.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(body)).await?;
+    Ok(written.metadata.resource_version)
 }
 
 /// What happened in this reconcile that deserves an Event.

@@ -91,6 +91,55 @@ struct GroupMemory {
     rates: decide::RateMemory,
     /// Since when the group has waited for its first observation.
     awaiting_observation: Option<std::time::Instant>,
+    /// The status this controller last wrote, until the cache shows it.
+    written: Option<WrittenStatus>,
+}
+
+/// A status write the watch cache may not have delivered yet. A reconcile triggered by something
+/// else (the Deployment's watch event, the observer) can run before it arrives; deciding from the
+/// older status would repeat a transition's Event and write back older fields.
+struct WrittenStatus {
+    status: ConsumerGroupStatus,
+    /// Resource versions known to be older than this write: the one it was decided on and those
+    /// of earlier writes the cache had not shown either. The cache only moves forward, so an
+    /// object at one of these is stale; at any other version it has caught up.
+    superseded: Vec<String>,
+    resource_version: String,
+}
+
+/// How many older versions are remembered per group: the cache lags by a write or two at most.
+const SUPERSEDED_KEPT: usize = 8;
+
+impl WrittenStatus {
+    /// A write following `earlier` (if the cache had not shown that one yet either).
+    fn after(
+        earlier: Option<WrittenStatus>,
+        decided_on: Option<String>,
+        status: ConsumerGroupStatus,
+        resource_version: String,
+    ) -> WrittenStatus {
+        let mut superseded = earlier
+            .map(|w| {
+                let mut older = w.superseded;
+                older.push(w.resource_version);
+                older
+            })
+            .unwrap_or_default();
+        if let Some(version) = decided_on
+            && !superseded.contains(&version)
+        {
+            superseded.push(version);
+        }
+        if superseded.len() > SUPERSEDED_KEPT {
+            superseded.drain(..superseded.len() - SUPERSEDED_KEPT);
+        }
+        WrittenStatus { status, superseded, resource_version }
+    }
+
+    /// Whether this write is newer than a cached object at `cached` (its resource version).
+    fn is_newer_than(&self, cached: Option<&str>) -> bool {
+        cached.is_some_and(|rv| self.superseded.iter().any(|s| s == rv))
+    }
 }
 
 impl GroupContext {
@@ -106,6 +155,32 @@ impl GroupContext {
         if let Ok(mut m) = self.memory.lock() {
             m.insert(key, memory);
         }
+    }
+
+    /// The ConsumerGroup as this controller last left it: the cached object, with the status last
+    /// written in its place while the cache has not caught up with that write.
+    fn caught_up(&self, key: &ObjectRef<ConsumerGroup>, group: Arc<ConsumerGroup>) -> Arc<ConsumerGroup> {
+        let Ok(mut memory) = self.memory.lock() else { return group };
+        let Some(entry) = memory.get_mut(key) else { return group };
+        match &entry.written {
+            Some(written) if written.is_newer_than(group.metadata.resource_version.as_deref()) => {
+                let mut newer = group.as_ref().clone();
+                newer.status = Some(written.status.clone());
+                Arc::new(newer)
+            }
+            _ => {
+                entry.written = None;
+                group
+            }
+        }
+    }
+
+    /// Records a status write, decided on `group` (as [`Self::caught_up`] returned it).
+    fn remember_written(&self, group: &ConsumerGroup, status: ConsumerGroupStatus, resource_version: String) {
+        let Ok(mut memory) = self.memory.lock() else { return };
+        let entry = memory.entry(ObjectRef::from(group)).or_default();
+        let decided_on = group.metadata.resource_version.clone();
+        entry.written = Some(WrittenStatus::after(entry.written.take(), decided_on, status, resource_version));
     }
 
     /// Drops the memory, failure counts and metrics of ConsumerGroups that no longer exist, then
@@ -177,6 +252,7 @@ pub async fn reconcile(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> Res
 
 async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> Result<Action, Error> {
     let key = ObjectRef::from(group.as_ref());
+    let group = ctx.caught_up(&key, group);
     let namespace = group.namespace().unwrap_or_default();
     // Whole seconds, as the API stores times: a finer time in memory would never equal the stored
     // one, and every status comparison would find a change.
@@ -388,7 +464,9 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> R
         lag_summary.as_ref(),
         plan.autoscaling_figures.as_ref(),
     );
-    act::status(&ctx.client, &group, &status).await?;
+    if let Some(resource_version) = act::status(&ctx.client, &group, &status).await? {
+        ctx.remember_written(&group, status, resource_version);
+    }
     act::publish(&ctx.events, &group, happenings).await;
 
     // Schedule the next look.
@@ -502,4 +580,46 @@ fn observe_kafka(
     let unbatched = observer.client().group_reader().err().map(ToString::to_string);
     outcome.kafka = KafkaObservation::Seen { partitions, group_unreadable, unbatched };
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(replicas: i32) -> ConsumerGroupStatus {
+        ConsumerGroupStatus { replicas: Some(replicas), ..ConsumerGroupStatus::default() }
+    }
+
+    #[test]
+    fn a_write_is_newer_than_the_version_it_was_decided_on_until_the_cache_shows_it() {
+        let first = WrittenStatus::after(None, Some("10".into()), status(6), "11".into());
+        assert!(first.is_newer_than(Some("10")), "the cache still holds what the write was decided on");
+        assert!(!first.is_newer_than(Some("11")), "the cache shows the write");
+        assert!(!first.is_newer_than(Some("12")), "the cache moved past the write");
+        assert!(!first.is_newer_than(None));
+    }
+
+    #[test]
+    fn writes_decided_on_a_stale_cache_keep_every_older_version_superseded() {
+        // Decided on 10 (the cache still behind), written as 11; then decided again on 10, with
+        // the first write in its place, and written as 12.
+        let first = WrittenStatus::after(None, Some("10".into()), status(6), "11".into());
+        let second = WrittenStatus::after(Some(first), Some("10".into()), status(8), "12".into());
+        assert!(second.is_newer_than(Some("10")));
+        assert!(second.is_newer_than(Some("11")), "the cache showing the first write is still behind the second");
+        assert!(!second.is_newer_than(Some("12")));
+        assert_eq!(second.status, status(8));
+    }
+
+    #[test]
+    fn the_superseded_versions_are_bounded() {
+        let mut written = None;
+        for version in 0..100 {
+            written =
+                Some(WrittenStatus::after(written, Some(format!("{version}")), status(1), format!("{}", version + 1)));
+        }
+        let written = written.unwrap();
+        assert_eq!(written.superseded.len(), SUPERSEDED_KEPT);
+        assert!(written.is_newer_than(Some("99")) && !written.is_newer_than(Some("0")));
+    }
 }
