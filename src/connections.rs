@@ -97,8 +97,8 @@ fn users(ctx: &Context, kind: ConnectionKind, name: &str, in_scope: impl Fn(&Con
     users
 }
 
-/// Checks the connection (one Metadata request through the shared client of its settings) and
-/// builds its status.
+/// Checks the connection (one Metadata request through the shared client of its settings, and one
+/// ApiVersions for the cluster's feature levels) and builds its status.
 async fn observe(
     ctx: &Context,
     resolved: Result<Connection, ConnectionProblem>,
@@ -107,11 +107,24 @@ async fn observe(
     generation: Option<i64>,
 ) -> KafkaConnectionStatus {
     let previous = previous.cloned().unwrap_or_default();
+    let mut features = None;
     let (brokers, condition) = match resolved {
         Err(problem) => (None, Desired::new(REACHABLE, false, problem.reason(), problem.to_string())),
         Ok(connection) => {
             let brokers = match ctx.kafka.get_or_create(&connection.properties) {
-                Ok(client) => client.broker_count(ctx.kafka_timeout).await,
+                Ok(client) => {
+                    let brokers = client.broker_count(ctx.kafka_timeout).await;
+                    // Settings the batched reader refuses (e.g. GSSAPI) leave the levels unknown.
+                    if brokers.is_ok()
+                        && let Ok(reader) = client.group_reader()
+                    {
+                        match reader.cluster_features(ctx.kafka_timeout).await {
+                            Ok(read) => features = Some(read),
+                            Err(error) => tracing::debug!(%error, "could not read the cluster's feature levels"),
+                        }
+                    }
+                    brokers
+                }
                 Err(error) => Err(error),
             };
             match brokers {
@@ -140,9 +153,16 @@ async fn observe(
         k8s_openapi::jiff::Timestamp::from_second(k8s_openapi::jiff::Timestamp::now().as_second())
             .expect("now is a valid time"),
     );
+    // Levels once read stay through an outage, like the broker count.
+    let (metadata_version, group_protocols) = match &features {
+        Some(features) => (features.metadata_version(), features.group_protocols()),
+        None => (previous.metadata_version.clone(), previous.group_protocols.clone()),
+    };
     KafkaConnectionStatus {
         observed_generation: generation,
         brokers,
+        metadata_version,
+        group_protocols,
         consumer_group_count: Some(users.len() as i32),
         consumer_groups: users.into_iter().take(LISTED_GROUPS).collect(),
         conditions: conditions::merge(&previous.conditions, &[condition], generation, &now),

@@ -828,6 +828,7 @@ pub struct OffsetResetStatus {
         json_path = ".status.conditions[?(@.type==\"Reachable\")].status"
     ),
     printcolumn(name = "Brokers", type_ = "integer", json_path = ".status.brokers"),
+    printcolumn(name = "Metadata Version", type_ = "string", json_path = ".status.metadataVersion", priority = "1"),
     printcolumn(name = "Groups", type_ = "integer", json_path = ".status.consumerGroupCount"),
     printcolumn(
         name = "Message",
@@ -871,6 +872,7 @@ pub struct KafkaConnectionSpec {
         json_path = ".status.conditions[?(@.type==\"Reachable\")].status"
     ),
     printcolumn(name = "Brokers", type_ = "integer", json_path = ".status.brokers"),
+    printcolumn(name = "Metadata Version", type_ = "string", json_path = ".status.metadataVersion", priority = "1"),
     printcolumn(name = "Groups", type_ = "integer", json_path = ".status.consumerGroupCount"),
     printcolumn(
         name = "Message",
@@ -907,6 +909,15 @@ pub struct KafkaConnectionStatus {
     /// Brokers in the cluster's metadata, as last read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub brokers: Option<i32>,
+    /// The cluster's finalized `metadata.version` as Kafka names it (e.g. `4.1-IV1`; what
+    /// `kafka-features.sh describe` shows): the release level every broker has been raised to.
+    /// Kafka's protocol does not tell the brokers' software version; it is at least this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_version: Option<String>,
+    /// Group protocols the cluster serves: `classic`, and `consumer` (KIP-848) when its
+    /// `group.version` feature is finalized at 1 or more.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_protocols: Vec<String>,
     /// ConsumerGroups naming this connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer_group_count: Option<i32>,

@@ -98,6 +98,34 @@ async fn offsets_of_100_groups_take_one_find_coordinator_and_one_offset_fetch_an
     let again = reader.committed_offsets(&scopes, TIMEOUT).await;
     assert!(groups.iter().all(|g| again[g].as_ref().ok() == Some(&expected[g])));
     assert_eq!(delta(&reader.request_counts(), &first), counts(&[("OffsetFetch", 1)]), "coordinators cached");
+
+    // The cluster's feature levels: one ApiVersions on the open connection, read as
+    // `kafka-features describe` reads them.
+    let before = reader.request_counts();
+    let features = reader.cluster_features(TIMEOUT).await.unwrap();
+    assert_eq!(delta(&reader.request_counts(), &before), counts(&[("ApiVersion", 1)]), "features");
+    let out = kafka.run_class("org.apache.kafka.tools.FeatureCommand", &["--bootstrap-server", &bootstrap, "describe"]);
+    let text = String::from_utf8_lossy(&out.unwrap().stdout).to_string();
+    // The tool names metadata.version's level (`4.1-IV1`) and numbers the others; it lists
+    // features at level 0 too, which ApiVersions leaves out (as it does kraft.version).
+    let tool: BTreeMap<String, String> = text
+        .lines()
+        .filter_map(|line| {
+            let field = |name: &str| line.split(&format!("{name}: ")).nth(1)?.split('\t').next().map(str::to_string);
+            Some((field("Feature")?, field("FinalizedVersionLevel")?))
+        })
+        .filter(|(_, level)| level != "0")
+        .collect();
+    let ours: BTreeMap<String, String> = features
+        .finalized
+        .iter()
+        .map(|(name, level)| match name.as_str() {
+            "metadata.version" => (name.clone(), features.metadata_version().unwrap()),
+            _ => (name.clone(), level.to_string()),
+        })
+        .collect();
+    assert!(ours.contains_key("metadata.version") && ours.contains_key("group.version"), "{ours:?}");
+    assert_eq!(ours, tool, "kafka-features describe:\n{text}");
     println!("request counts after two reads of 100 groups: {:?}", reader.request_counts());
 }
 

@@ -86,6 +86,14 @@ const API_VERSIONS_VERSION: i16 = 3;
 /// answering with an alert) must not allocate gigabytes.
 const MAX_RESPONSE_BYTES: usize = 256 << 20;
 
+/// ApiVersions naming this client: from v3 on, a broker refuses a request without a valid name and
+/// version (INVALID_REQUEST).
+pub(super) fn api_versions_request() -> ApiVersionsRequest {
+    ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str(env!("CARGO_PKG_NAME")))
+        .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")))
+}
+
 pub(super) struct Connection {
     stream: Box<dyn Transport>,
     /// What `broker 1` or `bootstrap server 2` names this connection in messages: never an
@@ -138,9 +146,7 @@ impl Connection {
             broken: false,
             renew_at: None,
         };
-        let request = ApiVersionsRequest::default()
-            .with_client_software_name(StrBytes::from_static_str(env!("CARGO_PKG_NAME")))
-            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+        let request = api_versions_request();
         let answer = connection.send(&request, API_VERSIONS_VERSION, counts).await?;
         if let Some(error) = kafka_protocol::ResponseError::try_from_code(answer.error_code) {
             return Err(KafkaError::Request(format!(

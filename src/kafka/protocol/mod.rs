@@ -10,6 +10,7 @@
 //!   KIP-848 groups) + at most C DescribeGroups (the classic and unknown groups). No Metadata:
 //!   ConsumerGroupDescribe names each assigned topic next to its id (Kafka fills the name from its
 //!   metadata image and leaves out topics it no longer has; Java's AdminClient uses it as is).
+//! - [`GroupReader::cluster_features`]: 1 ApiVersions, on a connection already open if any.
 //! - A connection costs 1 ApiVersions when opened (plus SASL's requests, below); it is kept, one
 //!   per broker, and replaced when a SASL session with a lifetime (KIP-368) nears its end.
 //!
@@ -50,6 +51,41 @@ use super::{
 };
 use connection::{Api, Connection, Counts};
 use security::Security;
+
+/// Feature levels a Kafka cluster has finalized (what `kafka-features.sh describe` shows as
+/// `FinalizedVersionLevel`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterFeatures {
+    pub finalized: BTreeMap<String, i16>,
+}
+
+/// `metadata.version` levels and the names Kafka gives them (`MetadataVersion` in Kafka's
+/// server-common; levels 1 to 6 are the 3.0 to 3.3 ones that Kafka 4 no longer accepts).
+const METADATA_VERSIONS: [&str; 29] = [
+    "3.0-IV1", "3.1-IV0", "3.2-IV0", "3.3-IV0", "3.3-IV1", "3.3-IV2", "3.3-IV3", "3.4-IV0", "3.5-IV0", "3.5-IV1",
+    "3.5-IV2", "3.6-IV0", "3.6-IV1", "3.6-IV2", "3.7-IV0", "3.7-IV1", "3.7-IV2", "3.7-IV3", "3.7-IV4", "3.8-IV0",
+    "3.9-IV0", "4.0-IV0", "4.0-IV1", "4.0-IV2", "4.0-IV3", "4.1-IV0", "4.1-IV1", "4.2-IV0", "4.2-IV1",
+];
+
+impl ClusterFeatures {
+    /// The finalized `metadata.version` as Kafka names it (`4.1-IV1`); a level newer than this
+    /// operator knows is shown as its number. None for a cluster without one (ZooKeeper mode).
+    pub fn metadata_version(&self) -> Option<String> {
+        let level = *self.finalized.get("metadata.version")?;
+        let name = usize::try_from(level).ok().and_then(|l| l.checked_sub(1)).and_then(|i| METADATA_VERSIONS.get(i));
+        Some(name.map_or_else(|| format!("level {level}"), |name| name.to_string()))
+    }
+
+    /// The group protocols the cluster's coordinators serve: `classic` always, `consumer`
+    /// (KIP-848) when `group.version` is finalized at 1 or more.
+    pub fn group_protocols(&self) -> Vec<String> {
+        let mut protocols = vec!["classic".to_string()];
+        if self.finalized.get("group.version").is_some_and(|level| *level >= 1) {
+            protocols.push("consumer".to_string());
+        }
+        protocols
+    }
+}
 
 /// Committed offsets of one group: None where it committed nothing.
 pub type GroupOffsets = BTreeMap<TopicPartition, Option<i64>>;
@@ -141,6 +177,20 @@ impl GroupReader {
     /// `SaslHandshake`, `SaslAuthenticate`); types never sent are left out.
     pub fn request_counts(&self) -> RequestCounts {
         self.counts.snapshot()
+    }
+
+    /// The cluster's finalized feature levels (KIP-584) by feature name, e.g. `metadata.version`
+    /// and `group.version`, as any broker knows them now.
+    pub async fn cluster_features(&self, timeout: Duration) -> Result<ClusterFeatures, KafkaError> {
+        let answer = self
+            .send_any(&connection::api_versions_request(), 3, Instant::now() + timeout)
+            .await?;
+        if let Some(error) = ResponseError::try_from_code(answer.error_code) {
+            return Err(KafkaError::Request(format!("ApiVersions failed ({error})")));
+        }
+        Ok(ClusterFeatures {
+            finalized: answer.finalized_features.iter().map(|f| (f.name.to_string(), f.max_version_level)).collect(),
+        })
     }
 
     /// Committed offsets of each group for exactly its partitions in `scopes`: every partition is
@@ -684,6 +734,23 @@ mod tests {
 
     fn properties(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
         entries.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn finalized_features_are_named_as_kafka_names_them() {
+        let features = |entries: &[(&str, i16)]| ClusterFeatures {
+            finalized: entries.iter().map(|(name, level)| (name.to_string(), *level)).collect(),
+        };
+        let kafka_4_1 = features(&[("metadata.version", 27), ("group.version", 1), ("kraft.version", 1)]);
+        assert_eq!(kafka_4_1.metadata_version().as_deref(), Some("4.1-IV1"));
+        assert_eq!(kafka_4_1.group_protocols(), ["classic", "consumer"]);
+        let kafka_3_7 = features(&[("metadata.version", 19)]);
+        assert_eq!(kafka_3_7.metadata_version().as_deref(), Some("3.7-IV4"));
+        assert_eq!(kafka_3_7.group_protocols(), ["classic"], "no group.version: the classic protocol only");
+        assert_eq!(features(&[("metadata.version", 1)]).metadata_version().as_deref(), Some("3.0-IV1"));
+        assert_eq!(features(&[("metadata.version", 40)]).metadata_version().as_deref(), Some("level 40"));
+        assert_eq!(features(&[("metadata.version", 0)]).metadata_version().as_deref(), Some("level 0"));
+        assert_eq!(features(&[]).metadata_version(), None, "a ZooKeeper cluster has no metadata.version");
     }
 
     #[test]
