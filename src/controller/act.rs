@@ -40,15 +40,10 @@ pub async fn scale_target(
     Ok(())
 }
 
-/// Applies the status when it differs from what the object carries. Returns the object's new
-/// resource version when it wrote.
-pub async fn status(
-    client: &Client,
-    group: &ConsumerGroup,
-    status: &ConsumerGroupStatus,
-) -> Result<Option<String>, kube::Error> {
+/// Applies the status when it differs from what the object carries. Returns whether it wrote.
+pub async fn status(client: &Client, group: &ConsumerGroup, status: &ConsumerGroupStatus) -> Result<bool, kube::Error> {
     if group.status.as_ref() == Some(status) {
-        return Ok(None);
+        return Ok(false);
     }
     let api: Api<ConsumerGroup> = Api::namespaced(client.clone(), &group.namespace().unwrap_or_default());
     let body = json!({
@@ -56,9 +51,8 @@ pub async fn status(
         "kind": ConsumerGroup::kind(&()),
         "status": status,
     });
-    let written =
-        api.patch_status(&group.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(body)).await?;
-    Ok(written.metadata.resource_version)
+    api.patch_status(&group.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(body)).await?;
+    Ok(true)
 }
 
 /// What happened in this reconcile that deserves an Event.

@@ -91,54 +91,30 @@ struct GroupMemory {
     rates: decide::RateMemory,
     /// Since when the group has waited for its first observation.
     awaiting_observation: Option<std::time::Instant>,
-    /// The status this controller last wrote, until the cache shows it.
-    written: Option<WrittenStatus>,
+    /// The status write the watch cache may not show yet.
+    last_write: Option<LastWrite>,
 }
 
-/// A status write the watch cache may not have delivered yet. A reconcile triggered by something
-/// else (the Deployment's watch event, the observer) can run before it arrives; deciding from the
-/// older status would repeat a transition's Event and write back older fields.
-struct WrittenStatus {
-    status: ConsumerGroupStatus,
-    /// Resource versions known to be older than this write: the one it was decided on and those
-    /// of earlier writes the cache had not shown either. The cache only moves forward, so an
-    /// object at one of these is stale; at any other version it has caught up.
-    superseded: Vec<String>,
-    resource_version: String,
+/// A status write, until the watch cache shows it. A reconcile triggered by something else (the
+/// Deployment's watch event, the observer) can run before the write's own event arrives; deciding
+/// again from the older object would repeat a transition's Event and write older fields back.
+struct LastWrite {
+    /// The resource version the write was decided on: the cache only moves forward, so while it
+    /// holds the object at this version it is behind the write.
+    decided_on: String,
+    at: std::time::Instant,
 }
 
-/// How many older versions are remembered per group: the cache lags by a write or two at most.
-const SUPERSEDED_KEPT: usize = 8;
+/// How soon a reconcile that met a cache behind its last status write tries again.
+const CACHE_BEHIND_RETRY: Duration = Duration::from_millis(500);
 
-impl WrittenStatus {
-    /// A write following `earlier` (if the cache had not shown that one yet either).
-    fn after(
-        earlier: Option<WrittenStatus>,
-        decided_on: Option<String>,
-        status: ConsumerGroupStatus,
-        resource_version: String,
-    ) -> WrittenStatus {
-        let mut superseded = earlier
-            .map(|w| {
-                let mut older = w.superseded;
-                older.push(w.resource_version);
-                older
-            })
-            .unwrap_or_default();
-        if let Some(version) = decided_on
-            && !superseded.contains(&version)
-        {
-            superseded.push(version);
-        }
-        if superseded.len() > SUPERSEDED_KEPT {
-            superseded.drain(..superseded.len() - SUPERSEDED_KEPT);
-        }
-        WrittenStatus { status, superseded, resource_version }
-    }
+/// How long a cache behind a write is waited for before deciding from it anyway (its watch broke
+/// and is being restarted): a repeated Event is better than a ConsumerGroup left alone.
+const CACHE_BEHIND_PATIENCE: Duration = Duration::from_secs(10);
 
-    /// Whether this write is newer than a cached object at `cached` (its resource version).
-    fn is_newer_than(&self, cached: Option<&str>) -> bool {
-        cached.is_some_and(|rv| self.superseded.iter().any(|s| s == rv))
+impl LastWrite {
+    fn is_ahead_of(&self, cached: Option<&str>, now: std::time::Instant) -> bool {
+        cached == Some(self.decided_on.as_str()) && now.duration_since(self.at) < CACHE_BEHIND_PATIENCE
     }
 }
 
@@ -157,30 +133,27 @@ impl GroupContext {
         }
     }
 
-    /// The ConsumerGroup as this controller last left it: the cached object, with the status last
-    /// written in its place while the cache has not caught up with that write.
-    fn caught_up(&self, key: &ObjectRef<ConsumerGroup>, group: Arc<ConsumerGroup>) -> Arc<ConsumerGroup> {
-        let Ok(mut memory) = self.memory.lock() else { return group };
-        let Some(entry) = memory.get_mut(key) else { return group };
-        match &entry.written {
-            Some(written) if written.is_newer_than(group.metadata.resource_version.as_deref()) => {
-                let mut newer = group.as_ref().clone();
-                newer.status = Some(written.status.clone());
-                Arc::new(newer)
-            }
-            _ => {
-                entry.written = None;
-                group
-            }
+    /// Whether the cached ConsumerGroup is still the one this controller's last status write was
+    /// decided on. Forgets the write once the cache has moved past it.
+    fn cache_behind(&self, key: &ObjectRef<ConsumerGroup>, group: &ConsumerGroup) -> bool {
+        let Ok(mut memory) = self.memory.lock() else { return false };
+        let Some(entry) = memory.get_mut(key) else { return false };
+        let cached = group.metadata.resource_version.as_deref();
+        if entry.last_write.as_ref().is_some_and(|w| w.is_ahead_of(cached, std::time::Instant::now())) {
+            return true;
         }
+        entry.last_write = None;
+        false
     }
 
-    /// Records a status write, decided on `group` (as [`Self::caught_up`] returned it).
-    fn remember_written(&self, group: &ConsumerGroup, status: ConsumerGroupStatus, resource_version: String) {
+    fn remember_write(&self, group: &ConsumerGroup) {
         let Ok(mut memory) = self.memory.lock() else { return };
         let entry = memory.entry(ObjectRef::from(group)).or_default();
-        let decided_on = group.metadata.resource_version.clone();
-        entry.written = Some(WrittenStatus::after(entry.written.take(), decided_on, status, resource_version));
+        entry.last_write = group
+            .metadata
+            .resource_version
+            .clone()
+            .map(|decided_on| LastWrite { decided_on, at: std::time::Instant::now() });
     }
 
     /// Drops the memory, failure counts and metrics of ConsumerGroups that no longer exist, then
@@ -252,7 +225,10 @@ pub async fn reconcile(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> Res
 
 async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> Result<Action, Error> {
     let key = ObjectRef::from(group.as_ref());
-    let group = ctx.caught_up(&key, group);
+    if ctx.cache_behind(&key, &group) {
+        tracing::debug!(group = %group.name_any(), "the cache does not show the last status write yet");
+        return Ok(Action::requeue(CACHE_BEHIND_RETRY));
+    }
     let namespace = group.namespace().unwrap_or_default();
     // Whole seconds, as the API stores times: a finer time in memory would never equal the stored
     // one, and every status comparison would find a change.
@@ -464,8 +440,8 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> R
         lag_summary.as_ref(),
         plan.autoscaling_figures.as_ref(),
     );
-    if let Some(resource_version) = act::status(&ctx.client, &group, &status).await? {
-        ctx.remember_written(&group, status, resource_version);
+    if act::status(&ctx.client, &group, &status).await? {
+        ctx.remember_write(&group);
     }
     act::publish(&ctx.events, &group, happenings).await;
 
@@ -585,41 +561,16 @@ fn observe_kafka(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn status(replicas: i32) -> ConsumerGroupStatus {
-        ConsumerGroupStatus { replicas: Some(replicas), ..ConsumerGroupStatus::default() }
-    }
+    use std::time::Instant;
 
     #[test]
-    fn a_write_is_newer_than_the_version_it_was_decided_on_until_the_cache_shows_it() {
-        let first = WrittenStatus::after(None, Some("10".into()), status(6), "11".into());
-        assert!(first.is_newer_than(Some("10")), "the cache still holds what the write was decided on");
-        assert!(!first.is_newer_than(Some("11")), "the cache shows the write");
-        assert!(!first.is_newer_than(Some("12")), "the cache moved past the write");
-        assert!(!first.is_newer_than(None));
-    }
-
-    #[test]
-    fn writes_decided_on_a_stale_cache_keep_every_older_version_superseded() {
-        // Decided on 10 (the cache still behind), written as 11; then decided again on 10, with
-        // the first write in its place, and written as 12.
-        let first = WrittenStatus::after(None, Some("10".into()), status(6), "11".into());
-        let second = WrittenStatus::after(Some(first), Some("10".into()), status(8), "12".into());
-        assert!(second.is_newer_than(Some("10")));
-        assert!(second.is_newer_than(Some("11")), "the cache showing the first write is still behind the second");
-        assert!(!second.is_newer_than(Some("12")));
-        assert_eq!(second.status, status(8));
-    }
-
-    #[test]
-    fn the_superseded_versions_are_bounded() {
-        let mut written = None;
-        for version in 0..100 {
-            written =
-                Some(WrittenStatus::after(written, Some(format!("{version}")), status(1), format!("{}", version + 1)));
-        }
-        let written = written.unwrap();
-        assert_eq!(written.superseded.len(), SUPERSEDED_KEPT);
-        assert!(written.is_newer_than(Some("99")) && !written.is_newer_than(Some("0")));
+    fn a_write_is_ahead_of_the_version_it_was_decided_on_until_patience_runs_out() {
+        let at = Instant::now();
+        let write = LastWrite { decided_on: "10".into(), at };
+        assert!(write.is_ahead_of(Some("10"), at), "the cache still holds what the write was decided on");
+        assert!(write.is_ahead_of(Some("10"), at + CACHE_BEHIND_PATIENCE - Duration::from_millis(1)));
+        assert!(!write.is_ahead_of(Some("10"), at + CACHE_BEHIND_PATIENCE), "a broken watch is not waited for");
+        assert!(!write.is_ahead_of(Some("11"), at), "the cache moved on: the write or something newer");
+        assert!(!write.is_ahead_of(None, at));
     }
 }
