@@ -2,7 +2,8 @@
 //! 1,000) ConsumerGroups over BENCH_SCALE_TOPICS 12-partition topics (default 100), the release
 //! operator binary with its default flags, sampled for BENCH_SCALE_SECONDS (default 90) once all
 //! are Ready: first idle, then with lag changing on every partition (a producer writing to all of
-//! them). Figures: RSS and CPU of the operator process, reconciles, status writes and Deployment
+//! them), from when every status shows its lag leave zero (that transition's writes are printed
+//! on their own). Figures: RSS and CPU of the operator process, reconciles, status writes and Deployment
 //! writes per ConsumerGroup per minute (counted by watches on the real apiserver), and Kafka
 //! requests per 30 s, one resync (from the operator's /metrics, with librdkafka statistics every
 //! second).
@@ -22,6 +23,7 @@ use consumer_group_operator::crd::ConsumerGroup;
 use consumer_group_operator::kafka::{IsolationLevel, OffsetSpec, TopicPartition};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::watcher;
 
@@ -46,6 +48,15 @@ fn process_figures(pid: u32) -> (u64, u64, u64) {
             .unwrap_or(0)
     };
     (ticks, kib("VmRSS"), kib("VmHWM"))
+}
+
+/// Starts a new high-water mark of the process's RSS (VmHWM), so that a window's peak is its own,
+/// not start-up's.
+fn reset_peak(pid: u32) {
+    // "5" resets the peak RSS (Linux 4.0+); without it the peak is the process's since start.
+    if let Err(error) = std::fs::write(format!("/proc/{pid}/clear_refs"), "5") {
+        eprintln!("could not reset the peak RSS of {pid}: {error}; peaks are since the process started");
+    }
 }
 
 /// Stops the operator's whole process group (under a wrapper, such as a profiler's script, the
@@ -89,6 +100,39 @@ where
     (count, task)
 }
 
+/// What a person or a GitOps tool acts on in a ConsumerGroup's status; a write that changes none
+/// of it only refreshes the lag figures.
+fn verdict(group: &ConsumerGroup) -> String {
+    let status = group.status.clone().unwrap_or_default();
+    let conditions: Vec<_> = status.conditions.iter().map(|c| (&c.type_, &c.status, &c.reason)).collect();
+    let lag = status.lag.as_ref().map(|l| (l.health.clone(), l.total == 0));
+    format!("{conditions:?} {lag:?} {:?} {:?} {:?}", status.group_state, status.member_count, status.replicas)
+}
+
+/// Counts ConsumerGroup writes, and among them those that changed the verdict.
+fn count_status_writes(api: Api<ConsumerGroup>) -> (Arc<AtomicU64>, Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    let (count, transitions) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (counter, transition_counter) = (count.clone(), transitions.clone());
+    let mut last: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let task = tokio::spawn(watcher(api, watcher::Config::default()).for_each(move |event| {
+        match event {
+            Ok(watcher::Event::Apply(group)) => {
+                counter.fetch_add(1, Ordering::Relaxed);
+                let now = verdict(&group);
+                if last.insert(group.name_any(), now.clone()).is_some_and(|before| before != now) {
+                    transition_counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(watcher::Event::InitApply(group)) => {
+                last.insert(group.name_any(), verdict(&group));
+            }
+            _ => {}
+        }
+        std::future::ready(())
+    }));
+    (count, transitions, task)
+}
+
 /// Sums `consumergroup_operator_kafka_requests_total` by request type, and the reconcile count.
 async fn operator_counters(address: std::net::SocketAddr) -> (BTreeMap<String, f64>, f64) {
     let body = common::http_get(address, "/metrics").await;
@@ -113,6 +157,9 @@ struct Window {
     cpu_cores: f64,
     reconciles_per_group_minute: f64,
     status_writes_per_group_minute: f64,
+    /// Those of the status writes that changed a condition, the health verdict, lag reaching or
+    /// leaving zero, the group's state, its member count or replicas.
+    transition_writes_per_group_minute: f64,
     deployment_writes_per_minute: f64,
     requests_per_30s: BTreeMap<String, f64>,
 }
@@ -120,6 +167,8 @@ struct Window {
 struct Run {
     idle: Window,
     busy: Window,
+    /// Status writes per ConsumerGroup from the producer's start until every status showed lag.
+    transition_writes: f64,
 }
 
 /// How long the operator's request counters lag behind: librdkafka statistics every second (set
@@ -129,11 +178,13 @@ const REQUEST_COUNTS_LAG: Duration = Duration::from_secs(12);
 async fn sample(
     pid: u32,
     metrics: std::net::SocketAddr,
-    writes: (&AtomicU64, &AtomicU64),
+    writes: (&AtomicU64, &AtomicU64, &AtomicU64),
     groups: usize,
     seconds: u64,
 ) -> Window {
-    let (status_writes, deployment_writes) = writes;
+    let (status_writes, transition_writes, deployment_writes) = writes;
+    let transitions_before = transition_writes.load(Ordering::Relaxed);
+    reset_peak(pid);
     let (ticks_before, rss_start, _) = process_figures(pid);
     let (_, reconciles_before) = operator_counters(metrics).await;
     let (status_before, deployments_before) =
@@ -147,6 +198,7 @@ async fn sample(
     let elapsed = started.elapsed().as_secs_f64();
     let (ticks_after, rss_end, rss_peak) = process_figures(pid);
     let status = status_writes.load(Ordering::Relaxed) - status_before;
+    let transitions = transition_writes.load(Ordering::Relaxed) - transitions_before;
     let deployments = deployment_writes.load(Ordering::Relaxed) - deployments_before;
     let (_, reconciles_after) = operator_counters(metrics).await;
     tokio::time::sleep(REQUEST_COUNTS_LAG).await;
@@ -160,6 +212,7 @@ async fn sample(
         cpu_cores: (ticks_after - ticks_before) as f64 / clock_ticks_per_second() / elapsed,
         reconciles_per_group_minute: per_group_minute(reconciles_after - reconciles_before),
         status_writes_per_group_minute: per_group_minute(status as f64),
+        transition_writes_per_group_minute: per_group_minute(transitions as f64),
         deployment_writes_per_minute: deployments as f64 / minutes,
         requests_per_30s: requests_after
             .iter()
@@ -255,10 +308,10 @@ async fn measure(
     );
     // Past the start-up writes (first status, Deployment creation).
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let (status_writes, status_task) = count_modifications(groups_api.clone());
+    let (status_writes, transition_writes, status_task) = count_status_writes(groups_api.clone());
     let (deployment_writes, deployment_task) = count_modifications(deployments.clone());
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let writes = (status_writes.as_ref(), deployment_writes.as_ref());
+    let writes = (status_writes.as_ref(), transition_writes.as_ref(), deployment_writes.as_ref());
     let idle = sample(operator.id(), metrics, writes, groups, seconds).await;
 
     eprintln!("[{label}] sampling {seconds}s with lag changing on every partition ...");
@@ -274,25 +327,47 @@ async fn measure(
             }
         })
     };
+    // Lag leaving zero is a change people act on: every group writes its status once for it. That
+    // transition is counted on its own; the window then samples lag that keeps changing.
+    let transition_started = (status_writes.load(Ordering::Relaxed), Instant::now());
+    let all_lagging = common::eventually(Duration::from_secs(300), || async {
+        let list = groups_api.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .all(|g| g.status.as_ref().and_then(|s| s.lag.as_ref()).is_some_and(|l| l.total > 0))
+            .then_some(())
+    })
+    .await;
+    assert!(all_lagging.is_some(), "[{label}] not every ConsumerGroup's status showed its lag leave zero");
+    let transition_writes = (status_writes.load(Ordering::Relaxed) - transition_started.0) as f64 / groups as f64;
+    eprintln!(
+        "[{label}] lag left zero in every status after {:.0}s: {transition_writes:.2} status writes per CG",
+        transition_started.1.elapsed().as_secs_f64()
+    );
     let busy = sample(operator.id(), metrics, writes, groups, seconds).await;
     stop.store(true, Ordering::Relaxed);
     producer.join().unwrap();
     status_task.abort();
     deployment_task.abort();
     stop_process_group(&mut operator);
-    Run { idle, busy }
+    Run { idle, busy, transition_writes }
 }
 
 fn print_run(label: &str, run: &Run) {
+    println!(
+        "  {label:<10} lag leaving zero (a transition, before the window): {:.2} status writes per CG",
+        run.transition_writes
+    );
     for (phase, w) in [("idle", &run.idle), ("lag changing", &run.busy)] {
         println!(
-            "  {label:<10} {phase:<13} RSS {:>5.1} -> {:>5.1} MiB (peak {:>5.1}), CPU {:.3} core, {:.2} reconciles, {:.2} status writes per CG per min, {:.1} Deployment writes per min",
+            "  {label:<10} {phase:<13} RSS {:>5.1} -> {:>5.1} MiB (peak {:>5.1}), CPU {:.3} core, {:.2} reconciles, {:.2} status writes per CG per min ({:.2} of them transitions), {:.1} Deployment writes per min",
             w.rss_start_mib,
             w.rss_end_mib,
             w.rss_peak_mib,
             w.cpu_cores,
             w.reconciles_per_group_minute,
             w.status_writes_per_group_minute,
+            w.transition_writes_per_group_minute,
             w.deployment_writes_per_minute
         );
         let requests: Vec<String> = w.requests_per_30s.iter().map(|(k, v)| format!("{k} {v:.0}")).collect();

@@ -577,3 +577,29 @@ async fn a_sasl_session_with_a_lifetime_is_replaced_before_the_broker_closes_it(
         "{requests:?}"
     );
 }
+
+#[tokio::test]
+async fn offset_fetches_are_split_by_the_partitions_their_groups_read() {
+    let kafka = broker().await;
+    let bootstrap = kafka.bootstrap_servers();
+    let client = client(&bootstrap);
+    let topic = testenv::unique_name("p-batches");
+    client.create_topic(&topic, 100, 1, TIMEOUT).await.unwrap();
+    // 60 groups of 100 partitions: 6,000 partitions, over one request's budget of 5,000.
+    let groups: Vec<String> = (0..60).map(|_| testenv::unique_name("pb")).collect();
+    let committer = &groups[59];
+    common::commit(&client, committer, &BTreeMap::from([(tp(&topic, 99), 42)])).await;
+    let scopes: BTreeMap<String, BTreeMap<String, i32>> =
+        groups.iter().map(|g| (g.clone(), BTreeMap::from([(topic.clone(), 100)]))).collect();
+    assert!(60 * 100 > consumer_group_operator::kafka::protocol::OFFSET_FETCH_PARTITIONS);
+
+    let reader = reader(&bootstrap);
+    let read = reader.committed_by_topic(&scopes, TIMEOUT).await;
+    assert_eq!(reader.request_counts(), counts(&[("ApiVersion", 1), ("FindCoordinator", 1), ("OffsetFetch", 2)]));
+    assert_eq!(read.len(), 60);
+    // Every group answered whole, whichever request carried it.
+    let offsets = read[committer].as_ref().unwrap();
+    assert_eq!(offsets[&topic].len(), 100);
+    assert_eq!((offsets[&topic][99], offsets[&topic][0]), (Some(42), None));
+    assert!(groups[..59].iter().all(|g| read[g].as_ref().unwrap()[&topic].iter().all(Option::is_none)));
+}

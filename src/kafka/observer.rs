@@ -6,7 +6,8 @@
 //! librdkafka's statistics and the reader's own counts, pinned by a test in `tests/kafka.rs`):
 //! - 1 Metadata request (every topic of the cluster: one request, whatever the number of topics
 //!   the groups read);
-//! - C OffsetFetch (every group of a coordinator in one request) + C ConsumerGroupDescribe
+//! - C OffsetFetch (the groups of a coordinator together, one request per 5,000 partitions they
+//!   read) + C ConsumerGroupDescribe
 //!   (KIP-848 groups) + at most C DescribeGroups (the classic ones), through the batched
 //!   [`super::protocol::GroupReader`]; plus 1 FindCoordinator for groups whose coordinator is not cached yet;
 //! - where the reader cannot honour the connection's settings (TLS or SASL so far), librdkafka

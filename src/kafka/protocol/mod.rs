@@ -5,7 +5,9 @@
 //! Cost model, for G groups on C coordinators:
 //! - [`GroupReader::committed_offsets`]: at most 1 FindCoordinator (v4+, KIP-699: every group
 //!   whose coordinator is not cached, in one request; 0 when all are cached) + C OffsetFetch (v8+,
-//!   KIP-709: all groups of a coordinator in one request).
+//!   KIP-709: all groups of a coordinator in one request), one more per coordinator for each
+//!   further [`OFFSET_FETCH_PARTITIONS`] partitions its groups read: the answers are decoded one
+//!   at a time, so a poll of thousands of groups never holds one huge answer.
 //! - [`GroupReader::describe_groups`]: the same FindCoordinator + C ConsumerGroupDescribe (API 69,
 //!   KIP-848 groups) + at most C DescribeGroups (the classic and unknown groups). No Metadata:
 //!   ConsumerGroupDescribe names each assigned topic next to its id (Kafka fills the name from its
@@ -85,6 +87,32 @@ impl ClusterFeatures {
         }
         protocols
     }
+}
+
+/// Partitions (of the groups' scopes) one OffsetFetch asks for at most, unless a single group
+/// reads more: 1,000 groups of 12 partitions take 3 requests, and the largest decoded answer is
+/// about 0.5 MB instead of 1.5 MB.
+pub const OFFSET_FETCH_PARTITIONS: usize = 5_000;
+
+/// Splits one coordinator's groups into requests whose summed `weight` stays within `budget`; a
+/// group heavier than the budget goes alone. Order is kept.
+fn batches(groups: Vec<String>, weight: impl Fn(&str) -> usize, budget: usize) -> Vec<Vec<String>> {
+    let mut batches: Vec<Vec<String>> = Vec::new();
+    let mut current_weight = 0;
+    for group in groups {
+        let w = weight(&group);
+        match batches.last_mut() {
+            Some(batch) if current_weight + w <= budget => {
+                current_weight += w;
+                batch.push(group);
+            }
+            _ => {
+                current_weight = w;
+                batches.push(vec![group]);
+            }
+        }
+    }
+    batches
 }
 
 /// Committed offsets of one group: None where it committed nothing.
@@ -182,9 +210,7 @@ impl GroupReader {
     /// The cluster's finalized feature levels (KIP-584) by feature name, e.g. `metadata.version`
     /// and `group.version`, as any broker knows them now.
     pub async fn cluster_features(&self, timeout: Duration) -> Result<ClusterFeatures, KafkaError> {
-        let answer = self
-            .send_any(&connection::api_versions_request(), 3, Instant::now() + timeout)
-            .await?;
+        let answer = self.send_any(&connection::api_versions_request(), 3, Instant::now() + timeout).await?;
         if let Some(error) = ResponseError::try_from_code(answer.error_code) {
             return Err(KafkaError::Request(format!("ApiVersions failed ({error})")));
         }
@@ -244,10 +270,11 @@ impl GroupReader {
         timeout: Duration,
     ) -> BTreeMap<String, Result<TopicOffsets, KafkaError>> {
         let deadline = Instant::now() + timeout;
-        self.per_coordinator(scopes.keys().cloned(), deadline, |coordinator, groups| {
+        let partitions = |group: &str| scopes[group].values().map(|&count| count.max(0) as usize).sum::<usize>();
+        let ask = |coordinator, groups: Vec<String>| -> futures::future::BoxFuture<'_, _> {
             Box::pin(async move { self.offset_fetch(&coordinator, &groups, scopes, deadline).await })
-        })
-        .await
+        };
+        self.per_coordinator(scopes.keys().cloned(), deadline, (partitions, OFFSET_FETCH_PARTITIONS), ask).await
     }
 
     /// Describes each group, as Kafka's Java AdminClient does: one ConsumerGroupDescribe per
@@ -259,22 +286,26 @@ impl GroupReader {
         timeout: Duration,
     ) -> BTreeMap<String, Result<Option<GroupDescription>, KafkaError>> {
         let deadline = Instant::now() + timeout;
-        self.per_coordinator(group_ids.iter().cloned(), deadline, |coordinator, groups| {
+        // Descriptions are small (a few members each): all of a coordinator's groups at once.
+        let everything = (|_: &str| 0, usize::MAX);
+        self.per_coordinator(group_ids.iter().cloned(), deadline, everything, |coordinator, groups| {
             Box::pin(async move { self.describe(&coordinator, &groups, deadline).await })
         })
         .await
     }
 
-    /// Runs `ask` once per coordinator with all of its groups, the coordinators in parallel; then
-    /// again, after a pause, for the groups whose coordinator moved or was not ready, until
-    /// `deadline`. (`ask` returns a boxed `Send` future: an async closure over borrowed arguments
+    /// Runs `ask` once per coordinator with all of its groups (in batches within `batch`'s budget
+    /// by its weight, one after another), the coordinators in parallel; then again, after a pause,
+    /// for the groups whose coordinator moved or was not ready, until `deadline`. (`ask` returns a boxed `Send` future: an async closure over borrowed arguments
     /// would make the caller's future not `Send` for every lifetime, and the observer spawns it.)
     async fn per_coordinator<'a, T>(
         &'a self,
         groups: impl IntoIterator<Item = String>,
         deadline: Instant,
+        batch: (impl Fn(&str) -> usize, usize),
         ask: impl Fn(Broker, Vec<String>) -> futures::future::BoxFuture<'a, BTreeMap<String, Answer<T>>>,
     ) -> BTreeMap<String, Result<T, KafkaError>> {
+        let (weight, budget) = batch;
         let mut pending: BTreeSet<String> = groups.into_iter().collect();
         let mut results = BTreeMap::new();
         let mut pause = FIRST_PAUSE;
@@ -290,8 +321,17 @@ impl GroupReader {
                     }
                 }
             }
-            let answers =
-                futures::future::join_all(by_coordinator.into_iter().map(|(broker, groups)| ask(broker, groups))).await;
+            let answers = futures::future::join_all(by_coordinator.into_iter().map(|(broker, groups)| {
+                let (ask, batches) = (&ask, batches(groups, &weight, budget));
+                async move {
+                    let mut answers = BTreeMap::new();
+                    for batch in batches {
+                        answers.extend(ask(broker.clone(), batch).await);
+                    }
+                    answers
+                }
+            }))
+            .await;
             for (group, answer) in answers.into_iter().flatten() {
                 match answer {
                     Answer::Done(result) => {
@@ -734,6 +774,19 @@ mod tests {
 
     fn properties(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
         entries.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn batches_stay_within_their_budget_and_keep_every_group_in_order() {
+        let groups: Vec<String> = (0..10).map(|i| format!("g{i}")).collect();
+        let weight = |group: &str| if group == "g4" { 25 } else { 4 };
+        let split = batches(groups.clone(), weight, 10);
+        assert_eq!(split.concat(), groups, "every group once, in order");
+        assert!(split.iter().all(|b| b.len() == 1 || b.iter().map(|g| weight(g)).sum::<usize>() <= 10), "{split:?}");
+        assert!(split.contains(&vec!["g4".to_string()]), "a group over the budget goes alone: {split:?}");
+        assert_eq!(split.len(), 6, "{split:?}");
+        assert_eq!(batches(groups.clone(), |_| 0, usize::MAX), vec![groups], "no budget: one request");
+        assert!(batches(Vec::new(), |_| 1, 1).is_empty());
     }
 
     #[test]
