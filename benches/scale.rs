@@ -1,12 +1,13 @@
 //! `make bench` (fourth part): many ConsumerGroups on one operator. BENCH_SCALE_GROUPS (default
 //! 1,000) ConsumerGroups over BENCH_SCALE_TOPICS 12-partition topics (default 100), the release
-//! operator binary with its default flags, sampled for BENCH_SCALE_SECONDS (default 90) once all
-//! are Ready: first idle, then with lag changing on every partition (a producer writing to all of
-//! them), from when every status shows its lag leave zero (that transition's writes are printed
-//! on their own). Figures: RSS and CPU of the operator process, reconciles, status writes and Deployment
-//! writes per ConsumerGroup per minute (counted by watches on the real apiserver), and Kafka
-//! requests per 30 s, one resync (from the operator's /metrics, with librdkafka statistics every
-//! second).
+//! operator binary with its default flags, sampled for BENCH_SCALE_SECONDS (default 120: two lag
+//! refreshes of `--status-lag-interval-seconds`, which a 90 s window would count once or twice)
+//! once all are Ready: first idle, then with lag changing on every partition (a producer writing
+//! to all of them), from when every status shows its lag leave zero (that transition's writes
+//! are printed on their own). Figures: RSS (its peak within the window) and CPU of the operator
+//! process, reconciles, status writes (and which of them changed a verdict) and Deployment writes
+//! per ConsumerGroup per minute (counted by watches on the real apiserver), and Kafka requests
+//! per 30 s, one resync (from the operator's /metrics, with librdkafka statistics every second).
 //!
 //! BENCH_BASELINE_BIN, when set, names another operator binary (`scripts/baseline.sh` builds the
 //! commit before the per-cluster observer) measured the same way in the same run, for ratios.
@@ -380,7 +381,7 @@ fn print_run(label: &str, run: &Run) {
 async fn main() {
     let groups = env_usize("BENCH_SCALE_GROUPS", 1000);
     let topic_count = env_usize("BENCH_SCALE_TOPICS", 100);
-    let seconds = env_usize("BENCH_SCALE_SECONDS", 90) as u64;
+    let seconds = env_usize("BENCH_SCALE_SECONDS", 120) as u64;
     eprintln!("starting Kafka and kube-apiserver + etcd ...");
     let env = common::shared_env().await;
     let client = common::kube_client(&env.kube).await;
