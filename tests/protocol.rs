@@ -591,7 +591,7 @@ async fn offset_fetches_are_split_by_the_partitions_their_groups_read() {
     common::commit(&client, committer, &BTreeMap::from([(tp(&topic, 99), 42)])).await;
     let scopes: BTreeMap<String, BTreeMap<String, i32>> =
         groups.iter().map(|g| (g.clone(), BTreeMap::from([(topic.clone(), 100)]))).collect();
-    assert!(60 * 100 > consumer_group_operator::kafka::protocol::OFFSET_FETCH_PARTITIONS);
+    const { assert!(60 * 100 > consumer_group_operator::kafka::protocol::OFFSET_FETCH_PARTITIONS) };
 
     let reader = reader(&bootstrap);
     let read = reader.committed_by_topic(&scopes, TIMEOUT).await;
