@@ -348,10 +348,15 @@ impl Kafka {
                 break;
             }
             if let Some(status) = process.exited() {
+                let text = String::from_utf8_lossy(&text);
+                // The cause is logged before the shutdown that fills the tail.
+                let errors: Vec<&str> =
+                    text.lines().filter(|l| l.contains(" ERROR ") || l.contains("Exception:")).take(10).collect();
                 bail!(
-                    "Kafka exited during start-up ({status}); stderr:\n{}\nlog tail:\n{}",
+                    "Kafka exited during start-up ({status}); stderr:\n{}\nfirst errors:\n{}\nlog tail:\n{}",
                     fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default(),
-                    tail(&String::from_utf8_lossy(&text), 40)
+                    errors.join("\n"),
+                    tail(&text, 40)
                 );
             }
             if Instant::now() > deadline {

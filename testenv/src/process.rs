@@ -130,12 +130,40 @@ impl Drop for Guarded {
     }
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral range.
+///
+/// A port from `bind(0)` is an ephemeral one: between this call and the server binding it, the
+/// kernel may hand it to any outgoing connection as its source port (kube-apiserver opens dozens
+/// to etcd while the broker starts), and the server then fails with "Address already in use".
+/// Ports below the range are never handed out that way; they are picked at random and checked.
 pub fn free_port() -> u16 {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_start.max(10_001));
+    for attempt in 0..200u64 {
+        let port = low + (random_u64(attempt) % u64::from(high - low)) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind an ephemeral port on 127.0.0.1")
+}
+
+/// A different number at each call, from std's per-process random hash keys and a counter (no
+/// dependency for a port pick).
+fn random_u64(salt: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    hasher.write_u64(salt);
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 /// SIGINT and SIGTERM, blocked in the calling thread and every thread it starts afterwards, so
@@ -162,5 +190,25 @@ impl StopSignals {
         unsafe {
             libc::sigwait(&self.0, &mut signal);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_below_the_ephemeral_range_and_spread() {
+        let ephemeral_start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let ports: std::collections::BTreeSet<u16> = (0..50).map(|_| free_port()).collect();
+        assert!(ports.iter().all(|&p| (10_000..ephemeral_start).contains(&p)), "{ports:?}");
+        assert!(ports.len() >= 45, "picked at random, not one after another: {ports:?}");
+        assert!(ports.iter().all(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok()), "{ports:?}");
     }
 }
