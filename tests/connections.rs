@@ -201,10 +201,10 @@ async fn a_cluster_connection_serves_the_namespaces_it_selects_and_names_its_rul
     let status = common::eventually(WAIT, || async {
         let status = connections.get(&name).await.ok()?.status?;
         let reachable = status.conditions.iter().any(|c| c.type_ == "Reachable" && c.status == "True");
-        (reachable && status.consumer_group_count == Some(2)).then_some(status)
+        (reachable && status.consumer_group_count == Some(2) && status.metadata_version.is_some()).then_some(status)
     })
     .await
-    .expect("the connection reports itself reachable, used by both ConsumerGroups");
+    .expect("the connection reports itself reachable, its feature levels, used by both ConsumerGroups");
     assert_eq!(status.brokers, Some(1));
     // The feature levels, judged by Kafka's own `kafka-features.sh describe`.
     let described =
