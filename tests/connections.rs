@@ -207,18 +207,11 @@ async fn a_cluster_connection_serves_the_namespaces_it_selects_and_names_its_rul
     .expect("the connection reports itself reachable, its feature levels, used by both ConsumerGroups");
     assert_eq!(status.brokers, Some(1));
     // The feature levels, judged by Kafka's own `kafka-features.sh describe`.
-    let described =
-        env.kafka.run_class("org.apache.kafka.tools.FeatureCommand", &["--bootstrap-server", &bootstrap, "describe"]);
-    let described = described.unwrap();
-    let described = String::from_utf8_lossy(&described.stdout).to_string();
-    let finalized = |feature: &str| {
-        let line = described.lines().find(|l| l.contains(&format!("Feature: {feature}\t")))?;
-        line.split("FinalizedVersionLevel: ").nth(1)?.split_whitespace().next().map(str::to_string)
-    };
-    assert_eq!(status.metadata_version, finalized("metadata.version"), "kafka-features describe:\n{described}");
-    let consumer_protocol = finalized("group.version").is_some_and(|level| level != "0");
+    let (levels, described) = common::kafka_features(&env.kafka);
+    assert_eq!(status.metadata_version.as_ref(), levels.get("metadata.version"), "{described}");
+    let consumer_protocol = levels.get("group.version").is_some_and(|level| level != "0");
     assert_eq!(status.group_protocols.contains(&"consumer".to_string()), consumer_protocol, "{described}");
-    assert!(status.metadata_version.is_some() && status.group_protocols.contains(&"classic".to_string()));
+    assert!(status.group_protocols.contains(&"classic".to_string()), "{:?}", status.group_protocols);
     let mut users = vec![format!("{allowed}/app"), format!("{outside}/app")];
     users.sort();
     assert_eq!(status.consumer_groups, users);

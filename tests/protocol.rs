@@ -104,18 +104,10 @@ async fn offsets_of_100_groups_take_one_find_coordinator_and_one_offset_fetch_an
     let before = reader.request_counts();
     let features = reader.cluster_features(TIMEOUT).await.unwrap();
     assert_eq!(delta(&reader.request_counts(), &before), counts(&[("ApiVersion", 1)]), "features");
-    let out = kafka.run_class("org.apache.kafka.tools.FeatureCommand", &["--bootstrap-server", &bootstrap, "describe"]);
-    let text = String::from_utf8_lossy(&out.unwrap().stdout).to_string();
     // The tool names metadata.version's level (`4.1-IV1`) and numbers the others; it lists
     // features at level 0 too, which ApiVersions leaves out (as it does kraft.version).
-    let tool: BTreeMap<String, String> = text
-        .lines()
-        .filter_map(|line| {
-            let field = |name: &str| line.split(&format!("{name}: ")).nth(1)?.split('\t').next().map(str::to_string);
-            Some((field("Feature")?, field("FinalizedVersionLevel")?))
-        })
-        .filter(|(_, level)| level != "0")
-        .collect();
+    let (levels, text) = common::kafka_features(kafka);
+    let tool: BTreeMap<String, String> = levels.into_iter().filter(|(_, level)| level != "0").collect();
     let ours: BTreeMap<String, String> = features
         .finalized
         .iter()

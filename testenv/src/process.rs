@@ -137,11 +137,7 @@ impl Drop for Guarded {
 /// to etcd while the broker starts), and the server then fails with "Address already in use".
 /// Ports below the range are never handed out that way; they are picked at random and checked.
 pub fn free_port() -> u16 {
-    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let (low, high) = (10_000u16, ephemeral_start.max(10_001));
+    let (low, high) = (LOWEST_PORT, ephemeral_range_start().max(LOWEST_PORT + 1));
     for attempt in 0..200u64 {
         let port = low + (random_u64(attempt) % u64::from(high - low)) as u16;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
@@ -152,6 +148,17 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind an ephemeral port on 127.0.0.1")
+}
+
+/// Lowest port [`free_port`] picks: well above the ports system services use.
+const LOWEST_PORT: u16 = 10_000;
+
+/// First port of the kernel's ephemeral range (Linux's default when it cannot be read).
+fn ephemeral_range_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768)
 }
 
 /// A different number at each call, from std's per-process random hash keys and a counter (no
@@ -199,15 +206,8 @@ mod tests {
 
     #[test]
     fn free_ports_are_below_the_ephemeral_range_and_spread() {
-        let ephemeral_start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
         let ports: std::collections::BTreeSet<u16> = (0..50).map(|_| free_port()).collect();
-        assert!(ports.iter().all(|&p| (10_000..ephemeral_start).contains(&p)), "{ports:?}");
+        assert!(ports.iter().all(|&p| (LOWEST_PORT..ephemeral_range_start()).contains(&p)), "{ports:?}");
         assert!(ports.len() >= 45, "picked at random, not one after another: {ports:?}");
         assert!(ports.iter().all(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok()), "{ports:?}");
     }

@@ -245,6 +245,25 @@ impl Drop for Consumers {
     }
 }
 
+/// Kafka's own `kafka-features describe`: each feature's `FinalizedVersionLevel` as the tool prints
+/// it (metadata.version by name, e.g. `4.1-IV1`; the others as numbers, features at 0 included),
+/// and the tool's whole output for messages.
+pub fn kafka_features(kafka: &testenv::Kafka) -> (std::collections::BTreeMap<String, String>, String) {
+    let bootstrap = kafka.bootstrap_servers();
+    let out = kafka
+        .run_class("org.apache.kafka.tools.FeatureCommand", &["--bootstrap-server", &bootstrap, "describe"])
+        .expect("run kafka-features describe");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let levels = text
+        .lines()
+        .filter_map(|line| {
+            let field = |name: &str| line.split(&format!("{name}: ")).nth(1)?.split('\t').next().map(str::to_string);
+            Some((field("Feature")?, field("FinalizedVersionLevel")?))
+        })
+        .collect();
+    (levels, text)
+}
+
 /// Produces `counts[p]` records to partition p, stamped `base_ms + i * 1000` when `base_ms` is set.
 pub fn produce(bootstrap: &str, topic: &str, counts: &[usize], base_ms: Option<i64>) {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};

@@ -80,7 +80,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
 /// The ApiVersions version sent first (Kafka 2.4+; the reader needs Kafka 3.0+ for the batched
 /// FindCoordinator and OffsetFetch anyway). A broker answers ApiVersions in v0's layout when it
 /// lacks the version asked, which would not decode: a fixed, old enough version avoids that.
-const API_VERSIONS_VERSION: i16 = 3;
+pub(super) const API_VERSIONS_VERSION: i16 = 3;
 
 /// Largest answer accepted: a size read from something that is not a Kafka listener (a TLS port
 /// answering with an alert) must not allocate gigabytes.

@@ -210,7 +210,9 @@ impl GroupReader {
     /// The cluster's finalized feature levels (KIP-584) by feature name, e.g. `metadata.version`
     /// and `group.version`, as any broker knows them now.
     pub async fn cluster_features(&self, timeout: Duration) -> Result<ClusterFeatures, KafkaError> {
-        let answer = self.send_any(&connection::api_versions_request(), 3, Instant::now() + timeout).await?;
+        let answer = self
+            .send_any(&connection::api_versions_request(), connection::API_VERSIONS_VERSION, Instant::now() + timeout)
+            .await?;
         if let Some(error) = ResponseError::try_from_code(answer.error_code) {
             return Err(KafkaError::Request(format!("ApiVersions failed ({error})")));
         }
