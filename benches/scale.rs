@@ -84,23 +84,6 @@ fn clock_ticks_per_second() -> f64 {
     (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
 }
 
-/// Counts MODIFIED events of a kind in a namespace (status writes, Deployment writes).
-fn count_modifications<K>(api: Api<K>) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>)
-where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
-    K::DynamicType: Default,
-{
-    let count = Arc::new(AtomicU64::new(0));
-    let counter = count.clone();
-    let task = tokio::spawn(watcher(api, watcher::Config::default()).for_each(move |event| {
-        if let Ok(watcher::Event::Apply(_)) = event {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-        std::future::ready(())
-    }));
-    (count, task)
-}
-
 /// What a person or a GitOps tool acts on in a ConsumerGroup's status; a write that changes none
 /// of it only refreshes the lag figures.
 fn verdict(group: &ConsumerGroup) -> String {
@@ -110,28 +93,42 @@ fn verdict(group: &ConsumerGroup) -> String {
     format!("{conditions:?} {lag:?} {:?} {:?} {:?}", status.group_state, status.member_count, status.replicas)
 }
 
-/// Counts ConsumerGroup writes, and among them those that changed the verdict.
-fn count_status_writes(api: Api<ConsumerGroup>) -> (Arc<AtomicU64>, Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
-    let (count, transitions) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let (counter, transition_counter) = (count.clone(), transitions.clone());
+/// Writes counted by a watch on the real apiserver.
+struct Writes {
+    /// MODIFIED events of the kind in the namespace.
+    all: Arc<AtomicU64>,
+    /// Those that changed the object's `verdict`.
+    changed_verdict: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Counts writes of a kind in a namespace (status writes, Deployment writes), and among them those
+/// that changed `verdict` of the object.
+fn count_writes<K>(api: Api<K>, verdict: impl Fn(&K) -> String + Send + 'static) -> Writes
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default,
+{
+    let (all, changed_verdict) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (counter, changed_counter) = (all.clone(), changed_verdict.clone());
     let mut last: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     let task = tokio::spawn(watcher(api, watcher::Config::default()).for_each(move |event| {
         match event {
-            Ok(watcher::Event::Apply(group)) => {
+            Ok(watcher::Event::Apply(object)) => {
                 counter.fetch_add(1, Ordering::Relaxed);
-                let now = verdict(&group);
-                if last.insert(group.name_any(), now.clone()).is_some_and(|before| before != now) {
-                    transition_counter.fetch_add(1, Ordering::Relaxed);
+                let now = verdict(&object);
+                if last.insert(object.name_any(), now.clone()).is_some_and(|before| before != now) {
+                    changed_counter.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Ok(watcher::Event::InitApply(group)) => {
-                last.insert(group.name_any(), verdict(&group));
+            Ok(watcher::Event::InitApply(object)) => {
+                last.insert(object.name_any(), verdict(&object));
             }
             _ => {}
         }
         std::future::ready(())
     }));
-    (count, transitions, task)
+    Writes { all, changed_verdict, task }
 }
 
 /// Sums `consumergroup_operator_kafka_requests_total` by request type, and the reconcile count.
@@ -179,11 +176,12 @@ const REQUEST_COUNTS_LAG: Duration = Duration::from_secs(12);
 async fn sample(
     pid: u32,
     metrics: std::net::SocketAddr,
-    writes: (&AtomicU64, &AtomicU64, &AtomicU64),
+    writes: (&Writes, &Writes),
     groups: usize,
     seconds: u64,
 ) -> Window {
-    let (status_writes, transition_writes, deployment_writes) = writes;
+    let (status_writes, deployment_writes) = (&writes.0.all, &writes.1.all);
+    let transition_writes = &writes.0.changed_verdict;
     let transitions_before = transition_writes.load(Ordering::Relaxed);
     reset_peak(pid);
     let (ticks_before, rss_start, _) = process_figures(pid);
@@ -309,10 +307,11 @@ async fn measure(
     );
     // Past the start-up writes (first status, Deployment creation).
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let (status_writes, transition_writes, status_task) = count_status_writes(groups_api.clone());
-    let (deployment_writes, deployment_task) = count_modifications(deployments.clone());
+    let status_writes = count_writes(groups_api.clone(), verdict);
+    // Every Deployment write counts the same: none is told apart.
+    let deployment_writes = count_writes(deployments.clone(), |_| String::new());
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let writes = (status_writes.as_ref(), transition_writes.as_ref(), deployment_writes.as_ref());
+    let writes = (&status_writes, &deployment_writes);
     let idle = sample(operator.id(), metrics, writes, groups, seconds).await;
 
     eprintln!("[{label}] sampling {seconds}s with lag changing on every partition ...");
@@ -330,7 +329,7 @@ async fn measure(
     };
     // Lag leaving zero is a change people act on: every group writes its status once for it. That
     // transition is counted on its own; the window then samples lag that keeps changing.
-    let transition_started = (status_writes.load(Ordering::Relaxed), Instant::now());
+    let transition_started = (status_writes.all.load(Ordering::Relaxed), Instant::now());
     let all_lagging = common::eventually(Duration::from_secs(300), || async {
         let list = groups_api.list(&ListParams::default()).await.ok()?;
         list.items
@@ -340,7 +339,7 @@ async fn measure(
     })
     .await;
     assert!(all_lagging.is_some(), "[{label}] not every ConsumerGroup's status showed its lag leave zero");
-    let transition_writes = (status_writes.load(Ordering::Relaxed) - transition_started.0) as f64 / groups as f64;
+    let transition_writes = (status_writes.all.load(Ordering::Relaxed) - transition_started.0) as f64 / groups as f64;
     eprintln!(
         "[{label}] lag left zero in every status after {:.0}s: {transition_writes:.2} status writes per CG",
         transition_started.1.elapsed().as_secs_f64()
@@ -348,8 +347,8 @@ async fn measure(
     let busy = sample(operator.id(), metrics, writes, groups, seconds).await;
     stop.store(true, Ordering::Relaxed);
     producer.join().unwrap();
-    status_task.abort();
-    deployment_task.abort();
+    status_writes.task.abort();
+    deployment_writes.task.abort();
     stop_process_group(&mut operator);
     Run { idle, busy, transition_writes }
 }
