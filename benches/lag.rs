@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use consumer_group_operator::kafka::observer::{Interest, Observer};
+use consumer_group_operator::kafka::observer::{GroupView, Interest, Observer};
 use consumer_group_operator::kafka::stats::{RequestCounting, RequestCounts, delta};
 use consumer_group_operator::kafka::{KafkaClient, TopicPartition};
 use futures::StreamExt;
@@ -102,6 +102,7 @@ async fn main() {
         every: Duration::from_secs(3600),
         policy: consumer_group_operator::crd::AutoOffsetReset::Latest,
         polls_kept: 0,
+        learns_capacity: false,
     };
     for group in &group_ids {
         observer.latest(group, &interest);
@@ -116,18 +117,8 @@ async fn main() {
         times.push(started.elapsed());
         total_lag = group_ids
             .iter()
-            .map(|group| match snapshot.offsets(group, &interest.topics) {
-                Ok(offsets) => offsets
-                    .values()
-                    .map(|&(committed, range)| {
-                        let offsets = consumer_group_operator::lag::PartitionOffsets {
-                            committed,
-                            log_start: range.start,
-                            log_end: range.end,
-                        };
-                        consumer_group_operator::lag::partition_lag(offsets, interest.policy)
-                    })
-                    .sum::<i64>(),
+            .map(|group| match snapshot.view(group, &interest.topics) {
+                GroupView::Seen { lag: Ok(summary), .. } => summary.total,
                 other => panic!("{group}: {other:?}"),
             })
             .sum::<i64>();

@@ -411,7 +411,7 @@ pub struct Summary {
     pub excluded_count: usize,
     /// None until the group has two polls.
     pub rates: Option<Rates>,
-    /// None until the group has two polls.
+    /// None until the group has two polls, or when not asked for (see `summarize`).
     pub recent_capacity: Option<RecentCapacity>,
 }
 
@@ -453,13 +453,15 @@ impl Summary {
 /// position)`: the age of the message at `position` (from the partition's log-end history);
 /// `members`: how many members the group has (None when unknown). Lag of a group
 /// without members is never excluded as persistent: nobody can move its commits, so its lag must
-/// be able to scale it up from zero.
+/// be able to scale it up from zero. `with_capacity`: whether to compute
+/// [`Summary::recent_capacity`] (None otherwise).
 pub fn summarize(
     history: &GroupHistory,
     time_lag_seconds: impl Fn(&str, i32, i64) -> f64,
     exclude_persistent_after: Option<usize>,
     members: Option<usize>,
     measured_at: Time,
+    with_capacity: bool,
 ) -> Summary {
     let members_present = members != Some(0);
     let exclude_persistent_after = exclude_persistent_after.filter(|_| members_present);
@@ -507,7 +509,7 @@ pub fn summarize(
         excluded_partitions: excluded,
         excluded_count,
         rates: history.rates(),
-        recent_capacity: history.recent_capacity(),
+        recent_capacity: if with_capacity { history.recent_capacity() } else { None },
     }
 }
 
@@ -724,10 +726,13 @@ mod tests {
             recent.partitions.iter().map(|p| (p.partition, p.committed, p.backlogged)).collect();
         assert_eq!(seen, vec![(0, 120, true), (1, 20, false), (3, 50, false), (4, 120, false)]);
         assert_eq!(recent.backlogged_committed(), 120);
+        // Only groups that autoscale ask for it.
+        assert_eq!(summary(&h, None, Some(1)).recent_capacity, Some(recent));
+        assert_eq!(summarize(&h, |_, _, _| 0.0, None, Some(1), time(), false).recent_capacity, None);
     }
 
     fn summary(h: &GroupHistory, exclude: Option<usize>, members: Option<usize>) -> Summary {
-        summarize(h, |_, _, _| 7.0, exclude, members, time())
+        summarize(h, |_, _, _| 7.0, exclude, members, time(), true)
     }
 
     #[test]

@@ -20,14 +20,17 @@ use crate::controller::{GroupContext, workload};
 use crate::crd::{ClusterKafkaConnection, ConnectionKind, ConsumerGroup, KafkaConnection, OffsetReset};
 use crate::metrics::Metrics;
 
-/// Caps glibc's malloc arenas at two. By default glibc gives each thread that allocates its own
-/// arena (up to 8 per core), and librdkafka's broker threads, tokio's workers and its blocking pool
-/// each keep freed memory in theirs: the resident set grows with threads, not with work. Call
-/// before any thread starts.
+/// Gives every thread glibc's one main malloc arena. By default glibc gives each thread that
+/// allocates its own arena (up to 8 per core), and librdkafka's broker threads, tokio's workers
+/// and its blocking pool each keep freed memory in theirs: the resident set grows with threads,
+/// not with work. Even a second arena held 12 MB of the 27 MB of heap at 1,000 ConsumerGroups
+/// (smaps), where the live heap is about 20 MB: each arena keeps its own free pieces. The
+/// operator's threads allocate little and rarely at once, so one lock costs nothing measurable.
+/// Call before any thread starts.
 pub fn limit_malloc_arenas() {
     // SAFETY: mallopt only sets an allocator parameter; called before other threads exist.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 

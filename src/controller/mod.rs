@@ -515,6 +515,7 @@ fn observe_kafka(
         every: scaling.map_or(ctx.resync, |s| Duration::from_secs(s.poll_interval_seconds as u64).min(ctx.resync)),
         policy: group.spec.auto_offset_reset,
         polls_kept: scaling.and_then(|s| s.exclude_persistent_lag_after_polls).map_or(0, |n| n.max(2) as usize),
+        learns_capacity: scaling.is_some(),
     };
     let Some(snapshot) = observer.latest(&group.spec.group_id, &interest) else {
         // Not observed yet (a new group, or new topics): look again once the early poll is in,

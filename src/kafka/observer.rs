@@ -60,6 +60,10 @@ pub struct Interest {
     pub policy: AutoOffsetReset,
     /// Polls to keep per partition beyond the health window (excludePersistentLagAfterPolls).
     pub polls_kept: usize,
+    /// Whether the group's summaries carry the last interval's commits per partition
+    /// ([`Summary::recent_capacity`]): only lag autoscaling learns from them, and for a group of
+    /// thousands of partitions they are as large as the lag figures.
+    pub learns_capacity: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -100,7 +104,9 @@ struct Memory {
     scans: BTreeMap<TopicPartition, MarkerScan>,
 }
 
-/// What one poll saw.
+/// What one poll saw, as reconciles read it: each group's description and lag summary. The
+/// committed offsets and log ranges it was folded from are dropped with the poll (see
+/// [`Reading`]): the summaries carry each partition's figures.
 #[derive(Debug)]
 pub struct Snapshot {
     /// When the poll started.
@@ -112,14 +118,20 @@ pub struct Snapshot {
     /// Each served group's description (`None`: Kafka does not know it), or why it could not be
     /// read.
     groups: BTreeMap<String, Result<Option<GroupDescription>, KafkaError>>,
-    /// Committed offsets per served group, by topic and partition index.
-    committed: BTreeMap<String, Result<TopicOffsets, KafkaError>>,
-    /// Log start and end of every partition of the served groups' topics, by partition index.
-    log_ranges: Result<BTreeMap<String, Vec<LogRange>>, KafkaError>,
     /// The topics each group was polled for.
     covered: BTreeMap<String, BTreeSet<String>>,
     /// Each group's lag as of its last recorded poll, or why its offsets could not be read.
     lag: BTreeMap<String, Result<Arc<Summary>, KafkaError>>,
+}
+
+/// The offsets one poll read, for folding into the groups' histories; not kept after it (a
+/// snapshot holding every group's offsets would keep two copies in memory at each poll).
+struct Reading<'a> {
+    topics: &'a Result<BTreeMap<String, i32>, KafkaError>,
+    /// Committed offsets per served group, by topic and partition index.
+    committed: BTreeMap<String, Result<TopicOffsets, KafkaError>>,
+    /// Log start and end of every partition of the served groups' topics, by partition index.
+    log_ranges: Result<BTreeMap<String, Vec<LogRange>>, KafkaError>,
 }
 
 /// One group's part of a snapshot.
@@ -165,26 +177,9 @@ impl Snapshot {
         };
         GroupView::Seen { partitions, group, lag }
     }
+}
 
-    /// The committed offset and log range of every partition of `topics` for `group_id`, or why
-    /// they could not be read (tests and benchmarks compare them with Kafka's tools).
-    pub fn offsets(
-        &self,
-        group_id: &str,
-        topics: &[String],
-    ) -> Result<BTreeMap<TopicPartition, (Option<i64>, LogRange)>, KafkaError> {
-        let by_topic = self.partition_offsets(group_id, topics)?;
-        Ok(by_topic
-            .into_iter()
-            .flat_map(|(topic, partitions)| {
-                partitions.into_iter().enumerate().map(move |(partition, o)| {
-                    let tp = TopicPartition { topic: topic.to_string(), partition: partition as i32 };
-                    (tp, (o.committed, LogRange { start: o.log_start, end: o.log_end }))
-                })
-            })
-            .collect())
-    }
-
+impl Reading<'_> {
     /// Each partition's offsets of `group_id` for its `topics` (by topic, partition index), or
     /// why they could not be read.
     fn partition_offsets<'a>(
@@ -405,19 +400,17 @@ impl Observer {
                 .await
         };
         let (groups, log_ranges, committed) = futures::join!(groups, ranges, committed);
-        let mut snapshot = Snapshot {
+        let reading = Reading { topics: &topics, committed, log_ranges };
+        let lag = self.fold_lag(&reading, &groups, &interests).await;
+        drop(reading);
+        Snapshot {
             taken,
-            took: Duration::ZERO,
+            took: taken.elapsed(),
             topics,
             groups,
-            committed,
-            log_ranges,
             covered: interests.iter().map(|(group_id, i)| (group_id.clone(), i.topics.clone())).collect(),
-            lag: BTreeMap::new(),
-        };
-        snapshot.lag = self.fold_lag(&snapshot, &interests).await;
-        snapshot.took = taken.elapsed();
-        snapshot
+            lag,
+        }
     }
 
     /// Folds a poll's offsets into each group's history (at the group's own interval) and
@@ -425,7 +418,8 @@ impl Observer {
     /// first, all groups at once.
     async fn fold_lag(
         &self,
-        snapshot: &Snapshot,
+        reading: &Reading<'_>,
+        groups: &BTreeMap<String, Result<Option<GroupDescription>, KafkaError>>,
         interests: &BTreeMap<String, Registered>,
     ) -> BTreeMap<String, Result<Arc<Summary>, KafkaError>> {
         let now = jiff_now();
@@ -438,7 +432,7 @@ impl Observer {
             let mut memory = self.memory.lock().expect("observer memory lock");
             memory.tracks.retain(|group_id, _| interests.contains_key(group_id));
             for (group_id, registered) in interests {
-                let offsets = match snapshot.partition_offsets(group_id, &registered.interest.topics) {
+                let offsets = match reading.partition_offsets(group_id, &registered.interest.topics) {
                     Ok(offsets) => offsets,
                     Err(error) => {
                         lag.insert(group_id.clone(), Err(error));
@@ -458,7 +452,7 @@ impl Observer {
                     }
                 }
             }
-            if let Ok(ranges) = &snapshot.log_ranges {
+            if let Ok(ranges) = &reading.log_ranges {
                 let Memory { logs, scans, .. } = &mut *memory;
                 logs.retain(|topic, _| ranges.contains_key(topic));
                 for (topic, ranges) in ranges {
@@ -499,7 +493,7 @@ impl Observer {
             let topics = offsets.iter().map(|(topic, partitions)| (*topic, partitions.as_slice()));
             track.history.record(topics, lag_log_end, interest.policy, at_ms, interest.polls_kept);
             // Members: None when the group could not be described (unknown).
-            let members = snapshot.groups.get(group_id.as_str()).and_then(|group| match group {
+            let members = groups.get(group_id.as_str()).and_then(|group| match group {
                 Ok(description) => Some(description.as_ref().map_or(0, |d| d.members.len())),
                 Err(_) => None,
             });
@@ -509,8 +503,14 @@ impl Observer {
                     .map_or(0.0, |log| log.time_lag_seconds(position, at_ms))
             };
             let exclude_after = (interest.polls_kept > 1).then_some(interest.polls_kept);
-            let summary =
-                Arc::new(crate::lag::summarize(&track.history, time_lag, exclude_after, members, measured_at.clone()));
+            let summary = Arc::new(crate::lag::summarize(
+                &track.history,
+                time_lag,
+                exclude_after,
+                members,
+                measured_at.clone(),
+                interest.learns_capacity,
+            ));
             track.summary = Some(summary.clone());
             lag.insert(group_id.clone(), Ok(summary));
         }

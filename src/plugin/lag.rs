@@ -222,6 +222,7 @@ impl Live {
             every: Duration::from_secs(args.interval),
             policy: group.spec.auto_offset_reset,
             polls_kept: 0,
+            learns_capacity: false,
         };
         // A poll takes a few requests, each within the timeout; then the next one is due.
         let wait = timeout * 3 + interest.every;
