@@ -11,11 +11,12 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
+use tokio::sync::broadcast;
 
 use crate::cli::RunArgs;
 use crate::connection::{Connection, ConnectionStores, DefaultConnection};
 use crate::crd::{ConsumerGroup, OffsetReset};
-use crate::kafka::observer::Observer;
+use crate::kafka::observer::{Observer, Snapshot};
 use crate::kafka::{ClientCache, KafkaError};
 use crate::metrics::Metrics;
 
@@ -107,9 +108,23 @@ pub struct Context {
     pub log_offsets_max_age: Duration,
     /// One observer per distinct connection: every Kafka read of the ConsumerGroup reconciles.
     observers: Mutex<HashMap<BTreeMap<String, String>, Arc<Observer>>>,
-    /// The connection each ConsumerGroup used last, so that connections nobody uses any more
-    /// (a deleted group, a rotated Secret) are closed with their caches.
-    connections: Mutex<HashMap<ObjectRef<ConsumerGroup>, BTreeMap<String, String>>>,
+    /// The connection and group each ConsumerGroup used last: so that connections nobody uses any
+    /// more (a deleted group, a rotated Secret) are closed with their caches, and so that a poll
+    /// knows whose reconciles it is news to.
+    connections: Arc<Mutex<HashMap<ObjectRef<ConsumerGroup>, Use>>>,
+    /// After each poll, the ConsumerGroups it has news of (see [`Snapshot::has_news_of`]): their
+    /// reconciles follow the polls, so status and /metrics show a poll's figures at once.
+    observed: broadcast::Sender<Observed>,
+}
+
+/// The ConsumerGroups a poll has news of.
+pub type Observed = Arc<Vec<ObjectRef<ConsumerGroup>>>;
+
+/// What a ConsumerGroup reads through its connection.
+#[derive(Clone, Debug, PartialEq)]
+struct Use {
+    properties: BTreeMap<String, String>,
+    group_id: String,
 }
 
 impl Context {
@@ -121,21 +136,40 @@ impl Context {
         }
         let client = self.kafka.get_or_create(&connection.properties)?;
         let metrics = self.metrics.clone();
-        let observer = Observer::start(
-            client,
-            self.kafka_timeout,
-            self.log_offsets_max_age,
-            Box::new(move |snapshot| metrics.lag_collection_duration.observe(snapshot.took.as_secs_f64())),
-        );
+        let (users, properties, observed) =
+            (self.connections.clone(), connection.properties.clone(), self.observed.clone());
+        let on_poll = move |snapshot: &Snapshot| {
+            metrics.lag_collection_duration.observe(snapshot.took.as_secs_f64());
+            let with_news: Vec<ObjectRef<ConsumerGroup>> = users
+                .lock()
+                .expect("connections lock")
+                .iter()
+                .filter(|(_, used)| used.properties == properties && snapshot.has_news_of(&used.group_id))
+                .map(|(key, _)| key.clone())
+                .collect();
+            // Refused only when no controller listens any more (shutting down).
+            if !with_news.is_empty() {
+                let _ = observed.send(Arc::new(with_news));
+            }
+        };
+        let observer = Observer::start(client, self.kafka_timeout, self.log_offsets_max_age, Box::new(on_poll));
         observers.insert(connection.properties.clone(), observer.clone());
         Ok(observer)
     }
 
-    /// Records the connection a ConsumerGroup uses now (its previous one may be closed).
-    pub fn use_connection(&self, key: &ObjectRef<ConsumerGroup>, properties: &BTreeMap<String, String>) {
+    /// Records the connection a ConsumerGroup uses now (its previous one may be closed) and the
+    /// group it reads there.
+    pub fn use_connection(
+        &self,
+        key: &ObjectRef<ConsumerGroup>,
+        properties: &BTreeMap<String, String>,
+        group_id: &str,
+    ) {
         let mut connections = self.connections.lock().expect("connections lock");
-        if connections.get(key) != Some(properties) {
-            connections.insert(key.clone(), properties.clone());
+        let unchanged =
+            connections.get(key).is_some_and(|used| &used.properties == properties && used.group_id == group_id);
+        if !unchanged {
+            connections.insert(key.clone(), Use { properties: properties.clone(), group_id: group_id.to_string() });
         }
     }
 
@@ -150,7 +184,7 @@ impl Context {
         let in_use: HashSet<BTreeMap<String, String>> = {
             let mut connections = self.connections.lock().expect("connections lock");
             connections.retain(|key, _| live.contains(key));
-            connections.values().cloned().collect()
+            connections.values().map(|used| used.properties.clone()).collect()
         };
         // Before unused clients close, so their last requests are counted.
         self.metrics.count_kafka_requests(&self.kafka.take_new_requests());
@@ -169,6 +203,7 @@ impl Context {
         resets: Vec<Store<OffsetReset>>,
         connection_stores: ConnectionStores,
         metrics: Arc<Metrics>,
+        observed: broadcast::Sender<Observed>,
         args: &RunArgs,
     ) -> Context {
         let reporter = Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
@@ -191,7 +226,8 @@ impl Context {
             metrics,
             log_offsets_max_age: Duration::from_secs(args.log_offsets_max_age_seconds),
             observers: Mutex::default(),
-            connections: Mutex::default(),
+            connections: Arc::default(),
+            observed,
         }
     }
 }

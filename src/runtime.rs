@@ -12,10 +12,11 @@ use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Client, ResourceExt};
+use tokio::sync::broadcast;
 
 use crate::cli::RunArgs;
 use crate::connection::ConnectionStores;
-use crate::context::{Context, MANAGER};
+use crate::context::{Context, MANAGER, Observed};
 use crate::controller::{GroupContext, workload};
 use crate::crd::{ClusterKafkaConnection, ConnectionKind, ConsumerGroup, KafkaConnection, OffsetReset};
 use crate::metrics::Metrics;
@@ -45,6 +46,9 @@ fn return_freed_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// Polls' news a ConsumerGroup controller may fall behind by (each is one poll's groups).
+const OBSERVED_BACKLOG: usize = 16;
 
 /// ConsumerGroup reconciles in flight at once (each reads its workload and a snapshot: no Kafka
 /// round trip, so a few are enough to keep up with thousands of groups).
@@ -219,6 +223,7 @@ pub async fn run_with_client(
         namespaced: connection_controllers.iter().map(|c| c.store()).collect(),
         cluster: Some(cluster_connection_controller.store()),
     };
+    let (observed, _) = broadcast::channel(OBSERVED_BACKLOG);
     let controllers: Vec<_> = scopes
         .iter()
         .map(|scope| {
@@ -226,10 +231,14 @@ pub async fn run_with_client(
             let groups = cached_spec_changes(scoped_api::<ConsumerGroup>(&client, scope), writer);
             let connections = scoped_api::<KafkaConnection>(&client, scope);
             let (users_of, users_of_cluster) = (reader.clone(), reader.clone());
+            let with_news = groups_with_news(observed.subscribe(), reader.clone());
             Controller::for_stream(groups, reader)
                 // At a resync every ConsumerGroup is due at once: a bounded number of reconciles
                 // in flight keeps the memory they hold (and the apiserver's load) flat.
                 .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
+                // A poll with news of a group reconciles it at once (its timed requeue is only a
+                // fallback): lag changes reach status and /metrics without waiting for a resync.
+                .reconcile_on(with_news)
                 .owns(
                     scoped_api::<Deployment>(&client, scope),
                     watcher::Config::default().labels(workload::MANAGED_BY_LABEL),
@@ -295,7 +304,7 @@ pub async fn run_with_client(
             }
         });
     }
-    let context = Arc::new(Context::new(client, stores, reset_stores, connection_stores, metrics, &args));
+    let context = Arc::new(Context::new(client, stores, reset_stores, connection_stores, metrics, observed, &args));
     let groups = Arc::new(GroupContext::new(context.clone()));
     {
         let groups = groups.clone();
@@ -376,6 +385,29 @@ where
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default())
+}
+
+/// The ConsumerGroups of `store` (one controller's scope) that each poll has news of. A
+/// controller that falls behind by [`OBSERVED_BACKLOG`] polls skips the oldest: their groups
+/// are reconciled at the next poll or by their fallback requeue.
+fn groups_with_news(
+    receiver: broadcast::Receiver<Observed>,
+    store: Store<ConsumerGroup>,
+) -> impl futures::Stream<Item = ObjectRef<ConsumerGroup>> + Send + 'static {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(groups) => return Some((groups, receiver)),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .flat_map(move |groups| {
+        let in_scope: Vec<ObjectRef<ConsumerGroup>> =
+            groups.iter().filter(|g| store.get(g).is_some()).cloned().collect();
+        futures::stream::iter(in_scope)
+    })
 }
 
 /// The API of a namespaced kind in one watched namespace, or in all of them.

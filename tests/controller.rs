@@ -521,6 +521,58 @@ async fn an_unchanged_group_causes_no_writes_and_its_own_writes_cause_no_reconci
 }
 
 #[tokio::test]
+async fn a_poll_reconciles_the_groups_it_has_news_of_at_once() {
+    let env = common::shared_env().await;
+    let s = setup("news").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 1).await;
+    // Polls 30 s apart. Lag leaving zero is written to status at once (a transition), by the
+    // reconcile that the poll which saw it starts.
+    let args = common::run_args(&s.namespace, &bootstrap, &["--kafka-timeout-seconds", "3", "--resync-seconds", "30"]);
+    let _operator = common::Operator::start(&s.client, args).await;
+    let group_id = testenv::unique_name("g");
+    let start = consumer_group_operator::kafka::TopicPartition { topic: topic.clone(), partition: 0 };
+    common::commit(&kafka_client(&bootstrap), &group_id, &BTreeMap::from([(start, 0)])).await;
+    let spec =
+        serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 1, "template": template("img:1")});
+    s.groups.create(&PostParams::default(), &common::consumer_group("news", spec)).await.unwrap();
+    let lag = |total: i64| {
+        let groups = s.groups.clone();
+        async move {
+            common::eventually(Duration::from_secs(90), || async {
+                let lag = groups.get("news").await.ok()?.status?.lag?;
+                (lag.total == total).then_some(lag)
+            })
+            .await
+        }
+    };
+    assert!(lag(0).await.is_some(), "the first poll's lag reached status");
+    // Move the group's own reconcile schedule away from the observer's: a spec change 12 s after
+    // the first poll reconciles it then, and a reconcile that waited for its resync would come
+    // 12 s after each poll. (A sleep as a scenario step, not as a wait for anything.)
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let image = serde_json::json!({"spec": {"template": template("img:2")}});
+    s.groups.patch("news", &PatchParams::default(), &Patch::Merge(image)).await.unwrap();
+    let reconciled = common::eventually(WAIT, || async {
+        let status = s.groups.get("news").await.ok()?.status?;
+        (status.observed_generation == Some(2)).then_some(())
+    })
+    .await;
+    assert!(reconciled.is_some(), "the spec change was reconciled");
+
+    common::produce(&bootstrap, &topic, &[5], None);
+    let measured = lag(5).await.expect("the next poll's lag reached status");
+    let seen = k8s_openapi::jiff::Timestamp::now();
+    let measured_at = measured.measured_at.expect("measuredAt").0;
+    // measuredAt is in whole seconds; the status is looked at every 200 ms.
+    let delay = seen.duration_since(measured_at);
+    assert!(
+        delay < k8s_openapi::jiff::SignedDuration::from_secs(6),
+        "the poll at {measured_at} reached status {delay:?} later: its reconcile waited for the resync"
+    );
+}
+
+#[tokio::test]
 async fn a_new_group_is_observed_at_once_not_at_the_next_poll() {
     let env = common::shared_env().await;
     let s = setup("early").await;

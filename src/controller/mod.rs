@@ -256,8 +256,9 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> R
     };
     let mut memory = ctx.take_memory(&key);
     let mut outcome = KafkaOutcome::default();
+    let observed = connection.is_some() && workload_replicas.is_ok();
     if let (Some(connection), Ok(_)) = (&connection, &workload_replicas) {
-        ctx.use_connection(&key, &connection.properties);
+        ctx.use_connection(&key, &connection.properties, &group.spec.group_id);
         outcome = observe_kafka(&ctx, &group, connection, &mut memory);
     }
     if outcome.awaiting {
@@ -466,7 +467,10 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> R
         Action::requeue(Category::Transient.retry_after(attempt, ctx.resync).min(ctx.resync))
     } else {
         let poll = group.spec.scaling.as_ref().map(|s| Duration::from_secs(s.poll_interval_seconds as u64));
-        Action::requeue(poll.map_or(ctx.resync, |p| p.min(ctx.resync)))
+        let every = poll.map_or(ctx.resync, |p| p.min(ctx.resync));
+        // An observed group is reconciled by its observer's next poll (runtime's
+        // groups_with_news): this later look is only for a poll that does not come.
+        Action::requeue(if observed { every * 2 } else { every })
     })
 }
 

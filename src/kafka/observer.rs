@@ -122,6 +122,9 @@ pub struct Snapshot {
     covered: BTreeMap<String, BTreeSet<String>>,
     /// Each group's lag as of its last recorded poll, or why its offsets could not be read.
     lag: BTreeMap<String, Result<Arc<Summary>, KafkaError>>,
+    /// The groups this poll has news of: lag measured anew (each group at its own interval), or
+    /// a failure to report.
+    news: BTreeSet<String>,
 }
 
 /// The offsets one poll read, for folding into the groups' histories; not kept after it (a
@@ -152,6 +155,11 @@ pub enum GroupView {
 }
 
 impl Snapshot {
+    /// Whether this poll measured `group_id`'s lag anew or failed to: what its reconcile acts on.
+    pub fn has_news_of(&self, group_id: &str) -> bool {
+        self.news.contains(group_id)
+    }
+
     fn covers(&self, group_id: &str, topics: &BTreeSet<String>) -> bool {
         self.covered.get(group_id).is_some_and(|covered| topics.is_subset(covered))
     }
@@ -401,7 +409,7 @@ impl Observer {
         };
         let (groups, log_ranges, committed) = futures::join!(groups, ranges, committed);
         let reading = Reading { topics: &topics, committed, log_ranges };
-        let lag = self.fold_lag(&reading, &groups, &interests).await;
+        let (lag, news) = self.fold_lag(&reading, &groups, &interests).await;
         drop(reading);
         Snapshot {
             taken,
@@ -410,18 +418,20 @@ impl Observer {
             groups,
             covered: interests.iter().map(|(group_id, i)| (group_id.clone(), i.topics.clone())).collect(),
             lag,
+            news,
         }
     }
 
     /// Folds a poll's offsets into each group's history (at the group's own interval) and
     /// summarizes it; partitions whose small lag stayed put are probed for transaction markers
-    /// first, all groups at once.
+    /// first, all groups at once. Returns every group's lag, and the groups with news (see
+    /// [`Snapshot::has_news_of`]).
     async fn fold_lag(
         &self,
         reading: &Reading<'_>,
         groups: &BTreeMap<String, Result<Option<GroupDescription>, KafkaError>>,
         interests: &BTreeMap<String, Registered>,
-    ) -> BTreeMap<String, Result<Arc<Summary>, KafkaError>> {
+    ) -> (BTreeMap<String, Result<Arc<Summary>, KafkaError>>, BTreeSet<String>) {
         let now = jiff_now();
         let at_ms = now.as_millisecond();
         let measured_at = Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now));
@@ -467,6 +477,8 @@ impl Observer {
         }
 
         let scans = self.probe_markers(&due).await;
+        let failed = lag.iter().filter(|(_, lag)| lag.is_err()).map(|(group_id, _)| group_id.clone());
+        let news: BTreeSet<String> = due.keys().map(|group_id| (*group_id).clone()).chain(failed).collect();
 
         let mut memory = self.memory.lock().expect("observer memory lock");
         let Memory { tracks, logs, .. } = &mut *memory;
@@ -514,7 +526,7 @@ impl Observer {
             track.summary = Some(summary.clone());
             lag.insert(group_id.clone(), Ok(summary));
         }
-        lag
+        (lag, news)
     }
 
     /// Probes, with one consumer, the partitions whose small lag stayed put since a group's last
