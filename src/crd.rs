@@ -499,16 +499,42 @@ pub struct PartitionLag {
 /// `spec.template` as written. It is read as a PodTemplateSpec only when the Deployment is built:
 /// the schema checks just the essentials, so a template can carry a field of the wrong type, and
 /// one object the operator cannot decode would fail the watch of every ConsumerGroup; read here,
-/// it fails its own ConsumerGroup with a condition naming the field. The cache also keeps the
-/// template's few fields rather than a PodSpec with every field expanded.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+/// it fails its own ConsumerGroup with a condition naming the field.
+///
+/// Kept as its JSON text: the cache holds every ConsumerGroup, and a template decoded into a
+/// `serde_json::Value` costs a map node of about 600 bytes per object in it (a minimal template
+/// has three, a real one dozens), where the text costs its length. Decoded through a `Value`:
+/// a raw value cannot be read from serde's buffer (a watch event whose type comes after its
+/// object), and one undecodable object would stop the watch of every ConsumerGroup.
+#[derive(Serialize, Clone, Debug)]
 #[serde(transparent)]
-pub struct PodTemplate(pub serde_json::Value);
+pub struct PodTemplate(Box<serde_json::value::RawValue>);
+
+impl<'de> Deserialize<'de> for PodTemplate {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<PodTemplate, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        serde_json::value::to_raw_value(&value).map(PodTemplate).map_err(serde::de::Error::custom)
+    }
+}
+
+impl PartialEq for PodTemplate {
+    fn eq(&self, other: &PodTemplate) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
 
 impl PodTemplate {
+    #[cfg(test)]
+    fn new(template: &serde_json::Value) -> PodTemplate {
+        serde_json::from_value(template.clone()).expect("a JSON value")
+    }
+
     /// The template as a PodTemplateSpec, or which field is not valid and why.
     pub fn parse(&self) -> Result<PodTemplateSpec, String> {
-        serde_path_to_error::deserialize(&self.0).map_err(|error| {
+        // Through a Value, so that errors name the field without the text's line and column.
+        let value: serde_json::Value =
+            serde_json::from_str(self.0.get()).map_err(|error| format!("spec.template: {error}"))?;
+        serde_path_to_error::deserialize(&value).map_err(|error| {
             let path = error.path().to_string();
             let inner = error.into_inner();
             if path == "." { format!("spec.template: {inner}") } else { format!("spec.template.{path}: {inner}") }
@@ -952,12 +978,37 @@ mod tests {
 
     #[test]
     fn a_template_field_of_the_wrong_type_is_named() {
-        let template = PodTemplate(serde_json::json!({"spec": {"containers": [
+        let template = PodTemplate::new(&serde_json::json!({"spec": {"containers": [
             {"name": "c", "image": "i", "ports": [{"containerPort": "http"}]}
         ]}}));
         let error = template.parse().unwrap_err();
         assert!(error.starts_with("spec.template.spec.containers[0].ports[0].containerPort: invalid type"), "{error}");
-        let template = PodTemplate(serde_json::json!({"spec": {"containers": [{"name": "c", "image": "i"}]}}));
+        let template = PodTemplate::new(&serde_json::json!({"spec": {"containers": [{"name": "c", "image": "i"}]}}));
         assert_eq!(template.parse().unwrap().spec.unwrap().containers[0].image.as_deref(), Some("i"));
+    }
+
+    #[test]
+    fn a_template_is_kept_as_written_however_the_object_arrives() {
+        let object = serde_json::json!({
+            "apiVersion": "kafka.operators.dev/v1alpha1", "kind": "ConsumerGroup",
+            "metadata": {"name": "g", "namespace": "n"},
+            "spec": {"groupId": "g", "topics": ["t"], "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}
+        });
+        let template = |group: ConsumerGroup| group.spec.template.expect("a template").0.get().to_string();
+        let written = r#"{"spec":{"containers":[{"image":"i","name":"c"}]}}"#;
+        // A list, a watch event with its type first (as the apiserver sends it) or last (decoded
+        // through serde's buffer), and a value.
+        let list: kube::core::ObjectList<ConsumerGroup> =
+            serde_json::from_value(serde_json::json!({"metadata": {}, "items": [object.clone()]})).unwrap();
+        assert_eq!(template(list.items.into_iter().next().unwrap()), written);
+        for event in
+            [format!(r#"{{"type":"ADDED","object":{object}}}"#), format!(r#"{{"object":{object},"type":"ADDED"}}"#)]
+        {
+            match serde_json::from_str::<kube::core::WatchEvent<ConsumerGroup>>(&event).unwrap() {
+                kube::core::WatchEvent::Added(group) => assert_eq!(template(group), written),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(template(serde_json::from_value(object).unwrap()), written);
     }
 }

@@ -465,7 +465,8 @@ pub fn summarize(
 ) -> Summary {
     let members_present = members != Some(0);
     let exclude_persistent_after = exclude_persistent_after.filter(|_| members_present);
-    let mut partitions = Vec::new();
+    // Exactly as many as there are: every group keeps its summary until the next poll.
+    let mut partitions = Vec::with_capacity(history.partitions().count());
     let mut health = Health::Ok;
     let mut scaling_lag = 0i64;
     let mut excluded = Vec::new();
