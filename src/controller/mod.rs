@@ -255,12 +255,14 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> R
         (None, None) => Ok(None),
     };
     let mut memory = ctx.take_memory(&key);
-    let mut outcome = KafkaOutcome::default();
-    let observed = connection.is_some() && workload_replicas.is_ok();
-    if let (Some(connection), Ok(_)) = (&connection, &workload_replicas) {
-        ctx.use_connection(&key, &connection.properties, &group.spec.group_id);
-        outcome = observe_kafka(&ctx, &group, connection, &mut memory);
-    }
+    // Observed: read from the connection's observer (whose polls then reconcile the group).
+    let (observed, outcome) = match (&connection, &workload_replicas) {
+        (Some(connection), Ok(_)) => {
+            ctx.use_connection(&key, &connection.properties, &group.spec.group_id);
+            (true, observe_kafka(&ctx, &group, connection, &mut memory))
+        }
+        _ => (false, KafkaOutcome::default()),
+    };
     if outcome.awaiting {
         ctx.put_memory(key, memory);
         return Ok(Action::requeue(AWAIT_OBSERVATION));
@@ -466,12 +468,17 @@ async fn reconcile_inner(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> R
     } else if failed {
         Action::requeue(Category::Transient.retry_after(attempt, ctx.resync).min(ctx.resync))
     } else {
-        let poll = group.spec.scaling.as_ref().map(|s| Duration::from_secs(s.poll_interval_seconds as u64));
-        let every = poll.map_or(ctx.resync, |p| p.min(ctx.resync));
+        let every = look_interval(&group, ctx.resync);
         // An observed group is reconciled by its observer's next poll (runtime's
         // groups_with_news): this later look is only for a poll that does not come.
         Action::requeue(if observed { every * 2 } else { every })
     })
+}
+
+/// How often a ConsumerGroup is looked at: its lag autoscaling's poll interval, at most the resync.
+fn look_interval(group: &ConsumerGroup, resync: Duration) -> Duration {
+    let poll = group.spec.scaling.as_ref().map(|s| Duration::from_secs(s.poll_interval_seconds as u64));
+    poll.map_or(resync, |p| p.min(resync))
 }
 
 /// What Kafka said about a ConsumerGroup this time.
@@ -516,7 +523,7 @@ fn observe_kafka(
     let scaling = group.spec.scaling.as_ref();
     let interest = Interest {
         topics: group.spec.topics.clone(),
-        every: scaling.map_or(ctx.resync, |s| Duration::from_secs(s.poll_interval_seconds as u64).min(ctx.resync)),
+        every: look_interval(group, ctx.resync),
         policy: group.spec.auto_offset_reset,
         polls_kept: scaling.and_then(|s| s.exclude_persistent_lag_after_polls).map_or(0, |n| n.max(2) as usize),
         learns_capacity: scaling.is_some(),
