@@ -799,7 +799,20 @@ impl KafkaClient {
         isolation: IsolationLevel,
         timeout: Duration,
     ) -> Result<BTreeMap<TopicPartition, ListedOffset>, KafkaError> {
-        let batches = requests.chunks(LIST_OFFSETS_BATCH).map(|batch| {
+        self.list_offsets_in_batches(requests, isolation, timeout, LIST_OFFSETS_BATCH).await
+    }
+
+    /// [`Self::list_offsets`] with batches of `batch` partitions. A parameter so that a test can
+    /// cross batches with a few hundred partitions: a broker creating thousands of partition logs
+    /// fsyncs several files for each, minutes on a slow disk.
+    pub async fn list_offsets_in_batches(
+        &self,
+        requests: &[(TopicPartition, OffsetSpec)],
+        isolation: IsolationLevel,
+        timeout: Duration,
+        batch: usize,
+    ) -> Result<BTreeMap<TopicPartition, ListedOffset>, KafkaError> {
+        let batches = requests.chunks(batch).map(|batch| {
             let batch = batch.to_vec();
             self.blocking(timeout, move |h| ffi::list_offsets(h, &batch, isolation, timeout))
         });
