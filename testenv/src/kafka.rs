@@ -470,6 +470,8 @@ impl Kafka {
     /// `kafka-acls --add` with these arguments (e.g. `--deny-principal User:ANONYMOUS --operation
     /// Read --topic t`). The broker authorizes with StandardAuthorizer and allows everything on
     /// resources without ACLs, so tests take a permission away from one topic or group only.
+    /// Returns once the broker enforces them: the controller accepts ACLs before the broker has
+    /// applied them, and a test acting at once could still be allowed.
     pub fn add_acls(&self, args: &[&str]) -> Result<()> {
         let bootstrap = self.bootstrap_servers();
         let mut full = vec!["--bootstrap-server", bootstrap.as_str(), "--add", "--force"];
@@ -482,7 +484,29 @@ impl Kafka {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        Ok(())
+        // The broker answers DescribeAcls from the authorizer it enforces them with.
+        let expected = acl_lines(args);
+        anyhow::ensure!(!expected.is_empty(), "kafka-acls {args:?}: name a principal and an operation");
+        let resource: Vec<&str> = args
+            .windows(2)
+            .filter(|pair| ["--topic", "--group", "--transactional-id"].contains(&pair[0]))
+            .flatten()
+            .copied()
+            .collect();
+        let mut list = vec!["--bootstrap-server", bootstrap.as_str(), "--list"];
+        list.extend_from_slice(&resource);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.run_class("org.apache.kafka.tools.AclCommand", &list)?;
+            let listed = String::from_utf8_lossy(&out.stdout);
+            if out.status.success() && expected.iter().all(|line| listed.contains(line.as_str())) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the broker did not list the ACLs {expected:?} within 60 s: {listed}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Kills the broker and deletes its folder, from a shared reference (at process exit).
@@ -550,9 +574,52 @@ fn url_safe_base64(bytes: &[u8; 16]) -> String {
     out
 }
 
+/// How `kafka-acls --list` shows the ACLs that `args` add, e.g. `principal=User:ANONYMOUS,
+/// host=*, operation=DESCRIBE, permissionType=DENY`.
+fn acl_lines(args: &[&str]) -> Vec<String> {
+    let values =
+        |flag: &str| -> Vec<&str> { args.windows(2).filter(|pair| pair[0] == flag).map(|pair| pair[1]).collect() };
+    let operations: Vec<String> = values("--operation")
+        .iter()
+        .map(|operation| {
+            // Describe -> DESCRIBE, DescribeConfigs -> DESCRIBE_CONFIGS
+            let mut upper = String::new();
+            for (i, c) in operation.chars().enumerate() {
+                if c.is_uppercase() && i > 0 {
+                    upper.push('_');
+                }
+                upper.push(c.to_ascii_uppercase());
+            }
+            upper
+        })
+        .collect();
+    let principals = values("--allow-principal")
+        .into_iter()
+        .map(|p| (p, "ALLOW"))
+        .chain(values("--deny-principal").into_iter().map(|p| (p, "DENY")));
+    principals
+        .flat_map(|(principal, permission)| {
+            operations.iter().map(move |operation| {
+                format!("principal={principal}, host=*, operation={operation}, permissionType={permission}")
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acls_are_expected_as_kafka_acls_lists_them() {
+        let args = ["--deny-principal", "User:ANONYMOUS", "--operation", "DescribeConfigs", "--group", "g"];
+        assert_eq!(
+            acl_lines(&args),
+            ["principal=User:ANONYMOUS, host=*, operation=DESCRIBE_CONFIGS, permissionType=DENY"]
+        );
+        let args = ["--allow-principal", "User:a", "--operation", "All", "--operation", "Read", "--topic", "t"];
+        assert_eq!(acl_lines(&args).len(), 2);
+    }
 
     #[test]
     fn base64_matches_the_rfc_4648_url_safe_alphabet() {
