@@ -241,7 +241,8 @@ async fn offsets_of_topics_just_created_wait_for_their_leaders() {
         client.create_topic(&topic, 110, 1, TIMEOUT).await.unwrap();
         all.extend((0..110).map(|p| (tp(&topic, p), OffsetSpec::Latest)));
     }
-    let offsets = client.list_offsets_in_batches(&all, IsolationLevel::ReadUncommitted, TIMEOUT, 100).await.unwrap();
+    let offsets =
+        client.list_offsets_in_batches(&all, IsolationLevel::ReadUncommitted, TIMEOUT * 4, 100).await.unwrap();
     assert_eq!(offsets.len(), all.len());
     assert!(offsets.values().all(|o| o.offset == Some(0)), "new topics are empty");
 }
