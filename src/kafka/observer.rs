@@ -170,7 +170,7 @@ impl Snapshot {
             Ok(counts) => counts,
             Err(error) => return GroupView::Failed(error.clone()),
         };
-        let missing: Vec<String> = topics.iter().filter(|t| !counts.contains_key(*t)).cloned().collect();
+        let missing = missing_topics(counts, topics);
         if !missing.is_empty() {
             return GroupView::TopicsMissing(missing);
         }
@@ -187,6 +187,11 @@ impl Snapshot {
     }
 }
 
+/// The topics of `topics` the cluster's metadata does not have.
+fn missing_topics(counts: &BTreeMap<String, i32>, topics: &[String]) -> Vec<String> {
+    topics.iter().filter(|t| !counts.contains_key(*t)).cloned().collect()
+}
+
 impl Reading<'_> {
     /// Each partition's offsets of `group_id` for its `topics` (by topic, partition index), or
     /// why they could not be read.
@@ -196,7 +201,7 @@ impl Reading<'_> {
         topics: &'a [String],
     ) -> Result<Vec<(&'a str, Vec<PartitionOffsets>)>, KafkaError> {
         let counts = self.topics.as_ref().map_err(Clone::clone)?;
-        let missing: Vec<String> = topics.iter().filter(|t| !counts.contains_key(*t)).cloned().collect();
+        let missing = missing_topics(counts, topics);
         if !missing.is_empty() {
             return Err(KafkaError::UnknownTopics(missing));
         }
