@@ -487,14 +487,10 @@ impl Kafka {
         // The broker answers DescribeAcls from the authorizer it enforces them with.
         let expected = acl_lines(args);
         anyhow::ensure!(!expected.is_empty(), "kafka-acls {args:?}: name a principal and an operation");
-        let resource: Vec<&str> = args
-            .windows(2)
-            .filter(|pair| ["--topic", "--group", "--transactional-id"].contains(&pair[0]))
-            .flatten()
-            .copied()
-            .collect();
         let mut list = vec!["--bootstrap-server", bootstrap.as_str(), "--list"];
-        list.extend_from_slice(&resource);
+        for flag in ["--topic", "--group", "--transactional-id"] {
+            list.extend(flag_values(args, flag).into_iter().flat_map(|name| [flag, name]));
+        }
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let out = self.run_class("org.apache.kafka.tools.AclCommand", &list)?;
@@ -574,12 +570,15 @@ fn url_safe_base64(bytes: &[u8; 16]) -> String {
     out
 }
 
+/// The values given to `flag` in a tool's arguments (`--group g --group h`: g and h).
+fn flag_values<'a>(args: &[&'a str], flag: &str) -> Vec<&'a str> {
+    args.windows(2).filter(|pair| pair[0] == flag).map(|pair| pair[1]).collect()
+}
+
 /// How `kafka-acls --list` shows the ACLs that `args` add, e.g. `principal=User:ANONYMOUS,
 /// host=*, operation=DESCRIBE, permissionType=DENY`.
 fn acl_lines(args: &[&str]) -> Vec<String> {
-    let values =
-        |flag: &str| -> Vec<&str> { args.windows(2).filter(|pair| pair[0] == flag).map(|pair| pair[1]).collect() };
-    let operations: Vec<String> = values("--operation")
+    let operations: Vec<String> = flag_values(args, "--operation")
         .iter()
         .map(|operation| {
             // Describe -> DESCRIBE, DescribeConfigs -> DESCRIBE_CONFIGS
@@ -593,10 +592,10 @@ fn acl_lines(args: &[&str]) -> Vec<String> {
             upper
         })
         .collect();
-    let principals = values("--allow-principal")
+    let principals = flag_values(args, "--allow-principal")
         .into_iter()
         .map(|p| (p, "ALLOW"))
-        .chain(values("--deny-principal").into_iter().map(|p| (p, "DENY")));
+        .chain(flag_values(args, "--deny-principal").into_iter().map(|p| (p, "DENY")));
     principals
         .flat_map(|(principal, permission)| {
             operations.iter().map(move |operation| {
