@@ -43,8 +43,9 @@ pub struct RunArgs {
 
     /// A folder of librdkafka client properties (one file per property, as a Secret mounted as a
     /// volume: `security.protocol`, `sasl.username`, `sasl.password`, `ssl.ca.pem`, ...) for
-    /// ConsumerGroups without spec.kafka.clientPropertiesSecretRef. Read on every use, so rotated
-    /// credentials apply without a restart.
+    /// ConsumerGroups on the default bootstrap servers without spec.kafka.clientPropertiesSecretRef;
+    /// never sent to servers a ConsumerGroup names. Read on every use, so rotated credentials apply
+    /// without a restart.
     #[arg(long, env = "KAFKA_CLIENT_PROPERTIES_DIR")]
     pub default_client_properties_dir: Option<std::path::PathBuf>,
 

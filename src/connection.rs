@@ -48,6 +48,14 @@ pub enum ConnectionProblem {
         "key {key:?} of Secret {name:?} is not UTF-8 text; librdkafka properties must be text (PEM for certificates)"
     )]
     SecretInvalid { name: String, key: String },
+    /// A namespace's Secret sets client properties that only the platform may set: they read the
+    /// operator pod's files, load code, or are unknown. Names the keys, never a value.
+    #[error(
+        "Secret {name:?} named in {named_in} sets properties that a Secret of a workload namespace may not set: {refused}; remove them (a namespace's Secret may set only {allowed}), or ask the platform team for a ClusterKafkaConnection",
+        refused = keys.iter().map(|key| format!("{key:?} ({})", why_not_for_tenants(key))).collect::<Vec<_>>().join(", "),
+        allowed = TENANT_PROPERTIES.join(", ")
+    )]
+    PropertiesNotAllowed { name: String, named_in: String, keys: Vec<String> },
     /// The operator's `--default-client-properties-dir` could not be read.
     #[error(
         "the operator's default client properties in {path} cannot be read ({error}); fix the Secret mounted there (--default-client-properties-dir) or set spec.kafka.clientPropertiesSecretRef"
@@ -82,7 +90,106 @@ pub struct DefaultConnection {
     pub namespace_secrets: bool,
 }
 
+/// The client properties a Secret of a workload namespace may set (a namespace Secret named inline
+/// or by a KafkaConnection): what a Kafka client needs to reach and log in to its cluster, values
+/// given inline. The operator connects with its own pod, so everything else is refused: keys that
+/// read the pod's files (`*.location`, but `ssl.ca.location=probe`, the system CA store), load
+/// code (`plugin.library.paths`, `ssl.engine.*`, `ssl.providers`), run commands or call out
+/// (`sasl.kerberos.*`, `sasl.oauthbearer.*`), raise the operator's memory bounds
+/// (`receive.message.max.bytes`), and any key not listed. Platform-owned settings (the operator's
+/// defaults, ClusterKafkaConnection Secrets) may set any property.
+pub const TENANT_PROPERTIES: &[&str] = &[
+    "api.version.request",
+    "api.version.request.timeout.ms",
+    "bootstrap.servers",
+    "broker.address.family",
+    "broker.version.fallback",
+    "client.dns.lookup",
+    "client.id",
+    "client.rack",
+    "connections.max.idle.ms",
+    "enable.ssl.certificate.verification",
+    "metadata.max.age.ms",
+    "reconnect.backoff.max.ms",
+    "reconnect.backoff.ms",
+    "retry.backoff.max.ms",
+    "retry.backoff.ms",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.password",
+    "sasl.username",
+    "security.protocol",
+    "socket.connection.setup.timeout.ms",
+    "socket.keepalive.enable",
+    "socket.nagle.disable",
+    "socket.timeout.ms",
+    "ssl.ca.location",
+    "ssl.ca.pem",
+    "ssl.certificate.pem",
+    "ssl.cipher.suites",
+    "ssl.curves.list",
+    "ssl.endpoint.identification.algorithm",
+    "ssl.key.password",
+    "ssl.key.pem",
+    "ssl.sigalgs.list",
+    "topic.metadata.refresh.interval.ms",
+];
+
+/// The keys of a workload namespace's properties that [`TENANT_PROPERTIES`] does not allow, sorted.
+/// Pure; looks at a value only to tell `ssl.ca.location=probe` from a path.
+pub fn keys_not_allowed_for_tenants(properties: &BTreeMap<String, String>) -> Vec<String> {
+    properties
+        .iter()
+        .filter(|(key, value)| match key.as_str() {
+            "ssl.ca.location" => value.trim() != "probe",
+            key => TENANT_PROPERTIES.binary_search(&key).is_err(),
+        })
+        .map(|(key, _)| key.clone())
+        .collect()
+}
+
+/// Why a tenant may not set `key`, and what to do instead.
+fn why_not_for_tenants(key: &str) -> String {
+    let inline = |pem: &str| format!("reads a file of the operator's pod; give the PEM text in {pem}");
+    match key {
+        "ssl.ca.location" => "reads files of the operator's pod; give the CA certificates in ssl.ca.pem, or set it to probe for the system's".into(),
+        "ssl.certificate.location" => inline("ssl.certificate.pem"),
+        "ssl.key.location" => inline("ssl.key.pem"),
+        "plugin.library.paths" | "ssl.providers" => "loads code into the operator".into(),
+        "receive.message.max.bytes" => "raises the operator's memory bound on Kafka's answers".into(),
+        key if key.ends_with(".location") || key.starts_with("ssl.engine.") => {
+            "reads files of the operator's pod or loads code into it".into()
+        }
+        key if key.starts_with("sasl.kerberos.") || key.starts_with("sasl.oauthbearer.") => {
+            "runs commands or makes requests from the operator's pod".into()
+        }
+        key => {
+            if let Some(instead) = crate::kafka::java_property_hint(key) {
+                return format!("a Java client property: {instead}");
+            }
+            let closest = TENANT_PROPERTIES.iter().min_by_key(|allowed| strsim::levenshtein(key, allowed));
+            match closest {
+                Some(closest) if strsim::levenshtein(key, closest) <= 2 => format!("misspelled? did you mean {closest:?}"),
+                _ => "not a connection setting".into(),
+            }
+        }
+    }
+}
+
 impl ConnectionProblem {
+    /// Every reason of [`ConnectionProblem::reason`].
+    pub const REASONS: &[&str] = &[
+        "KafkaNotConfigured",
+        "SecretNotFound",
+        "SecretNotLabelled",
+        "NamespaceSecretsDisabled",
+        "SecretInvalid",
+        "KafkaConfigInvalid",
+        "ConnectionNotFound",
+        "NamespaceNotAllowed",
+        "ConnectionInvalid",
+    ];
+
     /// The condition reason that names this problem.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -93,6 +200,7 @@ impl ConnectionProblem {
             ConnectionProblem::SecretNotLabelled { .. } => "SecretNotLabelled",
             ConnectionProblem::NamespaceSecretsDisabled { .. } => "NamespaceSecretsDisabled",
             ConnectionProblem::SecretInvalid { .. } => "SecretInvalid",
+            ConnectionProblem::PropertiesNotAllowed { .. } => "KafkaConfigInvalid",
             ConnectionProblem::ConnectionNotFound { .. } => "ConnectionNotFound",
             ConnectionProblem::NamespaceNotAllowed { .. } => "NamespaceNotAllowed",
             ConnectionProblem::SelectorInvalid { .. } => "ConnectionInvalid",
@@ -128,13 +236,21 @@ pub fn properties_from_dir(dir: &Path) -> Result<BTreeMap<String, String>, Conne
 pub struct Connection {
     pub bootstrap_servers: String,
     pub properties: BTreeMap<String, String>,
+    /// The operator has default client properties but did not use them here: the ConsumerGroup
+    /// names bootstrap servers other than the operator's, and the platform's credentials go only
+    /// to the servers the platform configured.
+    pub defaults_withheld: bool,
 }
+
+/// Said where a connection without the operator's default properties fails.
+pub const DEFAULTS_WITHHELD: &str = "the operator's default client properties (--default-client-properties-dir) are used only with its default bootstrap servers, not with spec.kafka.bootstrapServers of a ConsumerGroup; if this cluster needs credentials, name a labelled Secret of this namespace in spec.kafka.clientPropertiesSecretRef, or use a connection of the platform team (spec.kafka.connectionRef)";
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
             .field("bootstrap_servers", &self.bootstrap_servers)
             .field("property_keys", &self.properties.keys().collect::<Vec<_>>())
+            .field("defaults_withheld", &self.defaults_withheld)
             .finish()
     }
 }
@@ -202,13 +318,20 @@ pub async fn connection(
     if let Some(reference) = kafka.and_then(|k| k.connection_ref.as_ref()) {
         return named_connection(client, reference, &namespace, defaults).await;
     }
-    let Some(bootstrap_servers) = kafka
-        .and_then(|k| k.bootstrap_servers.clone())
-        .or_else(|| defaults.bootstrap_servers.clone())
-        .filter(|s| !s.trim().is_empty())
+    let own_servers = kafka.and_then(|k| k.bootstrap_servers.clone());
+    let Some(bootstrap_servers) =
+        own_servers.clone().or_else(|| defaults.bootstrap_servers.clone()).filter(|s| !s.trim().is_empty())
     else {
         return Ok(Err(ConnectionProblem::NoBootstrapServers));
     };
+    // The platform's credentials go only to the platform's servers: a tenant who could name any
+    // server would otherwise receive them (SASL PLAIN sends the password itself).
+    let platform_servers = match (&own_servers, &defaults.bootstrap_servers) {
+        (None, _) => true,
+        (Some(own), Some(default)) => cluster_key(own) == cluster_key(default),
+        (Some(_), None) => false,
+    };
+    let mut defaults_withheld = false;
     let properties = match kafka.and_then(|k| k.client_properties_secret_ref.as_ref()) {
         Some(secret) => {
             let read = SecretRead::Labelled { named_in: "spec.kafka.clientPropertiesSecretRef".to_string() };
@@ -218,14 +341,18 @@ pub async fn connection(
             }
         }
         None => match &defaults.properties_dir {
-            Some(dir) => match properties_from_dir(dir) {
+            Some(dir) if platform_servers => match properties_from_dir(dir) {
                 Ok(properties) => properties,
                 Err(problem) => return Ok(Err(problem)),
             },
+            Some(_) => {
+                defaults_withheld = true;
+                BTreeMap::new()
+            }
             None => BTreeMap::new(),
         },
     };
-    Ok(Ok(Connection::new(bootstrap_servers, properties)))
+    Ok(Ok(Connection { defaults_withheld, ..Connection::new(bootstrap_servers, properties) }))
 }
 
 async fn named_connection(
@@ -327,6 +454,7 @@ async fn secret_properties(
 ) -> Result<Result<BTreeMap<String, String>, ConnectionProblem>, kube::Error> {
     let (name, namespace_owned) = (secret.name.clone(), namespace.to_string());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let tenant = matches!(read, SecretRead::Labelled { .. });
     let named_in = match read {
         SecretRead::Labelled { named_in } => {
             if !defaults.namespace_secrets {
@@ -359,13 +487,19 @@ async fn secret_properties(
             Err(_) => return Ok(Err(ConnectionProblem::SecretInvalid { name, key })),
         }
     }
+    if tenant {
+        let keys = keys_not_allowed_for_tenants(&properties);
+        if !keys.is_empty() {
+            return Ok(Err(ConnectionProblem::PropertiesNotAllowed { name, named_in, keys }));
+        }
+    }
     Ok(Ok(properties))
 }
 
 impl Connection {
     fn new(bootstrap_servers: String, mut properties: BTreeMap<String, String>) -> Connection {
         properties.insert("bootstrap.servers".to_string(), bootstrap_servers.clone());
-        Connection { bootstrap_servers, properties }
+        Connection { bootstrap_servers, properties, defaults_withheld: false }
     }
 }
 
@@ -405,6 +539,105 @@ mod tests {
             cluster_connection(serde_json::json!({"matchExpressions": [{"key": "team", "operator": "Near"}]}));
         let problem = namespace_allowed(&invalid, "a", &labels(&[("team", "a")])).unwrap_err();
         assert_eq!(problem.reason(), "ConnectionInvalid", "{problem}");
+    }
+
+    #[test]
+    fn every_reason_is_listed() {
+        let (name, namespace, named_in) = (String::new(), String::new(), String::new());
+        let kind = ConnectionKind::KafkaConnection;
+        let problems = [
+            ConnectionProblem::NoBootstrapServers,
+            ConnectionProblem::SecretNotFound {
+                name: name.clone(),
+                namespace: namespace.clone(),
+                named_in: named_in.clone(),
+            },
+            ConnectionProblem::SecretNotLabelled {
+                name: name.clone(),
+                namespace: namespace.clone(),
+                named_in: named_in.clone(),
+            },
+            ConnectionProblem::NamespaceSecretsDisabled {
+                name: name.clone(),
+                namespace: namespace.clone(),
+                named_in: named_in.clone(),
+            },
+            ConnectionProblem::SecretInvalid { name: name.clone(), key: String::new() },
+            ConnectionProblem::PropertiesNotAllowed { name: name.clone(), named_in, keys: Vec::new() },
+            ConnectionProblem::DefaultPropertiesUnreadable { path: String::new(), error: String::new() },
+            ConnectionProblem::ConnectionNotFound { kind, name: name.clone() },
+            ConnectionProblem::NamespaceNotAllowed { name: name.clone(), namespace, selector: String::new() },
+            ConnectionProblem::SelectorInvalid { name: name.clone(), error: String::new() },
+            ConnectionProblem::OperatorNamespaceUnknown { name },
+        ];
+        for problem in problems {
+            assert!(ConnectionProblem::REASONS.contains(&problem.reason()), "{problem:?}");
+        }
+    }
+
+    #[test]
+    fn tenant_properties_are_sorted_for_their_lookup() {
+        assert!(TENANT_PROPERTIES.windows(2).all(|w| w[0] < w[1]), "TENANT_PROPERTIES must stay sorted");
+    }
+
+    #[test]
+    fn a_tenant_may_set_connection_settings_but_no_file_code_or_unknown_key() {
+        let properties = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let connect = properties(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "app"),
+            ("sasl.password", "s3cret"),
+            ("ssl.ca.pem", "-----BEGIN CERTIFICATE-----"),
+            ("ssl.ca.location", "probe"),
+            ("client.id", "app"),
+        ]);
+        assert_eq!(keys_not_allowed_for_tenants(&connect), Vec::<String>::new());
+
+        let hostile = properties(&[
+            ("sasl.username", "app"),
+            ("ssl.key.location", "/etc/kafka-client/platform.key"),
+            ("ssl.ca.location", "/etc/kafka-client/ca.pem"),
+            ("plugin.library.paths", "/tmp/evil.so"),
+            ("sasl.kerberos.kinit.cmd", "sh -c id"),
+            ("sasl.oauthbearer.token.endpoint.url", "https://elsewhere"),
+            ("receive.message.max.bytes", "2147483647"),
+            ("no.such.property", "unknown-value"),
+        ]);
+        assert_eq!(
+            keys_not_allowed_for_tenants(&hostile),
+            vec![
+                "no.such.property",
+                "plugin.library.paths",
+                "receive.message.max.bytes",
+                "sasl.kerberos.kinit.cmd",
+                "sasl.oauthbearer.token.endpoint.url",
+                "ssl.ca.location",
+                "ssl.key.location",
+            ]
+        );
+        let problem = ConnectionProblem::PropertiesNotAllowed {
+            name: "team-auth".into(),
+            named_in: "spec.kafka.clientPropertiesSecretRef".into(),
+            keys: keys_not_allowed_for_tenants(&hostile),
+        };
+        assert_eq!(problem.reason(), "KafkaConfigInvalid");
+        let message = problem.to_string();
+        assert!(
+            message.contains("\"plugin.library.paths\" (loads code") && message.contains("ssl.key.pem"),
+            "{message}"
+        );
+        let misspelled = ConnectionProblem::PropertiesNotAllowed {
+            name: "a".into(),
+            named_in: "b".into(),
+            keys: vec!["sasl.pasword".into()],
+        };
+        assert!(misspelled.to_string().contains("did you mean \"sasl.password\""), "{misspelled}");
+        for value in hostile.values() {
+            assert!(!message.contains(value.as_str()), "a value is echoed: {message}");
+        }
     }
 
     #[test]

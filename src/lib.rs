@@ -11,6 +11,7 @@ pub mod external_metrics;
 pub mod kafka;
 pub mod lag;
 pub mod metrics;
+pub mod ownership;
 pub mod plugin;
 pub mod reset;
 pub mod runtime;

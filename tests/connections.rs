@@ -306,3 +306,83 @@ async fn a_sasl_connection_is_defined_once_shared_by_several_groups_and_rotated_
     .expect("the DryRun is planned over the SASL connection");
     assert_eq!(planned.partition_count, Some(2));
 }
+
+#[tokio::test]
+async fn the_operators_default_credentials_go_only_to_its_default_servers() {
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let namespace = common::namespace(&client, "defaults").await;
+
+    // The platform's credentials, as the chart mounts them (--default-client-properties-dir).
+    let (client_id, user, password) =
+        (testenv::unique_name("platform-client"), testenv::unique_name("platform-user"), testenv::unique_name("pw"));
+    let dir = tempfile::tempdir().unwrap();
+    for (key, value) in [
+        ("security.protocol", "SASL_PLAINTEXT"),
+        ("sasl.mechanism", "PLAIN"),
+        ("sasl.username", user.as_str()),
+        ("sasl.password", password.as_str()),
+        ("client.id", client_id.as_str()),
+    ] {
+        std::fs::write(dir.path().join(key), value).unwrap();
+    }
+    // The platform's server and one a tenant chose; neither answers, both keep what they get.
+    let (platform, chosen) = (StandIn::start().await, StandIn::start().await);
+    let extra = ["--default-client-properties-dir", dir.path().to_str().unwrap(), "--kafka-timeout-seconds", "2"];
+    let default_servers = platform.address.to_string();
+    let _operator = common::Operator::start(&client, common::run_args(&namespace, &default_servers, &extra)).await;
+
+    let groups: Api<ConsumerGroup> = Api::namespaced(client.clone(), &namespace);
+    let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": ["t"], "template": template(),
+        "kafka": {"bootstrapServers": chosen.address.to_string()}});
+    groups.create(&PostParams::default(), &common::consumer_group("elsewhere", spec)).await.unwrap();
+    let (reason, message) = condition(&groups, "elsewhere", "KafkaReachable", "False").await.expect("no answer");
+    assert_ne!(reason, "Connected", "{message}");
+    assert!(message.contains("spec.kafka.clientPropertiesSecretRef"), "the condition says why: {message}");
+    assert!(chosen.connection_count() > 0, "the operator did connect to the server the tenant named");
+    for secret in [&client_id, &user, &password] {
+        assert!(!chosen.received(secret), "the tenant's server received the platform's {secret}");
+        assert!(!message.contains(secret.as_str()), "{message}");
+    }
+
+    // The same credentials do reach the platform's own servers: the checks above could fail.
+    let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": ["t"], "template": template()});
+    groups.create(&PostParams::default(), &common::consumer_group("platform", spec)).await.unwrap();
+    let sent = common::eventually(WAIT, || async { platform.received(&client_id).then_some(()) }).await;
+    assert!(sent.is_some(), "a ConsumerGroup on the default servers uses the default properties");
+    assert!(!chosen.received(&client_id), "and the tenant's server still has none of them");
+}
+
+#[tokio::test]
+async fn a_tenant_secret_that_reads_operator_files_or_loads_code_is_refused_by_name() {
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let namespace = common::namespace(&client, "files").await;
+    let stand_in = StandIn::start().await;
+    let _operator = common::Operator::start(&client, common::run_args(&namespace, "", &[])).await;
+
+    let marker = testenv::unique_name("tenant-client-id");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let data = serde_json::json!({"client.id": marker, "security.protocol": "SSL",
+        "ssl.key.location": "/etc/kafka-client/platform.key", "plugin.library.paths": "/tmp/libevil.so"});
+    secrets.create(&PostParams::default(), &secret("tenant-auth", true, data)).await.unwrap();
+    let groups: Api<ConsumerGroup> = Api::namespaced(client.clone(), &namespace);
+    let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": ["t"], "template": template(),
+        "kafka": {"bootstrapServers": stand_in.address.to_string(), "clientPropertiesSecretRef": {"name": "tenant-auth"}}});
+    groups.create(&PostParams::default(), &common::consumer_group("files", spec)).await.unwrap();
+
+    let (reason, message) = condition(&groups, "files", "Ready", "False").await.expect("a condition says why");
+    assert_eq!(reason, "KafkaConfigInvalid", "{message}");
+    assert!(message.contains("ssl.key.location") && message.contains("plugin.library.paths"), "{message}");
+    assert!(!message.contains("/etc/kafka-client") && !message.contains("libevil"), "a value is echoed: {message}");
+    assert_eq!(stand_in.connection_count(), 0, "nothing is sent with a refused Secret");
+
+    // Without the two keys the same Secret is used: the refusal was theirs.
+    let fixed = Patch::Merge(serde_json::json!({"data": {"ssl.key.location": null, "plugin.library.paths": null},
+        "stringData": {"security.protocol": "PLAINTEXT"}}));
+    secrets.patch("tenant-auth", &PatchParams::default(), &fixed).await.unwrap();
+    let sent = common::eventually(WAIT, || async { stand_in.received(&marker).then_some(()) }).await;
+    assert!(sent.is_some(), "the Secret is used once it sets only what a tenant may");
+}

@@ -772,3 +772,95 @@ async fn status_writes_are_refused_when_decided_on_a_stale_object() {
     assert_eq!(stored.status.unwrap().phase, Some(ResetPhase::Committing), "the stale write changed nothing");
     assert!(consumer_group_operator::reset::apply_status(&s.client, &written, &going_back).await.is_ok());
 }
+
+#[tokio::test]
+async fn another_namespace_cannot_reset_or_see_a_group_id_it_does_not_own() {
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let (team_a, team_b, squatter) = (
+        common::namespace(&client, "team-a").await,
+        common::namespace(&client, "team-b").await,
+        common::namespace(&client, "squat").await,
+    );
+    let topic = common::create_topic(&bootstrap, 2).await;
+    common::produce(&bootstrap, &topic, &[10, 10], None);
+    let group_id = testenv::unique_name("team-a-orders");
+    common::commit(&kafka(&bootstrap), &group_id, &BTreeMap::from([(tp(&topic, 0), 7), (tp(&topic, 1), 9)])).await;
+    let namespaces = format!("{team_a},{team_b},{squatter}");
+    let _operator = start_operator(&client, &namespaces, &bootstrap).await;
+    let template = serde_json::json!({"spec": {"containers": [{"name": "c", "image": "i"}]}});
+    let spec = |kafka: serde_json::Value| serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 0, "template": template, "kafka": kafka});
+    let ready = |namespace: &str| {
+        let groups: Api<ConsumerGroup> = Api::namespaced(client.clone(), namespace);
+        async move {
+            common::eventually(WAIT, || async {
+                let conditions = groups.get("orders").await.ok()?.status?.conditions;
+                let ready = conditions.into_iter().find(|c| c.type_ == "Ready")?;
+                (!ready.reason.is_empty()).then_some(ready)
+            })
+            .await
+            .expect("a Ready condition")
+        }
+    };
+
+    // An older ConsumerGroup the operator does not serve (its Secret does not exist) owns nothing.
+    let squatting = spec(serde_json::json!({"clientPropertiesSecretRef": {"name": "missing"}}));
+    Api::<ConsumerGroup>::namespaced(client.clone(), &squatter)
+        .create(&PostParams::default(), &common::consumer_group("orders", squatting))
+        .await
+        .unwrap();
+    assert_eq!(ready(&squatter).await.reason, "SecretNotFound");
+    Api::<ConsumerGroup>::namespaced(client.clone(), &team_a)
+        .create(&PostParams::default(), &common::consumer_group("orders", spec(serde_json::json!({}))))
+        .await
+        .unwrap();
+    let owner = common::eventually(WAIT, || async {
+        let status = Api::<ConsumerGroup>::namespaced(client.clone(), &team_a).get("orders").await.ok()?.status?;
+        status.group_state.is_some().then_some(status)
+    })
+    .await
+    .expect("team A's ConsumerGroup is served despite the older squatter");
+    assert!(owner.conditions.iter().all(|c| c.reason != "GroupIdConflict"), "{:?}", owner.conditions);
+
+    // Team B names the same group id on the same cluster, then asks to reset it.
+    let groups_b: Api<ConsumerGroup> = Api::namespaced(client.clone(), &team_b);
+    let same_cluster = spec(serde_json::json!({"bootstrapServers": bootstrap}));
+    groups_b.create(&PostParams::default(), &common::consumer_group("orders", same_cluster)).await.unwrap();
+    let conflict = ready(&team_b).await;
+    assert_eq!(conflict.reason, "GroupIdConflict", "{}", conflict.message);
+    assert!(conflict.message.contains(&format!("{team_a}/orders")), "{}", conflict.message);
+    let resets_b: Api<OffsetReset> = Api::namespaced(client.clone(), &team_b);
+    for (name, mode) in [("preview", "DryRun"), ("rewind", "Execute")] {
+        let reset = serde_json::json!({"consumerGroup": "orders", "mode": mode, "target": {"toEarliest": true}});
+        resets_b.create(&PostParams::default(), &offset_reset(name, reset)).await.unwrap();
+        let failed =
+            wait_phase(&resets_b, name, &[ResetPhase::Failed, ResetPhase::Planned, ResetPhase::Succeeded]).await;
+        let status = failed.status.unwrap();
+        assert_eq!(status.phase, Some(ResetPhase::Failed), "{name}: {:?}", status.message);
+        let message = status.message.unwrap_or_default();
+        assert!(message.contains(&format!("{team_a}/orders")) && message.contains("nothing was"), "{name}: {message}");
+        assert!(status.plan.is_empty() && status.members.is_empty() && status.member_count.is_none(), "{name}");
+    }
+    // Kafka's own tool shows team A's offsets as they were; team B's status shows nothing of A's group.
+    let out = env.kafka.consumer_groups(&["--describe", "--group", &group_id, "--offsets"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let offsets: BTreeMap<i32, i64> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|cols| cols.len() >= 4 && cols[1] == topic)
+        .map(|cols| (cols[2].parse().unwrap(), cols[3].parse().unwrap()))
+        .collect();
+    assert_eq!(offsets, BTreeMap::from([(0, 7), (1, 9)]), "{text}");
+    let status_b = groups_b.get("orders").await.unwrap().status.unwrap();
+    assert!(status_b.members.is_empty() && status_b.group_state.is_none() && status_b.lag.is_none(), "{status_b:?}");
+
+    // The reset controller's check could fail: team A's own reset of the same group goes through.
+    let resets_a: Api<OffsetReset> = Api::namespaced(client.clone(), &team_a);
+    let reset = serde_json::json!({"consumerGroup": "orders", "mode": "Execute", "target": {"toEarliest": true}});
+    resets_a.create(&PostParams::default(), &offset_reset("rewind", reset)).await.unwrap();
+    let done = wait_phase(&resets_a, "rewind", &[ResetPhase::Failed, ResetPhase::Succeeded]).await;
+    assert_eq!(done.status.as_ref().and_then(|s| s.phase), Some(ResetPhase::Succeeded), "{:?}", done.status);
+    assert_eq!(committed(&bootstrap, &group_id, &topic, 2).await, [Some(0), Some(0)]);
+}

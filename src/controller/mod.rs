@@ -193,27 +193,6 @@ fn bump(failures: &mut HashMap<ObjectRef<ConsumerGroup>, u32>, key: ObjectRef<Co
     *count
 }
 
-/// The earliest-created other ConsumerGroup claiming the same groupId in the same Kafka cluster.
-fn conflicting_owner(ctx: &Context, group: &ConsumerGroup) -> Option<String> {
-    let default = ctx.defaults.bootstrap_servers.as_deref();
-    let stores = &ctx.connections_cache;
-    // Unknown (no bootstrap servers, a connection not cached yet): nothing to compare with.
-    let cluster = connection::bootstrap_servers(group, default, stores).map(|b| connection::cluster_key(&b))?;
-    let rank = |g: &ConsumerGroup| (g.metadata.creation_timestamp.clone(), g.namespace(), g.name_any());
-    ctx.stores
-        .iter()
-        .flat_map(|store| store.state())
-        .filter(|other| other.metadata.uid != group.metadata.uid && other.metadata.deletion_timestamp.is_none())
-        .filter(|other| other.spec.group_id == group.spec.group_id)
-        .filter(|other| {
-            connection::bootstrap_servers(other, default, stores).map(|b| connection::cluster_key(&b)).as_ref()
-                == Some(&cluster)
-        })
-        .filter(|other| rank(other) < rank(group))
-        .min_by_key(|other| rank(other))
-        .map(|other| format!("{}/{}", other.namespace().unwrap_or_default(), other.name_any()))
-}
-
 pub async fn reconcile(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> Result<Action, Error> {
     let key = ObjectRef::from(group.as_ref());
     if ctx.cache_behind(&key, &group) {
@@ -245,7 +224,7 @@ async fn reconcile_inner(
     let previous = group.status.clone().unwrap_or_default();
 
     // Observe.
-    let conflict_with = conflicting_owner(&ctx, &group);
+    let conflict_with = crate::ownership::conflicting_owner(&ctx, &group);
     let mut connection = None;
     let mut connection_problem = None;
     if conflict_with.is_none() {
@@ -296,6 +275,7 @@ async fn reconcile_inner(
     } else {
         None
     };
+    let plan_conflict = conflict_with.is_some();
     let plan = plan::plan(&Observed {
         group: &group,
         reset_in_progress,
@@ -387,6 +367,13 @@ async fn reconcile_inner(
         .extend(conditions::transitions(&previous.conditions, &conditions).into_iter().map(Happening::Transition));
     let kafka_seen = matches!(kafka, KafkaObservation::Seen { .. });
     let kafka_seen_group = kafka_seen && described;
+    // A ConsumerGroup that does not own its groupId keeps nothing of the group's members or lag,
+    // not even from a time it did: they belong to the owner.
+    let previous = if plan_conflict {
+        ConsumerGroupStatus { group_state: None, member_count: None, members: Vec::new(), lag: None, ..previous }
+    } else {
+        previous
+    };
     let status = ConsumerGroupStatus {
         observed_generation: group.metadata.generation,
         partitions: plan.partitions.or(previous.partitions),
@@ -518,9 +505,15 @@ fn observe_kafka(
     connection: &Connection,
     memory: &mut GroupMemory,
 ) -> KafkaOutcome {
-    let failed = |error: KafkaError| KafkaOutcome {
-        kafka: KafkaObservation::Failed { reason: observe::failure_reason(&error), message: error.to_string() },
-        ..KafkaOutcome::default()
+    let failed = |error: KafkaError| {
+        let mut message = error.to_string();
+        if connection.defaults_withheld {
+            message = format!("{message}; {}", connection::DEFAULTS_WITHHELD);
+        }
+        KafkaOutcome {
+            kafka: KafkaObservation::Failed { reason: observe::failure_reason(&error), message },
+            ..KafkaOutcome::default()
+        }
     };
     let observer = match ctx.observer_for(connection) {
         Ok(observer) => observer,

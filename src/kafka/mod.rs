@@ -366,10 +366,15 @@ const JAVA_ONLY_PROPERTIES: &[(&str, &str)] = &[
     ("value.deserializer", "the operator reads no records; remove it"),
 ];
 
+/// What to set instead of a Java client property librdkafka does not know.
+pub fn java_property_hint(key: &str) -> Option<&'static str> {
+    JAVA_ONLY_PROPERTIES.iter().find(|(java, _)| *java == key).map(|(_, instead)| *instead)
+}
+
 /// The message of a refused client property: its key and why, never its value.
 pub fn config_error(result: rdkafka::types::RDKafkaConfRes, key: &str) -> String {
     use rdkafka::types::RDKafkaConfRes;
-    if let Some((_, instead)) = JAVA_ONLY_PROPERTIES.iter().find(|(java, _)| *java == key) {
+    if let Some(instead) = java_property_hint(key) {
         return format!(
             "property {key:?} is a Java client property that librdkafka does not know: {instead}; fix the client-properties Secret"
         );

@@ -205,6 +205,18 @@ pub async fn reconcile(cached: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Ac
         write_status(&ctx, &reset, &finished(&status, ResetPhase::Failed, message)).await?;
         return Ok(Action::await_change());
     };
+    // Offsets change only for the ConsumerGroup that owns the groupId, in any namespace; checked
+    // before any Kafka request (a DryRun would show the owner's members), and once: a reset that
+    // started stopping consumers was its owner's.
+    let starting = !phase.is_some_and(ResetPhase::holds_workload);
+    if starting && let Some(owner) = crate::ownership::conflicting_owner(&ctx, &group) {
+        let message = format!(
+            "ConsumerGroup {} does not manage groupId {:?}: ConsumerGroup {owner} does (created earlier, same Kafka cluster), and only resets of that ConsumerGroup may change the group's offsets; nothing was stopped or changed",
+            group.name_any(),
+            group.spec.group_id
+        );
+        return fail(&ctx, &reset, &status, message).await;
+    }
     let connection = match connection::connection(&ctx.client, &group, &ctx.defaults).await? {
         Ok(connection) => connection,
         Err(problem) => {
