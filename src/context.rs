@@ -173,6 +173,12 @@ impl Context {
         }
     }
 
+    /// Records that a ConsumerGroup uses no connection now (its connection was refused, or its
+    /// groupId is another's): the one it used is closed at the next sweep if nobody else uses it.
+    pub fn forget_connection(&self, key: &ObjectRef<ConsumerGroup>) {
+        self.connections.lock().expect("connections lock").remove(key);
+    }
+
     /// The ConsumerGroups that exist now, from the caches.
     pub fn live_groups(&self) -> HashSet<ObjectRef<ConsumerGroup>> {
         self.stores.iter().flat_map(|s| s.state()).map(|g| ObjectRef::from(g.as_ref())).collect()

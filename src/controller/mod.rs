@@ -233,6 +233,9 @@ async fn reconcile_inner(
             Err(problem) => connection_problem = Some(problem),
         }
     }
+    if connection.is_none() {
+        ctx.forget_connection(&key);
+    }
     let workload = observe::workload(&ctx.client, &group).await?;
     let workload_replicas = match (&workload, &group.spec.scale_target_ref) {
         (Some(w), _) => Ok(w.replicas),
