@@ -105,9 +105,4 @@ mod tests {
         assert_eq!(owner_among(&real, [&elsewhere].into_iter(), other_cluster), None);
         assert_eq!(owner_among(&real, [&elsewhere].into_iter(), |_: &ConsumerGroup| None), None);
     }
-
-    #[test]
-    fn the_conflict_reason_is_the_controllers() {
-        assert_eq!(GROUP_ID_CONFLICT, crate::controller::conditions::reason::GROUP_ID_CONFLICT);
-    }
 }

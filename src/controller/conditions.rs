@@ -27,7 +27,8 @@ pub mod reason {
     pub const OFFSETS_UNAVAILABLE: &str = "OffsetsUnavailable";
     pub const TOPICS_NOT_FOUND: &str = "TopicsNotFound";
     pub const SCALE_TARGET_NOT_FOUND: &str = "ScaleTargetNotFound";
-    pub const GROUP_ID_CONFLICT: &str = "GroupIdConflict";
+    /// Defined where ownership is decided, which the reset controller shares.
+    pub const GROUP_ID_CONFLICT: &str = crate::ownership::GROUP_ID_CONFLICT;
     pub const WORKLOAD_APPLY_FAILED: &str = "WorkloadApplyFailed";
     /// spec.template has a field that is not valid in a PodTemplateSpec (the message names it).
     pub const TEMPLATE_INVALID: &str = "TemplateInvalid";
