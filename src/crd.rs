@@ -432,6 +432,60 @@ pub struct MemberStatus {
     /// Assigned partitions by topic.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub assignment: BTreeMap<String, Vec<i32>>,
+    /// Assigned partitions left out of `assignment` to keep the status small (see
+    /// `kubectl consumergroup describe` or Kafka's tool for all of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlisted_partitions: Option<i32>,
+}
+
+/// Longest client id or host kept in status: a Kafka client chooses its own, of any length.
+pub const MAX_TEXT_IN_STATUS: usize = 255;
+
+/// Longest condition or status message: messages quote what Kafka answered, which a broker
+/// chooses.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// Assigned partitions listed in one status, over all its members: whatever a broker reports,
+/// a status stays far below etcd's 1.5 MiB object limit.
+pub const MAX_PARTITIONS_IN_STATUS: usize = 1000;
+
+/// `text` cut to at most `max` bytes at a character boundary, marked with an ellipsis when cut.
+pub fn bounded_text(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+impl MemberStatus {
+    /// A member as status lists it: client id and host bounded, and as many of its partitions
+    /// (sorted by topic and partition) as `partitions_left` still allows.
+    pub fn bounded(
+        client_id: &str,
+        host: &str,
+        partitions: &[(&str, i32)],
+        partitions_left: &mut usize,
+    ) -> MemberStatus {
+        let mut sorted = partitions.to_vec();
+        sorted.sort_unstable();
+        let listed = sorted.len().min(*partitions_left);
+        *partitions_left -= listed;
+        let mut assignment = BTreeMap::<String, Vec<i32>>::new();
+        for (topic, partition) in &sorted[..listed] {
+            assignment.entry((*topic).to_string()).or_default().push(*partition);
+        }
+        let unlisted = sorted.len() - listed;
+        MemberStatus {
+            client_id: bounded_text(client_id, MAX_TEXT_IN_STATUS),
+            host: bounded_text(host, MAX_TEXT_IN_STATUS),
+            assignment,
+            unlisted_partitions: (unlisted > 0).then_some(unlisted as i32),
+        }
+    }
 }
 
 /// Consumer lag summary.
@@ -923,6 +977,15 @@ pub struct ClusterKafkaConnectionSpec {
     /// Namespaces whose ConsumerGroups may use this connection, by their labels. `{}` selects
     /// every namespace; `matchLabels: {kubernetes.io/metadata.name: team-a}` selects one.
     pub namespace_selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+
+    /// Group ids the ConsumerGroups of a namespace may manage through this connection, as Kafka's
+    /// prefixed group ACLs allow them to clients: `{namespace}` stands for the ConsumerGroup's
+    /// namespace and `*` for any characters (`{namespace}.*`: ids that start with the namespace
+    /// and a dot). A ConsumerGroup whose groupId matches none is refused (`GroupIdNotAllowed`):
+    /// nothing is read, run or reset for it. Unset: any group id; empty: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(length(min = 1, max = 255)))]
+    pub allowed_group_ids: Option<Vec<String>>,
 }
 
 /// Observed state of a KafkaConnection or ClusterKafkaConnection.
@@ -975,6 +1038,38 @@ pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn bounded_text_is_a_marked_prefix_within_the_bound(text in "\\PC{0,80}", max in 4usize..64) {
+            let bounded = bounded_text(&text, max);
+            prop_assert!(bounded.len() <= max.max(text.len().min(max)));
+            if text.len() <= max {
+                prop_assert_eq!(&bounded, &text);
+            } else {
+                let kept = bounded.strip_suffix('…').expect("marked as cut");
+                prop_assert!(text.starts_with(kept));
+            }
+        }
+    }
+
+    #[test]
+    fn a_member_in_status_is_bounded_whatever_kafka_reports() {
+        let long = "c".repeat(10_000);
+        let partitions: Vec<(&str, i32)> = (0..1500).rev().map(|p| ("t", p)).collect();
+        let mut left = MAX_PARTITIONS_IN_STATUS;
+        let first = MemberStatus::bounded(&long, "/10.0.0.1", &partitions, &mut left);
+        assert_eq!(first.client_id.len(), MAX_TEXT_IN_STATUS);
+        assert_eq!(first.host, "/10.0.0.1");
+        assert_eq!(first.assignment["t"], (0..1000).collect::<Vec<i32>>(), "the lowest partitions, sorted");
+        assert_eq!(first.unlisted_partitions, Some(500));
+        let second = MemberStatus::bounded("c2", "h", &[("t", 1)], &mut left);
+        assert!(second.assignment.is_empty());
+        assert_eq!(second.unlisted_partitions, Some(1), "the budget is shared by the members of one status");
+        let small = MemberStatus::bounded("c3", "h", &[("t", 1)], &mut 10);
+        assert_eq!((small.assignment["t"].clone(), small.unlisted_partitions), (vec![1], None));
+    }
 
     #[test]
     fn a_template_field_of_the_wrong_type_is_named() {

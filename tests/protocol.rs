@@ -600,3 +600,212 @@ async fn offset_fetches_are_split_by_the_partitions_their_groups_read() {
     assert_eq!((offsets[&topic][99], offsets[&topic][0]), (Some(42), None));
     assert!(groups[..59].iter().all(|g| read[g].as_ref().unwrap()[&topic].iter().all(Option::is_none)));
 }
+
+/// What a fake broker answers to DescribeGroups.
+#[derive(Clone, Copy, Debug)]
+enum Hostile {
+    /// A frame that declares 1 GiB and brings nothing.
+    HugeFrame,
+    /// A group array that declares a million groups and holds none.
+    MissingElements,
+    /// One member whose 1 MB assignment names a 32 KB topic (240,000 partitions of it).
+    LongTopicName,
+    /// One member whose 1 MB assignment lists 250,000 partitions of a 249-byte topic.
+    ManyPartitions,
+    /// An answer to another request (its correlation id is off by one).
+    WrongCorrelation,
+    /// A frame of 100 bytes sent a byte every 200 ms.
+    SlowDrip,
+}
+
+/// A TCP server speaking just enough of Kafka's protocol for the group reader (ApiVersions,
+/// FindCoordinator v4 naming itself, DescribeGroups v0) that answers DescribeGroups as a hostile
+/// or broken broker would. Runs until the test's runtime ends.
+async fn fake_broker(group: &str, hostile: Hostile) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let group = group.to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            let group = group.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok(size) = stream.read_i32().await else { return };
+                    let mut request = vec![0; size as usize];
+                    if stream.read_exact(&mut request).await.is_err() {
+                        return;
+                    }
+                    let api_key = i16::from_be_bytes([request[0], request[1]]);
+                    let correlation = i32::from_be_bytes(request[4..8].try_into().unwrap());
+                    let mut body = Vec::new();
+                    match api_key {
+                        18 => {
+                            // ApiVersions v3 (header v0): no error, three APIs, no throttle.
+                            body.extend(correlation.to_be_bytes());
+                            body.extend(0i16.to_be_bytes());
+                            body.push(4);
+                            for (key, min, max) in [(18i16, 0i16, 3i16), (10, 4, 4), (15, 0, 0)] {
+                                body.extend(key.to_be_bytes());
+                                body.extend(min.to_be_bytes());
+                                body.extend(max.to_be_bytes());
+                                body.push(0);
+                            }
+                            body.extend(0i32.to_be_bytes());
+                            body.push(0);
+                        }
+                        10 => {
+                            // FindCoordinator v4 (header v1): this server coordinates the group.
+                            body.extend(correlation.to_be_bytes());
+                            body.push(0);
+                            body.extend(0i32.to_be_bytes());
+                            body.push(2);
+                            body.push(group.len() as u8 + 1);
+                            body.extend(group.as_bytes());
+                            body.extend(1i32.to_be_bytes());
+                            body.push(10);
+                            body.extend(b"127.0.0.1");
+                            body.extend(i32::from(port).to_be_bytes());
+                            body.extend(0i16.to_be_bytes());
+                            body.push(0);
+                            body.push(0);
+                            body.push(0);
+                        }
+                        _ => {
+                            let answered = hostile_answer(hostile, correlation, &group);
+                            match hostile {
+                                Hostile::HugeFrame => {
+                                    let _ = stream.write_all(&(1i32 << 30).to_be_bytes()).await;
+                                    std::future::pending::<()>().await;
+                                }
+                                Hostile::SlowDrip => {
+                                    let _ = stream.write_all(&100i32.to_be_bytes()).await;
+                                    for byte in answered.iter().chain(std::iter::repeat(&0)).take(100) {
+                                        if stream.write_all(&[*byte]).await.is_err() {
+                                            return;
+                                        }
+                                        tokio::time::sleep(Duration::from_millis(200)).await;
+                                    }
+                                    return;
+                                }
+                                _ => body = answered,
+                            }
+                        }
+                    }
+                    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+                    frame.extend(body);
+                    if stream.write_all(&frame).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("127.0.0.1:{port}")
+}
+
+/// A DescribeGroups v0 answer (header v0) as `hostile` says.
+fn hostile_answer(hostile: Hostile, correlation: i32, group: &str) -> Vec<u8> {
+    fn string(out: &mut Vec<u8>, text: &[u8]) {
+        out.extend((text.len() as i16).to_be_bytes());
+        out.extend(text);
+    }
+    let assignment = |topic: &[u8], partitions: i32| {
+        let mut bytes = vec![0, 0];
+        bytes.extend(1i32.to_be_bytes());
+        string(&mut bytes, topic);
+        bytes.extend(partitions.to_be_bytes());
+        for partition in 0..partitions {
+            bytes.extend(partition.to_be_bytes());
+        }
+        bytes
+    };
+    let correlation = if matches!(hostile, Hostile::WrongCorrelation) { correlation + 1 } else { correlation };
+    let mut body = correlation.to_be_bytes().to_vec();
+    if matches!(hostile, Hostile::MissingElements) {
+        body.extend(1_000_000i32.to_be_bytes());
+        return body;
+    }
+    let member_assignment = match hostile {
+        Hostile::LongTopicName => assignment(&[b'x'; 32767], 240_000),
+        Hostile::ManyPartitions => assignment(&[b'y'; 249], 250_000),
+        _ => Vec::new(),
+    };
+    body.extend(1i32.to_be_bytes());
+    body.extend(0i16.to_be_bytes());
+    string(&mut body, group.as_bytes());
+    string(&mut body, b"Stable");
+    string(&mut body, b"consumer");
+    string(&mut body, b"range");
+    body.extend(1i32.to_be_bytes());
+    string(&mut body, b"member-1");
+    string(&mut body, b"client-1");
+    string(&mut body, b"/10.0.0.1");
+    body.extend(0i32.to_be_bytes());
+    body.extend((member_assignment.len() as i32).to_be_bytes());
+    body.extend(member_assignment);
+    body
+}
+
+/// This process's resident memory and its peak so far, in bytes.
+fn resident_and_peak() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib = |field: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    };
+    (kib("VmRSS:"), kib("VmHWM:"))
+}
+
+#[tokio::test]
+async fn a_hostile_broker_gets_a_clear_error_and_bounded_memory_while_other_groups_are_read() {
+    let kafka = broker().await;
+    let real = client(&kafka.bootstrap_servers());
+    let topic = testenv::unique_name("p-hostile");
+    real.create_topic(&topic, 2, 1, TIMEOUT).await.unwrap();
+    let served = testenv::unique_name("pg-served");
+    let commits = BTreeMap::from([(tp(&topic, 0), 5i64), (tp(&topic, 1), 7)]);
+    common::eventually(TIMEOUT, || async { real.alter_consumer_group_offsets(&served, &commits, TIMEOUT).await.ok() })
+        .await
+        .expect("commits to the real broker");
+    let served_reader = reader(&kafka.bootstrap_servers());
+
+    let (resident_before, _) = resident_and_peak();
+    let cases = [
+        (Hostile::HugeFrame, "over the 33554432 bytes accepted"),
+        (Hostile::MissingElements, "could not be encoded or decoded"),
+        (Hostile::LongTopicName, "names a topic of 32767 bytes"),
+        (Hostile::ManyPartitions, "more than 50000 partitions"),
+        (Hostile::WrongCorrelation, "with correlation id"),
+        (Hostile::SlowDrip, "did not answer DescribeGroups in time"),
+    ];
+    let call_timeout = Duration::from_secs(3);
+    for (hostile, expected) in cases {
+        let group = testenv::unique_name("pg-hostile");
+        let hostile_reader = reader(&fake_broker(&group, hostile).await);
+        let started = Instant::now();
+        let (mut answer, mut other) = tokio::join!(
+            hostile_reader.describe_groups(std::slice::from_ref(&group), call_timeout),
+            served_reader.describe_groups(std::slice::from_ref(&served), TIMEOUT),
+        );
+        let elapsed = started.elapsed();
+        let error = match answer.remove(&group) {
+            Some(Err(error)) => error.to_string(),
+            unexpected => panic!("{hostile:?}: expected an error, got {unexpected:?}"),
+        };
+        println!("{hostile:?} after {elapsed:?}: {error}");
+        assert!(error.contains(expected), "{hostile:?}: {error}");
+        assert!(elapsed < call_timeout + Duration::from_secs(2), "{hostile:?} held the call for {elapsed:?}");
+        match other.remove(&served) {
+            Some(Ok(Some(description))) => assert_eq!(description.state, GroupState::Empty, "{hostile:?}"),
+            unexpected => panic!("{hostile:?}: the real broker's group was not read beside it: {unexpected:?}"),
+        }
+    }
+    let (_, peak) = resident_and_peak();
+    // A 1 MB assignment decoded without bounds takes gigabytes (a topic name copied per
+    // partition); the bounded decoder holds a few dozen megabytes at most.
+    let grown = peak.saturating_sub(resident_before);
+    assert!(grown < 128 << 20, "peak resident memory grew by {} MiB", grown >> 20);
+    println!("peak resident memory grew by {} MiB over the hostile answers", grown >> 20);
+}

@@ -40,17 +40,28 @@ pub async fn scale_target(
     Ok(())
 }
 
+/// Largest status written: etcd refuses objects over 1.5 MiB, and every watcher of
+/// ConsumerGroups holds them.
+const MAX_STATUS_BYTES: usize = 512 << 10;
+
 /// Applies the status when it differs from what the object carries. Returns whether it wrote.
 pub async fn status(client: &Client, group: &ConsumerGroup, status: &ConsumerGroupStatus) -> Result<bool, kube::Error> {
     if group.status.as_ref() == Some(status) {
         return Ok(false);
     }
     let api: Api<ConsumerGroup> = Api::namespaced(client.clone(), &group.namespace().unwrap_or_default());
-    let body = json!({
+    let mut body = json!({
         "apiVersion": ConsumerGroup::api_version(&()),
         "kind": ConsumerGroup::kind(&()),
         "status": status,
     });
+    // The bounds on what status copies from Kafka keep it far below this; if they ever do not,
+    // the member list goes (memberCount stays) rather than the write failing for good.
+    let size = body.to_string().len();
+    if size > MAX_STATUS_BYTES {
+        tracing::warn!(group = %group.name_any(), size, "status too large; leaving the member list out");
+        body["status"]["members"] = json!([]);
+    }
     api.patch_status(&group.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(body)).await?;
     Ok(true)
 }

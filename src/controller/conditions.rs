@@ -50,7 +50,8 @@ pub struct Desired {
 
 impl Desired {
     pub fn new(type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) -> Desired {
-        Desired { type_, status, reason, message: message.into() }
+        let message = crate::crd::bounded_text(&message.into(), crate::crd::MAX_MESSAGE_BYTES);
+        Desired { type_, status, reason, message }
     }
 }
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use kube::ResourceExt;
 
 use super::plan::AutoscalingFigures;
-use crate::crd::{ConsumerGroup, ConsumerGroupStatus, MemberStatus};
-use crate::kafka::GroupDescription;
+use crate::crd::{ConsumerGroup, ConsumerGroupStatus, MAX_PARTITIONS_IN_STATUS, MemberStatus};
+use crate::kafka::{GroupDescription, MemberDescription};
 use crate::metrics::{GroupLabels, GroupSeries, Metrics};
 
 /// Members listed in status; memberCount carries the total.
@@ -40,22 +40,17 @@ pub fn record_metrics(
 
 pub fn members(description: Option<&GroupDescription>) -> Vec<MemberStatus> {
     let Some(description) = description else { return Vec::new() };
-    let mut members: Vec<MemberStatus> = description
-        .members
-        .iter()
-        .map(|m| {
-            let mut assignment = std::collections::BTreeMap::<String, Vec<i32>>::new();
-            for tp in &m.assignment {
-                assignment.entry(tp.topic.clone()).or_default().push(tp.partition);
-            }
-            for partitions in assignment.values_mut() {
-                partitions.sort_unstable();
-            }
-            MemberStatus { client_id: m.client_id.clone(), host: m.host.clone(), assignment }
-        })
-        .collect();
+    let mut members: Vec<&MemberDescription> = description.members.iter().collect();
     // Stable order so an unchanged group does not rewrite status.
     members.sort_by(|a, b| (&a.client_id, &a.host, &a.assignment).cmp(&(&b.client_id, &b.host, &b.assignment)));
     members.truncate(MAX_MEMBERS_IN_STATUS);
+    let mut partitions_left = MAX_PARTITIONS_IN_STATUS;
     members
+        .into_iter()
+        .map(|m| {
+            let partitions: Vec<(&str, i32)> =
+                m.assignment.iter().map(|tp| (tp.topic.as_str(), tp.partition)).collect();
+            MemberStatus::bounded(&m.client_id, &m.host, &partitions, &mut partitions_left)
+        })
+        .collect()
 }

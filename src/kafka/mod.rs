@@ -118,34 +118,107 @@ impl GroupState {
 
 /// The partitions of a consumer-protocol member assignment (ConsumerProtocolAssignment: int16
 /// version, then [topic string, [int32 partition]]; the user data after it is ignored). A
-/// malformed assignment yields what could be read.
-pub fn parse_assignment(bytes: &[u8]) -> Vec<TopicPartition> {
-    fn take<const N: usize>(bytes: &[u8], at: &mut usize) -> Option<[u8; N]> {
-        let slice = bytes.get(*at..*at + N)?;
+/// malformed assignment, or one beyond what is left of the group's budget, is refused saying why.
+pub fn parse_assignment(bytes: &[u8], budget: &mut AssignmentBudget) -> Result<Vec<TopicPartition>, String> {
+    fn take<const N: usize>(bytes: &[u8], at: &mut usize) -> Result<[u8; N], String> {
+        let slice =
+            bytes.get(*at..*at + N).ok_or_else(|| format!("it is cut short at byte {at} of {}", bytes.len()))?;
         *at += N;
-        slice.try_into().ok()
+        Ok(slice.try_into().expect("N bytes"))
+    }
+    if bytes.is_empty() {
+        // A member that has not received its assignment yet.
+        return Ok(Vec::new());
     }
     let mut at = 0;
     let mut partitions = Vec::new();
-    let parsed = (|| {
-        take::<2>(bytes, &mut at)?;
-        let topics = i32::from_be_bytes(take::<4>(bytes, &mut at)?);
-        for _ in 0..topics.max(0) {
-            let length = i16::from_be_bytes(take::<2>(bytes, &mut at)?).max(0) as usize;
-            let topic = String::from_utf8_lossy(bytes.get(at..at + length)?).into_owned();
-            at += length;
-            let count = i32::from_be_bytes(take::<4>(bytes, &mut at)?);
-            for _ in 0..count.max(0) {
-                let partition = i32::from_be_bytes(take::<4>(bytes, &mut at)?);
-                partitions.push(TopicPartition { topic: topic.clone(), partition });
-            }
+    take::<2>(bytes, &mut at)?;
+    let topics = i32::from_be_bytes(take::<4>(bytes, &mut at)?);
+    for _ in 0..topics.max(0) {
+        let length = i16::from_be_bytes(take::<2>(bytes, &mut at)?).max(0) as usize;
+        let name =
+            bytes.get(at..at + length).ok_or_else(|| format!("it is cut short inside a topic name at byte {at}"))?;
+        at += length;
+        let topic = budget.topic_name(name)?;
+        let count = i32::from_be_bytes(take::<4>(bytes, &mut at)?).max(0) as usize;
+        // Each partition takes 4 bytes: a count beyond what is left cannot be real.
+        if count > (bytes.len() - at) / 4 {
+            return Err(format!("it declares {count} partitions of a topic but has {} bytes left", bytes.len() - at));
         }
-        Some(())
-    })();
-    if parsed.is_none() {
-        tracing::debug!(bytes = bytes.len(), "member assignment cut short");
+        budget.take(count)?;
+        for _ in 0..count {
+            let partition = i32::from_be_bytes(take::<4>(bytes, &mut at)?);
+            partitions.push(TopicPartition { topic: topic.clone(), partition });
+        }
     }
-    partitions
+    Ok(partitions)
+}
+
+/// Kafka's longest topic name (`Topic.MAX_NAME_LENGTH`).
+pub const MAX_TOPIC_NAME_LENGTH: usize = 249;
+
+/// The most assigned partitions decoded for the members of one group together: a group with
+/// more is described as unreadable, so an answer of a broker a tenant named (or a broken one)
+/// costs a bounded amount of memory on every poll.
+pub const MAX_ASSIGNED_PARTITIONS_PER_GROUP: usize = 50_000;
+
+/// What is left of one group's [`MAX_ASSIGNED_PARTITIONS_PER_GROUP`] while its members'
+/// assignments are decoded, and the checks every decoded topic name passes.
+#[derive(Debug)]
+pub struct AssignmentBudget {
+    partitions_left: usize,
+}
+
+impl Default for AssignmentBudget {
+    fn default() -> Self {
+        AssignmentBudget { partitions_left: MAX_ASSIGNED_PARTITIONS_PER_GROUP }
+    }
+}
+
+impl AssignmentBudget {
+    /// Takes `count` partitions from the budget, or says that the group has too many.
+    pub fn take(&mut self, count: usize) -> Result<(), String> {
+        self.partitions_left = self.partitions_left.checked_sub(count).ok_or_else(|| {
+            format!(
+                "the group's members are assigned more than {MAX_ASSIGNED_PARTITIONS_PER_GROUP} partitions, more than the operator decodes for one group"
+            )
+        })?;
+        Ok(())
+    }
+
+    /// A topic name as Kafka allows it: at most [`MAX_TOPIC_NAME_LENGTH`] bytes of UTF-8.
+    pub fn topic_name(&self, name: &[u8]) -> Result<String, String> {
+        if name.len() > MAX_TOPIC_NAME_LENGTH {
+            return Err(format!(
+                "it names a topic of {} bytes; Kafka's topic names have at most {MAX_TOPIC_NAME_LENGTH}",
+                name.len()
+            ));
+        }
+        String::from_utf8(name.to_vec()).map_err(|_| "it names a topic that is not UTF-8".to_string())
+    }
+}
+
+/// The members of one group with their assignments decoded within one [`AssignmentBudget`], or
+/// what was wrong with them (naming the member by its place, never by a text the broker chose).
+pub fn describe_members<M>(
+    group_id: &str,
+    members: &[M],
+    mut describe: impl FnMut(&M, &mut AssignmentBudget) -> Result<MemberDescription, String>,
+) -> Result<Vec<MemberDescription>, KafkaError> {
+    let mut budget = AssignmentBudget::default();
+    members
+        .iter()
+        .enumerate()
+        .map(|(i, member)| {
+            describe(member, &mut budget).map_err(|why| {
+                KafkaError::Request(format!(
+                    "the assignment of member {} of {} of group {group_id} was not decoded: {why}",
+                    i + 1,
+                    members.len()
+                ))
+            })
+        })
+        .collect()
 }
 
 impl fmt::Display for GroupState {
@@ -330,23 +403,22 @@ impl KafkaError {
 
 /// A group of librdkafka's group listing as the operator describes it (that listing sees classic
 /// groups only).
-fn describe(info: &rdkafka::groups::GroupInfo) -> GroupDescription {
-    GroupDescription {
+fn describe(info: &rdkafka::groups::GroupInfo) -> Result<GroupDescription, KafkaError> {
+    let members = describe_members(info.name(), info.members(), |m, budget| {
+        Ok(MemberDescription {
+            member_id: m.id().to_string(),
+            client_id: m.client_id().to_string(),
+            host: m.client_host().to_string(),
+            assignment: parse_assignment(m.assignment().unwrap_or_default(), budget)?,
+        })
+    })?;
+    Ok(GroupDescription {
         group_id: info.name().to_string(),
         state: GroupState::parse(info.state()),
         partition_assignor: info.protocol().to_string(),
         protocol: GroupProtocol::Classic,
-        members: info
-            .members()
-            .iter()
-            .map(|m| MemberDescription {
-                member_id: m.id().to_string(),
-                client_id: m.client_id().to_string(),
-                host: m.client_host().to_string(),
-                assignment: m.assignment().map(parse_assignment).unwrap_or_default(),
-            })
-            .collect(),
-    }
+        members,
+    })
 }
 
 /// Java-client properties librdkafka does not have, and what to use instead.
@@ -549,6 +621,25 @@ impl KafkaClient {
         counts
     }
 
+    /// Kafka's id of the cluster, as its last Metadata answer said (no request: None until this
+    /// client has read metadata).
+    pub fn cluster_id(&self) -> Option<String> {
+        self.handle.client().fetch_cluster_id(Duration::ZERO)
+    }
+
+    /// Kafka's id of the cluster, asking for metadata if this client has none yet (1 Metadata
+    /// request at most).
+    pub async fn fetch_cluster_id(&self, timeout: Duration) -> Result<String, KafkaError> {
+        if let Some(id) = self.cluster_id() {
+            return Ok(id);
+        }
+        let client = self.handle.clone();
+        tokio::task::spawn_blocking(move || client.client().fetch_cluster_id(timeout))
+            .await
+            .map_err(|e| KafkaError::Internal(format!("cluster id task failed: {e}")))?
+            .ok_or(KafkaError::Timeout("Metadata (the cluster id)"))
+    }
+
     /// The batched group reader, or why this connection's settings need librdkafka instead.
     pub fn group_reader(&self) -> Result<&protocol::GroupReader, &KafkaError> {
         self.reader.as_ref()
@@ -699,7 +790,7 @@ impl KafkaClient {
     pub async fn describe_all_groups(
         &self,
         timeout: Duration,
-    ) -> Result<BTreeMap<String, GroupDescription>, KafkaError> {
+    ) -> Result<BTreeMap<String, Result<GroupDescription, KafkaError>>, KafkaError> {
         let client = self.handle.clone();
         tokio::task::spawn_blocking(move || {
             let list = client.fetch_group_list(None, timeout).map_err(KafkaError::from_client)?;
@@ -739,7 +830,7 @@ impl KafkaClient {
             for group in &groups {
                 let list = client.fetch_group_list(Some(group), timeout).map_err(KafkaError::from_client)?;
                 let description = match list.groups().iter().find(|g| g.name() == group) {
-                    Some(info) => describe(info),
+                    Some(info) => describe(info)?,
                     None => unknown_group(group),
                 };
                 descriptions.push(description);
@@ -891,9 +982,30 @@ mod tests {
         bytes.extend([0, 1, b'c', 0, 0, 0, 1, 0, 0, 0, 5]);
         bytes.extend([0xff, 0xff, 0xff, 0xff]);
         let tp = |t: &str, p| TopicPartition { topic: t.into(), partition: p };
-        assert_eq!(parse_assignment(&bytes), vec![tp("ab", 0), tp("ab", 2), tp("c", 5)]);
-        assert_eq!(parse_assignment(&bytes[..12]), Vec::<TopicPartition>::new(), "cut inside the first topic");
-        assert_eq!(parse_assignment(&[]), Vec::<TopicPartition>::new());
+        let parse = |bytes: &[u8]| parse_assignment(bytes, &mut AssignmentBudget::default());
+        assert_eq!(parse(&bytes), Ok(vec![tp("ab", 0), tp("ab", 2), tp("c", 5)]));
+        assert!(parse(&bytes[..12]).unwrap_err().contains("cut short"), "cut inside the first topic");
+        assert_eq!(parse(&[]), Ok(Vec::new()), "not assigned yet");
+        // One topic of 300 bytes, and one declaring more partitions than its bytes hold.
+        let mut long = vec![0, 1, 0, 0, 0, 1, 0x01, 0x2c];
+        long.extend([b'x'; 300]);
+        long.extend([0, 0, 0, 0]);
+        assert!(parse(&long).unwrap_err().contains("names a topic of 300 bytes"));
+        let mut declared = vec![0, 1, 0, 0, 0, 1, 0, 1, b't'];
+        declared.extend(i32::MAX.to_be_bytes());
+        assert!(parse(&declared).unwrap_err().contains("declares 2147483647 partitions"));
+        // The budget is the group's: members together get MAX_ASSIGNED_PARTITIONS_PER_GROUP.
+        let member = |count: i32| {
+            let mut bytes = vec![0, 1, 0, 0, 0, 1, 0, 1, b't'];
+            bytes.extend(count.to_be_bytes());
+            bytes.extend((0..count).flat_map(i32::to_be_bytes));
+            bytes
+        };
+        let half = member(MAX_ASSIGNED_PARTITIONS_PER_GROUP as i32 / 2);
+        let mut budget = AssignmentBudget::default();
+        assert!(parse_assignment(&half, &mut budget).is_ok());
+        assert!(parse_assignment(&half, &mut budget).is_ok());
+        assert!(parse_assignment(&member(1), &mut budget).unwrap_err().contains("more than 50000 partitions"));
         assert_eq!(GroupState::parse("Stable"), GroupState::Stable);
         for state in [GroupState::Assigning, GroupState::Reconciling, GroupState::Empty, GroupState::Dead] {
             assert_eq!(GroupState::parse(state.as_str()), state);

@@ -608,12 +608,16 @@ impl Observer {
 /// Each group's part of a listing of every group (the librdkafka path).
 fn each_group(
     group_ids: &[String],
-    described: Result<BTreeMap<String, GroupDescription>, KafkaError>,
+    described: Result<BTreeMap<String, Result<GroupDescription, KafkaError>>, KafkaError>,
 ) -> BTreeMap<String, Result<Option<GroupDescription>, KafkaError>> {
     group_ids
         .iter()
         .map(|group_id| {
-            (group_id.clone(), described.as_ref().map(|all| all.get(group_id).cloned()).map_err(Clone::clone))
+            let description = match &described {
+                Ok(all) => all.get(group_id).cloned().transpose(),
+                Err(error) => Err(error.clone()),
+            };
+            (group_id.clone(), description)
         })
         .collect()
 }

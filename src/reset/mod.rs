@@ -132,6 +132,9 @@ pub async fn apply_status(
     status: &OffsetResetStatus,
 ) -> Result<OffsetReset, kube::Error> {
     let api: Api<OffsetReset> = Api::namespaced(client.clone(), &reset.namespace().unwrap_or_default());
+    // Messages quote what Kafka answered, which a broker chooses.
+    let mut status = status.clone();
+    status.message = status.message.map(|m| crate::crd::bounded_text(&m, crate::crd::MAX_MESSAGE_BYTES));
     let body = json!({
         "apiVersion": OffsetReset::api_version(&()),
         "kind": OffsetReset::kind(&()),
@@ -385,10 +388,8 @@ const MAX_MEMBERS_IN_STATUS: usize = 50;
 
 fn record_members(status: &mut OffsetResetStatus, members: &[MemberDescription]) {
     status.member_count = Some(members.len() as i32);
-    let mut listed: Vec<MemberStatus> = members
-        .iter()
-        .map(|m| MemberStatus { client_id: m.client_id.clone(), host: m.host.clone(), assignment: BTreeMap::new() })
-        .collect();
+    let mut listed: Vec<MemberStatus> =
+        members.iter().map(|m| MemberStatus::bounded(&m.client_id, &m.host, &[], &mut 0)).collect();
     listed.sort_by(|a, b| (&a.client_id, &a.host).cmp(&(&b.client_id, &b.host)));
     listed.truncate(MAX_MEMBERS_IN_STATUS);
     status.members = listed;

@@ -32,27 +32,34 @@ use crate::kafka::stats::RequestCounts;
 pub(super) trait Api: Encodable + HeaderVersion + Message {
     const KEY: ApiKey;
     const NAME: &'static str;
+    /// The largest answer this request can legitimately bring back, whatever the reader's limit.
+    const MAX_RESPONSE_BYTES: usize;
     type Response: Decodable + HeaderVersion + Message;
 }
 
 macro_rules! apis {
-    ($($request:ident => $response:ident, $key:ident, $name:literal;)*) => {
+    ($($request:ident => $response:ident, $key:ident, $name:literal, $max:expr;)*) => {
         $(impl Api for $request {
             const KEY: ApiKey = ApiKey::$key;
             const NAME: &'static str = $name;
+            const MAX_RESPONSE_BYTES: usize = $max;
             type Response = $response;
         })*
     };
 }
 
+/// Answers whose size does not grow with the groups asked for: a list of API versions, a SASL
+/// mechanism list or challenge.
+const SMALL_ANSWER: usize = 1 << 20;
+
 apis! {
-    ApiVersionsRequest => ApiVersionsResponse, ApiVersions, "ApiVersion";
-    FindCoordinatorRequest => FindCoordinatorResponse, FindCoordinator, "FindCoordinator";
-    OffsetFetchRequest => OffsetFetchResponse, OffsetFetch, "OffsetFetch";
-    DescribeGroupsRequest => DescribeGroupsResponse, DescribeGroups, "DescribeGroups";
-    ConsumerGroupDescribeRequest => ConsumerGroupDescribeResponse, ConsumerGroupDescribe, "ConsumerGroupDescribe";
-    SaslHandshakeRequest => SaslHandshakeResponse, SaslHandshake, "SaslHandshake";
-    SaslAuthenticateRequest => SaslAuthenticateResponse, SaslAuthenticate, "SaslAuthenticate";
+    ApiVersionsRequest => ApiVersionsResponse, ApiVersions, "ApiVersion", SMALL_ANSWER;
+    FindCoordinatorRequest => FindCoordinatorResponse, FindCoordinator, "FindCoordinator", usize::MAX;
+    OffsetFetchRequest => OffsetFetchResponse, OffsetFetch, "OffsetFetch", usize::MAX;
+    DescribeGroupsRequest => DescribeGroupsResponse, DescribeGroups, "DescribeGroups", usize::MAX;
+    ConsumerGroupDescribeRequest => ConsumerGroupDescribeResponse, ConsumerGroupDescribe, "ConsumerGroupDescribe", usize::MAX;
+    SaslHandshakeRequest => SaslHandshakeResponse, SaslHandshake, "SaslHandshake", SMALL_ANSWER;
+    SaslAuthenticateRequest => SaslAuthenticateResponse, SaslAuthenticate, "SaslAuthenticate", SMALL_ANSWER;
 }
 
 /// Requests sent, by [`Api::NAME`], over every connection of a reader.
@@ -82,9 +89,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
 /// lacks the version asked, which would not decode: a fixed, old enough version avoids that.
 pub(super) const API_VERSIONS_VERSION: i16 = 3;
 
-/// Largest answer accepted: a size read from something that is not a Kafka listener (a TLS port
-/// answering with an alert) must not allocate gigabytes.
-const MAX_RESPONSE_BYTES: usize = 256 << 20;
+/// Largest answer accepted unless the platform's `receive.message.max.bytes` says otherwise
+/// (librdkafka's property of the same meaning; tenants may not set it). A size read from
+/// something that is not a Kafka listener, or from a broker a tenant named, must not take the
+/// operator's memory: the chart's limit is 256 MiB.
+pub(super) const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 << 20;
+
+/// How much of an answer is read before the rest arrives: the buffer grows with the bytes a broker
+/// actually sends, not with the size it declares.
+const READ_CHUNK: usize = 64 << 10;
 
 /// ApiVersions naming this client: from v3 on, a broker refuses a request without a valid name and
 /// version (INVALID_REQUEST).
@@ -103,6 +116,8 @@ pub(super) struct Connection {
     versions: BTreeMap<i16, VersionRange>,
     client_id: StrBytes,
     correlation_id: i32,
+    /// The reader's limit on one answer (see [`DEFAULT_MAX_RESPONSE_BYTES`]).
+    max_response_bytes: usize,
     /// Set when the stream failed or an answer did not decode: the stream's position is lost, so
     /// the connection must not be reused.
     pub(super) broken: bool,
@@ -119,6 +134,7 @@ impl Connection {
         peer: String,
         client_id: StrBytes,
         security: &Security,
+        max_response_bytes: usize,
         counts: &Counts,
     ) -> Result<Connection, KafkaError> {
         let tcp = tokio::net::TcpStream::connect((address.0.as_str(), address.1))
@@ -143,6 +159,7 @@ impl Connection {
             versions: BTreeMap::new(),
             client_id,
             correlation_id: 0,
+            max_response_bytes,
             broken: false,
             renew_at: None,
         };
@@ -269,17 +286,32 @@ impl Connection {
         counts.add(R::NAME);
         let lost = |peer: &str, e: std::io::Error| stream_error(&format!("connection to {peer} lost"), e);
         self.stream.write_all(&frame).await.map_err(|e| lost(&self.peer, e))?;
-        let size = self.stream.read_i32().await.map_err(|e| lost(&self.peer, e))?;
-        let size = usize::try_from(size).ok().filter(|s| *s <= MAX_RESPONSE_BYTES).ok_or_else(|| {
+        let declared = self.stream.read_i32().await.map_err(|e| lost(&self.peer, e))?;
+        let bound = R::MAX_RESPONSE_BYTES.min(self.max_response_bytes);
+        let size = usize::try_from(declared).map_err(|_| {
             KafkaError::Request(format!(
-                "{} answered {} with a frame of {size} bytes; is security.protocol the listener's protocol?",
+                "{} answered {} with a frame of {declared} bytes; is security.protocol the listener's protocol?",
                 self.peer,
                 R::NAME
             ))
         })?;
-        let mut body = BytesMut::zeroed(size);
-        self.stream.read_exact(&mut body).await.map_err(|e| lost(&self.peer, e))?;
-        let mut body = body.freeze();
+        if size > bound {
+            return Err(KafkaError::Request(format!(
+                "{} answered {} with a frame of {size} bytes, over the {bound} bytes accepted; is \
+                 security.protocol the listener's protocol? (the platform's receive.message.max.bytes \
+                 raises the limit)",
+                self.peer,
+                R::NAME
+            )));
+        }
+        let mut body = Vec::with_capacity(size.min(READ_CHUNK));
+        let read = (&mut self.stream).take(size as u64).read_to_end(&mut body).await;
+        read.map_err(|e| lost(&self.peer, e))?;
+        if body.len() < size {
+            let cut = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the frame was cut short");
+            return Err(lost(&self.peer, cut));
+        }
+        let mut body = bytes::Bytes::from(body);
         let header = ResponseHeader::decode(&mut body, R::Response::header_version(version))
             .map_err(|e| malformed(&self.peer, e))?;
         if header.correlation_id != self.correlation_id {

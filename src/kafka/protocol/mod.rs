@@ -13,6 +13,9 @@
 //!   ConsumerGroupDescribe names each assigned topic next to its id (Kafka fills the name from its
 //!   metadata image and leaves out topics it no longer has; Java's AdminClient uses it as is).
 //! - [`GroupReader::cluster_features`]: 1 ApiVersions, on a connection already open if any.
+//! - An answer is read as its bytes arrive, up to `receive.message.max.bytes` (32 MiB unless the
+//!   platform's properties say otherwise; 1 MiB for ApiVersions and SASL); a bigger frame is
+//!   refused before it is read, and ends the connection.
 //! - A connection costs 1 ApiVersions when opened (plus SASL's requests, below); it is kept, one
 //!   per broker, and replaced when a SASL session with a lifetime (KIP-368) nears its end.
 //!
@@ -49,7 +52,8 @@ use tokio::time::Instant;
 
 use super::stats::RequestCounts;
 use super::{
-    GroupDescription, GroupProtocol, GroupState, KafkaError, MemberDescription, TopicPartition, parse_assignment,
+    GroupDescription, GroupProtocol, GroupState, KafkaError, MemberDescription, TopicPartition, describe_members,
+    parse_assignment,
 };
 use connection::{Api, Connection, Counts};
 use security::Security;
@@ -142,6 +146,8 @@ pub struct GroupReader {
     counts: Counts,
     /// TLS and SASL settings every connection applies.
     security: Security,
+    /// The largest answer accepted (`receive.message.max.bytes`).
+    max_response_bytes: usize,
 }
 
 /// A broker to connect to, and what messages call it (never its address: a bootstrap address is
@@ -190,7 +196,14 @@ impl GroupReader {
                 )
             })?;
         let client_id = properties.get("client.id").cloned().unwrap_or_else(|| env!("CARGO_PKG_NAME").to_string());
+        let max_response_bytes = match properties.get("receive.message.max.bytes") {
+            None => connection::DEFAULT_MAX_RESPONSE_BYTES,
+            Some(value) => value.trim().parse::<usize>().map_err(|_| {
+                KafkaError::Config("property \"receive.message.max.bytes\" must be a number of bytes".to_string())
+            })?,
+        };
         Ok(GroupReader {
+            max_response_bytes,
             bootstrap,
             client_id: StrBytes::from_string(client_id),
             connections: Mutex::default(),
@@ -501,7 +514,7 @@ impl GroupReader {
                         continue;
                     };
                     let answer = match ResponseError::try_from_code(described.error_code) {
-                        None => Answer::Done(Ok(Some(consumer_description(described)))),
+                        None => Answer::Done(consumer_description(described).map(Some)),
                         Some(ResponseError::GroupIdNotFound) => {
                             classic.push(group.clone());
                             continue;
@@ -538,7 +551,7 @@ impl GroupReader {
                     None if described.group_state.as_str() == "Dead" && described.members.is_empty() => {
                         Answer::Done(Ok(None))
                     }
-                    None => Answer::Done(Ok(Some(classic_description(described)))),
+                    None => Answer::Done(classic_description(described).map(Some)),
                     Some(ResponseError::GroupIdNotFound) => Answer::Done(Ok(None)),
                     Some(error) if moved(error) => Answer::Moved(error),
                     Some(error) => Answer::Done(Err(group_error(format!("DescribeGroups of group {group:?}"), error))),
@@ -622,6 +635,7 @@ impl GroupReader {
                         slot.label.clone(),
                         self.client_id.clone(),
                         &self.security,
+                        self.max_response_bytes,
                         &self.counts,
                     );
                     tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.map_err(|_| {
@@ -672,59 +686,53 @@ fn offsets_of(group: &str, topics: &BTreeMap<String, i32>, answer: &OffsetFetchR
     Answer::Done(Ok(offsets))
 }
 
-fn classic_description(group: &ClassicDescribedGroup) -> GroupDescription {
-    // Only the consumer protocol's assignments are topic partitions (Connect and others have
-    // their own layout).
+fn classic_description(group: &ClassicDescribedGroup) -> Result<GroupDescription, KafkaError> {
+    // Only the consumer protocol's assignments have a known layout (Connect's, for one, do not).
     let consumer = group.protocol_type.as_str() == "consumer";
-    GroupDescription {
-        group_id: group.group_id.0.to_string(),
+    let group_id = group.group_id.0.as_str();
+    let members = describe_members(group_id, &group.members, |m, budget| {
+        Ok(MemberDescription {
+            member_id: m.member_id.to_string(),
+            client_id: m.client_id.to_string(),
+            host: m.client_host.to_string(),
+            assignment: if consumer { parse_assignment(&m.member_assignment, budget)? } else { Vec::new() },
+        })
+    })?;
+    Ok(GroupDescription {
+        group_id: group_id.to_string(),
         state: GroupState::parse(&group.group_state),
         partition_assignor: group.protocol_data.to_string(),
         protocol: GroupProtocol::Classic,
-        members: group
-            .members
-            .iter()
-            .map(|m| MemberDescription {
-                member_id: m.member_id.to_string(),
-                client_id: m.client_id.to_string(),
-                host: m.client_host.to_string(),
-                assignment: if consumer { parse_assignment(&m.member_assignment) } else { Vec::new() },
-            })
-            .collect(),
-    }
+        members,
+    })
 }
 
 /// A KIP-848 group, with its members' current assignments (not their targets).
-fn consumer_description(group: &ConsumerDescribedGroup) -> GroupDescription {
-    GroupDescription {
-        group_id: group.group_id.0.to_string(),
+fn consumer_description(group: &ConsumerDescribedGroup) -> Result<GroupDescription, KafkaError> {
+    let group_id = group.group_id.0.as_str();
+    let members = describe_members(group_id, &group.members, |m, budget| {
+        let mut assignment = Vec::new();
+        for topic in &m.assignment.topic_partitions {
+            let name = budget.topic_name(topic.topic_name.0.as_bytes())?;
+            budget.take(topic.partitions.len())?;
+            assignment
+                .extend(topic.partitions.iter().map(|&partition| TopicPartition { topic: name.clone(), partition }));
+        }
+        assignment.sort();
+        Ok(MemberDescription {
+            member_id: m.member_id.to_string(),
+            client_id: m.client_id.to_string(),
+            host: m.client_host.to_string(),
+            assignment,
+        })
+    })?;
+    Ok(GroupDescription {
+        group_id: group_id.to_string(),
         state: GroupState::parse(&group.group_state),
         partition_assignor: group.assignor_name.to_string(),
         protocol: GroupProtocol::Consumer,
-        members: group
-            .members
-            .iter()
-            .map(|m| {
-                let mut assignment: Vec<TopicPartition> = m
-                    .assignment
-                    .topic_partitions
-                    .iter()
-                    .flat_map(|t| {
-                        t.partitions
-                            .iter()
-                            .map(|&partition| TopicPartition { topic: t.topic_name.0.to_string(), partition })
-                    })
-                    .collect();
-                assignment.sort();
-                MemberDescription {
-                    member_id: m.member_id.to_string(),
-                    client_id: m.client_id.to_string(),
-                    host: m.client_host.to_string(),
-                    assignment,
-                }
-            })
-            .collect(),
-    }
+        members,
+    })
 }
 
 fn group_id(group: &str) -> GroupId {
