@@ -115,6 +115,10 @@ pub struct Context {
     /// After each poll, the ConsumerGroups it has news of (see [`Snapshot::has_news_of`]): their
     /// reconciles follow the polls, so status and /metrics show a poll's figures at once.
     observed: broadcast::Sender<Observed>,
+    /// Kafka's cluster id behind each bootstrap server list (as [`connection::cluster_key`] spells
+    /// it), learnt from each connection's metadata: two spellings of one cluster are one cluster
+    /// when groupIds are compared.
+    cluster_ids: Arc<Mutex<HashMap<String, String>>>,
 }
 
 /// The ConsumerGroups a poll has news of.
@@ -138,7 +142,12 @@ impl Context {
         let metrics = self.metrics.clone();
         let (users, properties, observed) =
             (self.connections.clone(), connection.properties.clone(), self.observed.clone());
+        let (cluster_ids, cluster_key, polled) = (self.cluster_ids.clone(), connection.cluster_key(), client.clone());
+        // Runs before the snapshot is published: whoever reads a snapshot finds the cluster's id.
         let on_poll = move |snapshot: &Snapshot| {
+            if let Some(id) = polled.cluster_id() {
+                cluster_ids.lock().expect("cluster ids lock").insert(cluster_key.clone(), id);
+            }
             metrics.lag_collection_duration.observe(snapshot.took.as_secs_f64());
             let with_news: Vec<ObjectRef<ConsumerGroup>> = users
                 .lock()
@@ -171,6 +180,16 @@ impl Context {
         if !unchanged {
             connections.insert(key.clone(), Use { properties: properties.clone(), group_id: group_id.to_string() });
         }
+    }
+
+    /// The cluster id learnt for a bootstrap server list (a [`connection::cluster_key`]).
+    pub fn cluster_id(&self, cluster_key: &str) -> Option<String> {
+        self.cluster_ids.lock().expect("cluster ids lock").get(cluster_key).cloned()
+    }
+
+    /// Records the cluster id a client read for a bootstrap server list.
+    pub fn learn_cluster_id(&self, cluster_key: &str, id: String) {
+        self.cluster_ids.lock().expect("cluster ids lock").insert(cluster_key.to_string(), id);
     }
 
     /// Records that a ConsumerGroup uses no connection now (its connection was refused, or its
@@ -234,6 +253,7 @@ impl Context {
             observers: Mutex::default(),
             connections: Arc::default(),
             observed,
+            cluster_ids: Arc::default(),
         }
     }
 }

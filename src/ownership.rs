@@ -30,14 +30,24 @@ pub fn is_served(group: &ConsumerGroup) -> bool {
 }
 
 /// `namespace/name` of the ConsumerGroup that owns `group`'s groupId in its cluster, when that is
-/// another one.
+/// another one. A cluster is known by Kafka's cluster id once a connection to it has read
+/// metadata, else by its bootstrap servers (sorted): so callers ask again once they have read
+/// from Kafka, before they act (see [`cluster_of`]).
 pub fn conflicting_owner(ctx: &Context, group: &ConsumerGroup) -> Option<String> {
-    let default = ctx.defaults.bootstrap_servers.as_deref();
-    let stores = &ctx.connections_cache;
-    let cluster =
-        |g: &ConsumerGroup| connection::bootstrap_servers(g, default, stores).map(|b| connection::cluster_key(&b));
+    let cluster = |g: &ConsumerGroup| cluster_of(ctx, g);
     let cached: Vec<_> = ctx.stores.iter().flat_map(|store| store.state()).collect();
     owner_among(group, cached.iter().map(AsRef::as_ref), cluster)
+}
+
+/// How ownership names a ConsumerGroup's Kafka cluster: `id:` and Kafka's cluster id when known,
+/// `servers:` and its bootstrap servers otherwise.
+pub fn cluster_of(ctx: &Context, group: &ConsumerGroup) -> Option<String> {
+    let default = ctx.defaults.bootstrap_servers.as_deref();
+    let key = connection::cluster_key(&connection::bootstrap_servers(group, default, &ctx.connections_cache)?);
+    Some(match ctx.cluster_id(&key) {
+        Some(id) => format!("id:{id}"),
+        None => format!("servers:{key}"),
+    })
 }
 
 /// The earliest-created served ConsumerGroup among `others` that claims `group`'s groupId in the

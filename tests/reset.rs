@@ -824,9 +824,12 @@ async fn another_namespace_cannot_reset_or_see_a_group_id_it_does_not_own() {
     .expect("team A's ConsumerGroup is served despite the older squatter");
     assert!(owner.conditions.iter().all(|c| c.reason != "GroupIdConflict"), "{:?}", owner.conditions);
 
-    // Team B names the same group id on the same cluster, then asks to reset it.
+    // Team B names the same group id on the same cluster, spelled another way (the same broker by
+    // name instead of address), then asks to reset it.
     let groups_b: Api<ConsumerGroup> = Api::namespaced(client.clone(), &team_b);
-    let same_cluster = spec(serde_json::json!({"bootstrapServers": bootstrap}));
+    let spelled_otherwise = bootstrap.replace("127.0.0.1", "localhost");
+    assert_ne!(spelled_otherwise, bootstrap);
+    let same_cluster = spec(serde_json::json!({"bootstrapServers": spelled_otherwise}));
     groups_b.create(&PostParams::default(), &common::consumer_group("orders", same_cluster)).await.unwrap();
     let conflict = ready(&team_b).await;
     assert_eq!(conflict.reason, "GroupIdConflict", "{}", conflict.message);

@@ -255,6 +255,19 @@ async fn reconcile_inner(
         ctx.put_memory(key, memory);
         return Ok(Action::requeue(AWAIT_OBSERVATION));
     }
+    // A first read of Kafka names the cluster by its id: another spelling of its bootstrap servers
+    // may turn out to be an older ConsumerGroup's cluster. Checked before anything is acted on.
+    let (conflict_with, outcome) = match conflict_with {
+        None if observed => match crate::ownership::conflicting_owner(&ctx, &group) {
+            Some(owner) => {
+                ctx.forget_connection(&key);
+                connection = None;
+                (Some(owner), KafkaOutcome::default())
+            }
+            None => (None, outcome),
+        },
+        known => (known, outcome),
+    };
     let KafkaOutcome { kafka, description, described, lag: lag_summary, .. } = outcome;
     if group.spec.scaling.is_some()
         && let (Some(summary), Some(description)) = (&lag_summary, &description)

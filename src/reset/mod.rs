@@ -119,6 +119,15 @@ pub fn released_replicas(resets: &Store<OffsetReset>, group: &ConsumerGroup) -> 
         .map(|(_, replicas)| replicas)
 }
 
+/// Why a reset of a ConsumerGroup that does not own its groupId fails.
+fn not_the_owner(group: &ConsumerGroup, owner: &str) -> String {
+    format!(
+        "ConsumerGroup {} does not manage groupId {:?}: ConsumerGroup {owner} does (created earlier, same Kafka cluster), and only resets of that ConsumerGroup may change the group's offsets; nothing was stopped or changed",
+        group.name_any(),
+        group.spec.group_id
+    )
+}
+
 async fn write_status(ctx: &Context, reset: &OffsetReset, status: &OffsetResetStatus) -> Result<(), Error> {
     apply_status(&ctx.client, reset, status).await?;
     Ok(())
@@ -213,12 +222,7 @@ pub async fn reconcile(cached: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Ac
     // started stopping consumers was its owner's.
     let starting = !phase.is_some_and(ResetPhase::holds_workload);
     if starting && let Some(owner) = crate::ownership::conflicting_owner(&ctx, &group) {
-        let message = format!(
-            "ConsumerGroup {} does not manage groupId {:?}: ConsumerGroup {owner} does (created earlier, same Kafka cluster), and only resets of that ConsumerGroup may change the group's offsets; nothing was stopped or changed",
-            group.name_any(),
-            group.spec.group_id
-        );
-        return fail(&ctx, &reset, &status, message).await;
+        return fail(&ctx, &reset, &status, not_the_owner(&group, &owner)).await;
     }
     let connection = match connection::connection(&ctx.client, &group, &ctx.defaults).await? {
         Ok(connection) => connection,
@@ -231,6 +235,17 @@ pub async fn reconcile(cached: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Ac
         Ok(client) => client,
         Err(error) => return kafka_failed(&ctx, &reset, status, error).await,
     };
+    if starting {
+        // Asked again with the cluster named by its id: another spelling of the bootstrap servers
+        // may be an older ConsumerGroup's cluster.
+        match client.fetch_cluster_id(ctx.kafka_timeout).await {
+            Ok(id) => ctx.learn_cluster_id(&connection.cluster_key(), id),
+            Err(error) => return kafka_failed(&ctx, &reset, status, error).await,
+        }
+        if let Some(owner) = crate::ownership::conflicting_owner(&ctx, &group) {
+            return fail(&ctx, &reset, &status, not_the_owner(&group, &owner)).await;
+        }
+    }
 
     let before = status.clone();
     let result = match (reset.spec.mode, phase) {
