@@ -67,6 +67,11 @@ pub enum ConnectionProblem {
         "ClusterKafkaConnection {name:?} may be used only from namespaces matching its spec.namespaceSelector ({selector}); namespace {namespace:?} does not match. Ask its owners to widen the selector, or label the namespace"
     )]
     NamespaceNotAllowed { name: String, namespace: String, selector: String },
+    #[error(
+        "ClusterKafkaConnection {name:?} lets namespace {namespace:?} manage only the group ids {allowed} (its spec.allowedGroupIds); groupId {group_id:?} matches none of them, so nothing is read, run or reset for it. Choose a groupId it allows, or ask the platform team to allow this one",
+        allowed = if allowed.is_empty() { "(none)".to_string() } else { allowed.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ") }
+    )]
+    GroupIdNotAllowed { name: String, namespace: String, group_id: String, allowed: Vec<String> },
     #[error("ClusterKafkaConnection {name:?} has an invalid spec.namespaceSelector ({error}); fix the selector")]
     SelectorInvalid { name: String, error: String },
     #[error(
@@ -187,6 +192,7 @@ impl ConnectionProblem {
         "KafkaConfigInvalid",
         "ConnectionNotFound",
         "NamespaceNotAllowed",
+        "GroupIdNotAllowed",
         "ConnectionInvalid",
     ];
 
@@ -203,6 +209,7 @@ impl ConnectionProblem {
             ConnectionProblem::PropertiesNotAllowed { .. } => "KafkaConfigInvalid",
             ConnectionProblem::ConnectionNotFound { .. } => "ConnectionNotFound",
             ConnectionProblem::NamespaceNotAllowed { .. } => "NamespaceNotAllowed",
+            ConnectionProblem::GroupIdNotAllowed { .. } => "GroupIdNotAllowed",
             ConnectionProblem::SelectorInvalid { .. } => "ConnectionInvalid",
         }
     }
@@ -316,7 +323,7 @@ pub async fn connection(
     let namespace = group.namespace().unwrap_or_default();
     let kafka = group.spec.kafka.as_ref();
     if let Some(reference) = kafka.and_then(|k| k.connection_ref.as_ref()) {
-        return named_connection(client, reference, &namespace, defaults).await;
+        return named_connection(client, reference, &namespace, &group.spec.group_id, defaults).await;
     }
     let own_servers = kafka.and_then(|k| k.bootstrap_servers.clone());
     let Some(bootstrap_servers) =
@@ -359,6 +366,7 @@ async fn named_connection(
     client: &Client,
     reference: &ConnectionReference,
     namespace: &str,
+    group_id: &str,
     defaults: &DefaultConnection,
 ) -> Result<Result<Connection, ConnectionProblem>, kube::Error> {
     let not_found = || ConnectionProblem::ConnectionNotFound { kind: reference.kind, name: reference.name.clone() };
@@ -374,6 +382,9 @@ async fn named_connection(
             let namespaces: Api<Namespace> = Api::all(client.clone());
             let labels = namespaces.get_metadata_opt(namespace).await?.map(|n| n.metadata.labels.unwrap_or_default());
             if let Err(problem) = namespace_allowed(&connection, namespace, &labels.unwrap_or_default()) {
+                return Ok(Err(problem));
+            }
+            if let Err(problem) = group_id_allowed(&connection, namespace, group_id) {
                 return Ok(Err(problem));
             }
             cluster_connection(client, &connection, defaults).await
@@ -396,6 +407,43 @@ pub fn namespace_allowed(
         let selector = if selector.selects_all() { "every namespace".to_string() } else { selector.to_string() };
         Err(ConnectionProblem::NamespaceNotAllowed { name, namespace: namespace.to_string(), selector })
     }
+}
+
+/// Whether a ConsumerGroup of `namespace` may manage `group_id` through a ClusterKafkaConnection
+/// (its `spec.allowedGroupIds`). Pure.
+pub fn group_id_allowed(
+    connection: &ClusterKafkaConnection,
+    namespace: &str,
+    group_id: &str,
+) -> Result<(), ConnectionProblem> {
+    let Some(patterns) = &connection.spec.allowed_group_ids else { return Ok(()) };
+    let allowed: Vec<String> = patterns.iter().map(|p| p.replace("{namespace}", namespace)).collect();
+    if allowed.iter().any(|pattern| wildcard_matches(pattern, group_id)) {
+        return Ok(());
+    }
+    Err(ConnectionProblem::GroupIdNotAllowed {
+        name: connection.name_any(),
+        namespace: namespace.to_string(),
+        group_id: group_id.to_string(),
+        allowed,
+    })
+}
+
+/// Whether `text` matches `pattern`, in which `*` stands for any characters (none too) and every
+/// other character for itself. Pure.
+pub fn wildcard_matches(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let Some(mut rest) = text.strip_prefix(parts.next().unwrap_or_default()) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+    // The leftmost match of each middle part leaves the most room for the rest.
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
 }
 
 /// A KafkaConnection's settings; its Secret, in its own namespace, must be labelled.
@@ -515,6 +563,38 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_connection_allows_the_group_ids_its_policy_matches() {
+        let mut shared = cluster_connection(serde_json::json!({}));
+        assert_eq!(group_id_allowed(&shared, "team-a", "anything"), Ok(()), "no policy: any group id");
+        shared.spec.allowed_group_ids = Some(vec!["{namespace}.*".into(), "shared-audit".into()]);
+        assert_eq!(group_id_allowed(&shared, "team-a", "team-a.orders"), Ok(()));
+        assert_eq!(group_id_allowed(&shared, "team-b", "shared-audit"), Ok(()));
+        let refused = group_id_allowed(&shared, "team-b", "team-a.orders").unwrap_err();
+        assert_eq!(refused.reason(), "GroupIdNotAllowed");
+        let message = refused.to_string();
+        assert!(message.contains("\"team-b.*\"") && message.contains("\"team-a.orders\""), "{message}");
+        assert!(group_id_allowed(&shared, "team-a", "team-a").is_err(), "the dot is part of the pattern");
+        shared.spec.allowed_group_ids = Some(Vec::new());
+        assert!(group_id_allowed(&shared, "team-a", "x").unwrap_err().to_string().contains("(none)"));
+    }
+
+    /// Every way of splitting `text` over the pattern's parts, the slow way.
+    fn matches_naively(pattern: &[u8], text: &[u8]) -> bool {
+        match pattern.split_first() {
+            None => text.is_empty(),
+            Some((b'*', rest)) => (0..=text.len()).any(|skip| matches_naively(rest, &text[skip..])),
+            Some((c, rest)) => text.first() == Some(c) && matches_naively(rest, &text[1..]),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn wildcards_match_as_the_slow_way_does(pattern in "[ab*]{0,8}", text in "[ab]{0,10}") {
+            proptest::prop_assert_eq!(wildcard_matches(&pattern, &text), matches_naively(pattern.as_bytes(), text.as_bytes()));
+        }
+    }
+
+    #[test]
     fn a_cluster_connection_allows_the_namespaces_its_selector_matches() {
         let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
             pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -566,7 +646,17 @@ mod tests {
             ConnectionProblem::PropertiesNotAllowed { name: name.clone(), named_in, keys: Vec::new() },
             ConnectionProblem::DefaultPropertiesUnreadable { path: String::new(), error: String::new() },
             ConnectionProblem::ConnectionNotFound { kind, name: name.clone() },
-            ConnectionProblem::NamespaceNotAllowed { name: name.clone(), namespace, selector: String::new() },
+            ConnectionProblem::NamespaceNotAllowed {
+                name: name.clone(),
+                namespace: namespace.clone(),
+                selector: String::new(),
+            },
+            ConnectionProblem::GroupIdNotAllowed {
+                name: name.clone(),
+                namespace,
+                group_id: String::new(),
+                allowed: Vec::new(),
+            },
             ConnectionProblem::SelectorInvalid { name: name.clone(), error: String::new() },
             ConnectionProblem::OperatorNamespaceUnknown { name },
         ];

@@ -224,6 +224,56 @@ async fn a_cluster_connection_serves_the_namespaces_it_selects_and_names_its_rul
 }
 
 #[tokio::test]
+async fn a_cluster_connection_s_group_id_policy_refuses_ids_outside_it_until_it_admits_them() {
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = common::create_topic(&bootstrap, 2).await;
+    let team = common::namespace(&client, "team-a").await;
+    let name = testenv::unique_name("policed");
+    let connections: Api<ClusterKafkaConnection> = Api::all(client.clone());
+    let connection = |allowed: serde_json::Value| -> ClusterKafkaConnection {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "kafka.operators.dev/v1alpha1", "kind": "ClusterKafkaConnection", "metadata": {"name": name},
+            "spec": {"bootstrapServers": bootstrap, "namespaceSelector": {}, "allowedGroupIds": allowed}}))
+        .unwrap()
+    };
+    // An empty pattern is refused at apply, naming the field.
+    let refused = connections.create(&PostParams::default(), &connection(serde_json::json!([""]))).await.unwrap_err();
+    assert!(refused.to_string().contains("spec.allowedGroupIds[0]"), "{refused}");
+    connections.create(&PostParams::default(), &connection(serde_json::json!(["{namespace}.*"]))).await.unwrap();
+    let _operator = common::Operator::start(&client, common::run_args(&team, "", &[])).await;
+
+    let spec = |group_id: &str| {
+        serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 1, "template": template(),
+            "kafka": {"connectionRef": {"kind": "ClusterKafkaConnection", "name": name}}})
+    };
+    let outside_id = testenv::unique_name("billing");
+    let groups: Api<ConsumerGroup> = Api::namespaced(client.clone(), &team);
+    groups
+        .create(&PostParams::default(), &common::consumer_group("own", spec(&format!("{team}.orders"))))
+        .await
+        .unwrap();
+    groups.create(&PostParams::default(), &common::consumer_group("other", spec(&outside_id))).await.unwrap();
+    assert!(condition(&groups, "own", "Ready", "True").await.is_some(), "a group id of the namespace is served");
+    let (reason, message) = condition(&groups, "other", "Ready", "False").await.expect("refused with a condition");
+    assert_eq!(reason, "GroupIdNotAllowed", "{message}");
+    assert!(message.contains(&format!("\"{team}.*\"")) && message.contains(&outside_id), "{message}");
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client.clone(), &team);
+    assert!(deployments.get_opt("other").await.unwrap().is_none(), "nothing runs for a group id outside the policy");
+    let status = groups.get("other").await.unwrap().status.unwrap();
+    assert!(status.group_state.is_none() && status.members.is_empty(), "nothing is read for it: {status:?}");
+
+    // The platform team admits the id: the same ConsumerGroup is served without touching it.
+    let admit = Patch::Merge(serde_json::json!({"spec": {"allowedGroupIds": ["{namespace}.*", outside_id]}}));
+    connections.patch(&name, &PatchParams::default(), &admit).await.unwrap();
+    assert!(condition(&groups, "other", "Ready", "True").await.is_some(), "an admitted group id is served");
+    assert!(deployments.get_opt("other").await.unwrap().is_some(), "and its workload runs");
+    connections.delete(&name, &DeleteParams::default()).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_sasl_connection_is_defined_once_shared_by_several_groups_and_rotated_for_all() {
     let env = common::shared_env().await;
     let client = common::kube_client(&env.kube).await;
