@@ -63,7 +63,14 @@ async fn chart_lints_renders_and_is_accepted_by_the_apiserver() {
     common::install_crds(&client).await;
     let kube_version = kube_version(&client).await;
 
-    let scoped = vec!["--set", "watchNamespaces={team-a,team-b}", "--set", "kafka.clientPropertiesSecret=kafka-client"];
+    let scoped = vec![
+        "--set",
+        "watchNamespaces={team-a,team-b}",
+        "--set",
+        "kafka.clientPropertiesSecret=kafka-client",
+        "--set",
+        "networkPolicy.enabled=true",
+    ];
     let no_namespace_secrets = vec!["--set", "kafka.allowNamespaceSecrets=false"];
     for (release, extra) in [("all-ns", vec![]), ("scoped", scoped), ("own-secrets", no_namespace_secrets)] {
         let namespace = common::namespace(&client, release).await;
