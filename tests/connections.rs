@@ -436,3 +436,296 @@ async fn a_tenant_secret_that_reads_operator_files_or_loads_code_is_refused_by_n
     let sent = common::eventually(WAIT, || async { stand_in.received(&marker).then_some(()) }).await;
     assert!(sent.is_some(), "the Secret is used once it sets only what a tenant may");
 }
+
+/// A proxy in front of the real broker that answers DescribeGroups as a hostile broker would: a
+/// member's 1 MB assignment names a 32 KB topic (240,000 partitions of it). It answers
+/// FindCoordinator itself, naming itself, so the group reader's requests come through it; every
+/// other request (librdkafka's, OffsetFetch, ConsumerGroupDescribe) goes to the real broker.
+struct HostileProxy {
+    address: std::net::SocketAddr,
+    hostile_answers: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HostileProxy {
+    async fn start(upstream: &str) -> HostileProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let hostile_answers: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let (upstream, answered) = (upstream.to_string(), hostile_answers.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (upstream, answered) = (upstream.clone(), answered.clone());
+                tokio::spawn(async move {
+                    let _ = relay(client, &upstream, address.port(), &answered).await;
+                });
+            }
+        });
+        HostileProxy { address, hostile_answers, task }
+    }
+
+    fn hostile_answers(&self) -> usize {
+        self.hostile_answers.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for HostileProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn read_frame(stream: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let size = stream.read_i32().await?;
+    let mut body = vec![0; size as usize];
+    stream.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+async fn relay(
+    mut client: tokio::net::TcpStream,
+    upstream: &str,
+    port: u16,
+    answered: &std::sync::atomic::AtomicUsize,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut broker: Option<tokio::net::TcpStream> = None;
+    loop {
+        let request = read_frame(&mut client).await?;
+        let api_key = i16::from_be_bytes([request[0], request[1]]);
+        let version = i16::from_be_bytes([request[2], request[3]]);
+        let correlation = i32::from_be_bytes(request[4..8].try_into().unwrap());
+        let answer = match api_key {
+            10 => find_coordinator_answer(&request, correlation, port),
+            15 => {
+                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                describe_groups_answer(&request, version, correlation)
+            }
+            _ => {
+                if broker.is_none() {
+                    broker = Some(tokio::net::TcpStream::connect(upstream).await?);
+                }
+                let broker = broker.as_mut().unwrap();
+                broker.write_all(&(request.len() as i32).to_be_bytes()).await?;
+                broker.write_all(&request).await?;
+                read_frame(broker).await?
+            }
+        };
+        client.write_all(&(answer.len() as i32).to_be_bytes()).await?;
+        client.write_all(&answer).await?;
+    }
+}
+
+/// Kafka's unsigned varint, as flexible versions length their strings and arrays.
+fn varint(out: &mut Vec<u8>, mut value: u32) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn read_varint(bytes: &[u8], at: &mut usize) -> u32 {
+    let (mut value, mut shift) = (0u32, 0);
+    loop {
+        let byte = bytes[*at];
+        *at += 1;
+        value |= u32::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return value;
+        }
+        shift += 7;
+    }
+}
+
+/// A FindCoordinator v4+ answer naming this proxy as the coordinator of every key asked for.
+fn find_coordinator_answer(request: &[u8], correlation: i32, port: u16) -> Vec<u8> {
+    // Request header v2: key, version, correlation id, client id (int16-length), tagged fields.
+    let mut at = 8;
+    let client_id = i16::from_be_bytes([request[at], request[at + 1]]);
+    at += 2 + client_id.max(0) as usize;
+    for _ in 0..read_varint(request, &mut at) {
+        read_varint(request, &mut at);
+        let size = read_varint(request, &mut at);
+        at += size as usize;
+    }
+    at += 1; // key type
+    let keys: Vec<Vec<u8>> = (0..read_varint(request, &mut at).saturating_sub(1))
+        .map(|_| {
+            let length = read_varint(request, &mut at) as usize - 1;
+            at += length;
+            request[at - length..at].to_vec()
+        })
+        .collect();
+    let mut body = correlation.to_be_bytes().to_vec();
+    body.push(0);
+    body.extend(0i32.to_be_bytes());
+    varint(&mut body, keys.len() as u32 + 1);
+    for key in keys {
+        varint(&mut body, key.len() as u32 + 1);
+        body.extend(key);
+        body.extend(1i32.to_be_bytes());
+        varint(&mut body, 10);
+        body.extend(b"127.0.0.1");
+        body.extend(i32::from(port).to_be_bytes());
+        body.extend(0i16.to_be_bytes());
+        body.push(0);
+        body.push(0);
+    }
+    body.push(0);
+    body
+}
+
+/// A DescribeGroups answer, in the version asked, for the first group asked about: Stable, one
+/// member, whose assignment names a 32 KB topic.
+fn describe_groups_answer(request: &[u8], version: i16, correlation: i32) -> Vec<u8> {
+    let flexible = version >= 5;
+    let mut at = 8;
+    let client_id = i16::from_be_bytes([request[at], request[at + 1]]);
+    at += 2 + client_id.max(0) as usize;
+    if flexible {
+        for _ in 0..read_varint(request, &mut at) {
+            read_varint(request, &mut at);
+            let size = read_varint(request, &mut at);
+            at += size as usize;
+        }
+    }
+    let group = if flexible {
+        read_varint(request, &mut at);
+        let length = read_varint(request, &mut at) as usize - 1;
+        request[at..at + length].to_vec()
+    } else {
+        at += 4;
+        let length = i16::from_be_bytes([request[at], request[at + 1]]) as usize;
+        request[at + 2..at + 2 + length].to_vec()
+    };
+    let string = |out: &mut Vec<u8>, text: &[u8]| {
+        if flexible {
+            varint(out, text.len() as u32 + 1);
+        } else {
+            out.extend((text.len() as i16).to_be_bytes());
+        }
+        out.extend(text);
+    };
+    let bytes = |out: &mut Vec<u8>, data: &[u8]| {
+        if flexible {
+            varint(out, data.len() as u32 + 1);
+        } else {
+            out.extend((data.len() as i32).to_be_bytes());
+        }
+        out.extend(data);
+    };
+    let mut assignment = vec![0, 0, 0, 0, 0, 1];
+    assignment.extend(32767i16.to_be_bytes());
+    assignment.extend([b'x'; 32767]);
+    assignment.extend(240_000i32.to_be_bytes());
+    assignment.extend((0..240_000i32).flat_map(i32::to_be_bytes));
+
+    let mut body = correlation.to_be_bytes().to_vec();
+    if flexible {
+        body.push(0);
+    }
+    if version >= 1 {
+        body.extend(0i32.to_be_bytes());
+    }
+    if flexible {
+        varint(&mut body, 2)
+    } else {
+        body.extend(1i32.to_be_bytes())
+    }
+    body.extend(0i16.to_be_bytes());
+    if version >= 6 {
+        body.push(0); // no error message
+    }
+    string(&mut body, &group);
+    string(&mut body, b"Stable");
+    string(&mut body, b"consumer");
+    string(&mut body, b"range");
+    if flexible {
+        varint(&mut body, 2)
+    } else {
+        body.extend(1i32.to_be_bytes())
+    }
+    string(&mut body, b"member-1");
+    if version >= 4 {
+        if flexible { body.push(0) } else { body.extend((-1i16).to_be_bytes()) }
+    }
+    string(&mut body, b"client-1");
+    string(&mut body, b"/10.0.0.1");
+    bytes(&mut body, &[]);
+    bytes(&mut body, &assignment);
+    if flexible {
+        body.push(0);
+    }
+    if version >= 3 {
+        body.extend(i32::MIN.to_be_bytes());
+    }
+    if flexible {
+        body.push(0);
+        body.push(0);
+    }
+    body
+}
+
+/// This process's resident memory and its peak so far, in bytes.
+fn resident_and_peak() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib = |field: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    };
+    (kib("VmRSS:"), kib("VmHWM:"))
+}
+
+#[tokio::test]
+async fn a_hostile_broker_s_answer_is_named_in_its_group_s_condition_and_the_others_are_served() {
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = common::create_topic(&bootstrap, 2).await;
+    let namespace = common::namespace(&client, "hostile").await;
+    let proxy = HostileProxy::start(&bootstrap).await;
+    let kafka = consumer_group_operator::kafka::KafkaClient::new(&std::collections::BTreeMap::from([(
+        "bootstrap.servers".to_string(),
+        bootstrap.clone(),
+    )]))
+    .unwrap();
+    let bystander_id = testenv::unique_name("bystander");
+    let offsets = std::collections::BTreeMap::from([(
+        consumer_group_operator::kafka::TopicPartition { topic: topic.clone(), partition: 0 },
+        0,
+    )]);
+    common::commit(&kafka, &bystander_id, &offsets).await;
+    let _operator = common::Operator::start(&client, common::run_args(&namespace, &bootstrap, &[])).await;
+    let (resident_before, _) = resident_and_peak();
+
+    let groups: Api<ConsumerGroup> = Api::namespaced(client.clone(), &namespace);
+    let spec = |group_id: String, kafka: serde_json::Value| serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 1, "template": template(), "kafka": kafka});
+    let hostile =
+        spec(testenv::unique_name("victim"), serde_json::json!({"bootstrapServers": proxy.address.to_string()}));
+    groups.create(&PostParams::default(), &common::consumer_group("victim", hostile)).await.unwrap();
+    groups
+        .create(&PostParams::default(), &common::consumer_group("bystander", spec(bystander_id, serde_json::json!({}))))
+        .await
+        .unwrap();
+
+    let (reason, message) =
+        condition(&groups, "victim", "KafkaReachable", "False").await.expect("the hostile answer is named");
+    assert_eq!(reason, "OffsetsUnavailable", "{message}");
+    assert!(message.contains("names a topic of 32767 bytes") && message.contains("member 1 of 1"), "{message}");
+    // Several polls of the same answer, each decoded within its bound.
+    let polled = proxy.hostile_answers();
+    assert!(
+        common::eventually(WAIT, || async { (proxy.hostile_answers() >= polled + 3).then_some(()) }).await.is_some(),
+        "the operator keeps polling the hostile broker's group"
+    );
+    assert!(condition(&groups, "bystander", "Ready", "True").await.is_some(), "the other group is served");
+    let bystander = groups.get("bystander").await.unwrap().status.unwrap();
+    assert!(bystander.lag.is_some() && bystander.group_state.is_some(), "{bystander:?}");
+    let (_, peak) = resident_and_peak();
+    let grown = peak.saturating_sub(resident_before);
+    println!("peak resident memory grew by {} MiB over {} hostile answers", grown >> 20, proxy.hostile_answers());
+    assert!(grown < 192 << 20, "peak resident memory grew by {} MiB", grown >> 20);
+}
