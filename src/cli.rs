@@ -49,6 +49,12 @@ pub struct RunArgs {
     #[arg(long, env = "KAFKA_CLIENT_PROPERTIES_DIR")]
     pub default_client_properties_dir: Option<std::path::PathBuf>,
 
+    /// Group ids that ConsumerGroups on the default bootstrap servers may manage, comma-separated
+    /// patterns as in ClusterKafkaConnection spec.allowedGroupIds (`{namespace}` for the
+    /// ConsumerGroup's namespace, `*` for any characters). Unset: any group id.
+    #[arg(long, env = "KAFKA_DEFAULT_ALLOWED_GROUP_IDS", value_delimiter = ',')]
+    pub default_allowed_group_ids: Option<Vec<String>>,
+
     /// Read Secrets of workload namespaces named by ConsumerGroups (spec.kafka.clientPropertiesSecretRef)
     /// and KafkaConnections, those labelled `kafka.operators.dev/client-properties=true` only. With
     /// `false`, only ClusterKafkaConnections' Secrets (in the operator's namespace) and the default

@@ -68,10 +68,10 @@ pub enum ConnectionProblem {
     )]
     NamespaceNotAllowed { name: String, namespace: String, selector: String },
     #[error(
-        "ClusterKafkaConnection {name:?} lets namespace {namespace:?} manage only the group ids {allowed} (its spec.allowedGroupIds); groupId {group_id:?} matches none of them, so nothing is read, run or reset for it. Choose a groupId it allows, or ask the platform team to allow this one",
+        "{rule} lets namespace {namespace:?} manage only the group ids {allowed}; groupId {group_id:?} matches none of them, so nothing is read, run or reset for it. Choose a groupId it allows, or ask the platform team to allow this one",
         allowed = if allowed.is_empty() { "(none)".to_string() } else { allowed.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ") }
     )]
-    GroupIdNotAllowed { name: String, namespace: String, group_id: String, allowed: Vec<String> },
+    GroupIdNotAllowed { rule: String, namespace: String, group_id: String, allowed: Vec<String> },
     #[error("ClusterKafkaConnection {name:?} has an invalid spec.namespaceSelector ({error}); fix the selector")]
     SelectorInvalid { name: String, error: String },
     #[error(
@@ -88,6 +88,8 @@ pub struct DefaultConnection {
     /// A folder holding one file per librdkafka property (a mounted Secret), for ConsumerGroups
     /// without spec.kafka.clientPropertiesSecretRef.
     pub properties_dir: Option<PathBuf>,
+    /// The group ids ConsumerGroups on the default servers may manage (`--default-allowed-group-ids`).
+    pub allowed_group_ids: Option<Vec<String>>,
     /// Where the Secrets of ClusterKafkaConnections live.
     pub operator_namespace: Option<String>,
     /// Whether Secrets of workload namespaces (named inline or by a KafkaConnection) may be read
@@ -338,6 +340,14 @@ pub async fn connection(
         (Some(own), Some(default)) => cluster_key(own) == cluster_key(default),
         (Some(_), None) => false,
     };
+    if platform_servers {
+        let rule = || "the operator's default connection (--default-allowed-group-ids)".to_string();
+        if let Err(problem) =
+            group_id_policy(defaults.allowed_group_ids.as_deref(), rule, &namespace, &group.spec.group_id)
+        {
+            return Ok(Err(problem));
+        }
+    }
     let mut defaults_withheld = false;
     let properties = match kafka.and_then(|k| k.client_properties_secret_ref.as_ref()) {
         Some(secret) => {
@@ -416,13 +426,25 @@ pub fn group_id_allowed(
     namespace: &str,
     group_id: &str,
 ) -> Result<(), ConnectionProblem> {
-    let Some(patterns) = &connection.spec.allowed_group_ids else { return Ok(()) };
-    let allowed: Vec<String> = patterns.iter().map(|p| p.replace("{namespace}", namespace)).collect();
+    let rule = || format!("ClusterKafkaConnection {:?} (its spec.allowedGroupIds)", connection.name_any());
+    group_id_policy(connection.spec.allowed_group_ids.as_deref(), rule, namespace, group_id)
+}
+
+/// Whether `group_id` matches one of `patterns` (None: no policy), `{namespace}` standing for
+/// `namespace`; `rule` names where the patterns are set. Pure.
+pub fn group_id_policy(
+    patterns: Option<&[String]>,
+    rule: impl FnOnce() -> String,
+    namespace: &str,
+    group_id: &str,
+) -> Result<(), ConnectionProblem> {
+    let Some(patterns) = patterns else { return Ok(()) };
+    let allowed: Vec<String> = patterns.iter().map(|p| p.trim().replace("{namespace}", namespace)).collect();
     if allowed.iter().any(|pattern| wildcard_matches(pattern, group_id)) {
         return Ok(());
     }
     Err(ConnectionProblem::GroupIdNotAllowed {
-        name: connection.name_any(),
+        rule: rule(),
         namespace: namespace.to_string(),
         group_id: group_id.to_string(),
         allowed,
@@ -652,7 +674,7 @@ mod tests {
                 selector: String::new(),
             },
             ConnectionProblem::GroupIdNotAllowed {
-                name: name.clone(),
+                rule: name.clone(),
                 namespace,
                 group_id: String::new(),
                 allowed: Vec::new(),

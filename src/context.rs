@@ -241,6 +241,7 @@ impl Context {
             defaults: DefaultConnection {
                 bootstrap_servers: args.default_bootstrap_servers.clone(),
                 properties_dir: args.default_client_properties_dir.clone(),
+                allowed_group_ids: args.default_allowed_group_ids.clone(),
                 operator_namespace: args.operator_namespace.clone(),
                 namespace_secrets: args.allow_namespace_secrets,
             },

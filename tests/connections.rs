@@ -243,7 +243,9 @@ async fn a_cluster_connection_s_group_id_policy_refuses_ids_outside_it_until_it_
     let refused = connections.create(&PostParams::default(), &connection(serde_json::json!([""]))).await.unwrap_err();
     assert!(refused.to_string().contains("spec.allowedGroupIds[0]"), "{refused}");
     connections.create(&PostParams::default(), &connection(serde_json::json!(["{namespace}.*"]))).await.unwrap();
-    let _operator = common::Operator::start(&client, common::run_args(&team, "", &[])).await;
+    // The operator's default connection has a policy of its own.
+    let args = common::run_args(&team, &bootstrap, &["--default-allowed-group-ids", "{namespace}.*,audit-*"]);
+    let _operator = common::Operator::start(&client, args).await;
 
     let spec = |group_id: &str| {
         serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 1, "template": template(),
@@ -264,6 +266,13 @@ async fn a_cluster_connection_s_group_id_policy_refuses_ids_outside_it_until_it_
     assert!(deployments.get_opt("other").await.unwrap().is_none(), "nothing runs for a group id outside the policy");
     let status = groups.get("other").await.unwrap().status.unwrap();
     assert!(status.group_state.is_none() && status.members.is_empty(), "nothing is read for it: {status:?}");
+
+    let on_defaults =
+        serde_json::json!({"groupId": outside_id, "topics": [topic], "replicas": 1, "template": template()});
+    groups.create(&PostParams::default(), &common::consumer_group("on-defaults", on_defaults)).await.unwrap();
+    let (reason, message) = condition(&groups, "on-defaults", "Ready", "False").await.expect("refused on the defaults");
+    assert_eq!(reason, "GroupIdNotAllowed", "{message}");
+    assert!(message.contains("--default-allowed-group-ids") && message.contains("\"audit-*\""), "{message}");
 
     // The platform team admits the id: the same ConsumerGroup is served without touching it.
     let admit = Patch::Merge(serde_json::json!({"spec": {"allowedGroupIds": ["{namespace}.*", outside_id]}}));

@@ -198,6 +198,7 @@ impl Live {
         let defaults = DefaultConnection {
             bootstrap_servers: args.bootstrap_server.clone(),
             properties_dir: None,
+            allowed_group_ids: None,
             operator_namespace: args.operator_namespace.clone(),
             namespace_secrets: true,
         };
