@@ -628,3 +628,77 @@ async fn secret_values_never_reach_logs_status_events_or_metrics() {
         }
     }
 }
+
+/// The `_count` of a histogram in a /metrics text.
+fn histogram_count(metrics: &str, name: &str) -> Option<u64> {
+    let prefix = format!("{name}_count ");
+    metrics.lines().find_map(|line| line.strip_prefix(&prefix)?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn a_healthy_run_logs_no_error_or_warning() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let namespace = common::namespace(&client, "quiet").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    // A transactional topic, so the marker probe runs on every poll; and a plain one with lag.
+    let transactional = create_topic(&bootstrap, 1).await;
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("transactional.id", testenv::unique_name("txn"))
+        .create()
+        .unwrap();
+    producer.init_transactions(Duration::from_secs(30)).unwrap();
+    producer.begin_transaction().unwrap();
+    for i in 0..3 {
+        producer.send(BaseRecord::<(), _>::to(&transactional).partition(0).payload(&format!("m{i}"))).unwrap();
+    }
+    producer.commit_transaction(Duration::from_secs(30)).unwrap();
+    let plain = create_topic(&bootstrap, 2).await;
+    common::produce(&bootstrap, &plain, &[5, 5], None);
+    let kafka = consumer_group_operator::kafka::KafkaClient::new(&BTreeMap::from([(
+        "bootstrap.servers".to_string(),
+        bootstrap.clone(),
+    )]))
+    .unwrap();
+    let drained = testenv::unique_name("drained");
+    let tp = |topic: &str, partition| consumer_group_operator::kafka::TopicPartition { topic: topic.into(), partition };
+    common::commit(&kafka, &drained, &BTreeMap::from([(tp(&transactional, 0), 3)])).await;
+    let lagging = testenv::unique_name("lagging");
+    common::commit(&kafka, &lagging, &BTreeMap::from([(tp(&plain, 0), 1), (tp(&plain, 1), 2)])).await;
+
+    let operator = OperatorProcess::start(&env.kube.kubeconfig_path(), "quiet", &namespace, &bootstrap, &[]);
+    let groups: Api<ConsumerGroup> = Api::namespaced(client.clone(), &namespace);
+    let template = serde_json::json!({"spec": {"containers": [{"name": "c", "image": "i"}]}});
+    let drained_spec = serde_json::json!({"groupId": drained, "topics": [transactional], "template": template,
+        "scaling": {"minReplicas": 0, "maxReplicas": 1, "lagThreshold": 1, "pollIntervalSeconds": 5}});
+    let lagging_spec = serde_json::json!({"groupId": lagging, "topics": [plain], "replicas": 1, "template": template});
+    groups.create(&PostParams::default(), &common::consumer_group("drained", drained_spec)).await.unwrap();
+    groups.create(&PostParams::default(), &common::consumer_group("lagging", lagging_spec)).await.unwrap();
+    let settled = common::eventually(WAIT, || async {
+        let drained = groups.get("drained").await.ok()?.status?.lag?;
+        let lagging = groups.get("lagging").await.ok()?.status?.lag?;
+        (drained.total == 0 && lagging.total == 7).then_some(())
+    })
+    .await;
+    assert!(settled.is_some(), "both groups report their lag (the marker probe ran for the drained one)");
+    // Twenty more polls of both groups, Kafka's and the apiserver's usual traffic meanwhile.
+    let address = operator.metrics_address().await;
+    let name = "consumergroup_operator_lag_collection_duration_seconds";
+    let polled = histogram_count(&common::http_get(address, "/metrics").await, name).expect("polls are counted");
+    let more = common::eventually(WAIT, || async {
+        let now = histogram_count(&common::http_get(address, "/metrics").await, name)?;
+        (now >= polled + 20).then_some(now)
+    })
+    .await;
+    assert!(more.is_some(), "the operator keeps polling");
+    let log = operator.log();
+    let loud: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("\"level\":\"ERROR\"") || line.contains("\"level\":\"WARN\""))
+        .collect();
+    assert!(loud.is_empty(), "a healthy run logged:\n{}", loud.join("\n"));
+    assert!(log.lines().count() > 3, "the log was read: {log}");
+}

@@ -12,15 +12,35 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::{KafkaError, TopicPartition};
 
 /// Lag at or below this is checked for markers (one marker per transaction since the commit).
 pub const MAX_MARKER_LAG: i64 = 5;
+
+/// The probe's librdkafka callbacks. Reaching a partition's end is what the probe waits for, and
+/// librdkafka also reports it as a "global error", which rdkafka's default context logs at ERROR
+/// on a healthy cluster; any other error is logged once here, at WARN.
+struct ProbeContext;
+
+impl ClientContext for ProbeContext {
+    fn error(&self, error: RdKafkaError, reason: &str) {
+        match error {
+            RdKafkaError::PartitionEOF(_) | RdKafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {
+                tracing::trace!(reason, "marker probe reached a partition end")
+            }
+            error => tracing::warn!(%error, reason, "marker probe consumer error"),
+        }
+    }
+}
+
+impl ConsumerContext for ProbeContext {}
 
 /// For each partition of `from` (partition -> first offset to look at), the offset of the last
 /// readable record between that offset and the partition's end, or None when the end came
@@ -50,7 +70,8 @@ pub fn last_records(
         .set("fetch.wait.max.ms", "100")
         .set("fetch.max.bytes", "1048576")
         .set("max.partition.fetch.bytes", "65536");
-    let consumer: BaseConsumer = config.create().map_err(|e| KafkaError::from_client_with(e, properties))?;
+    let consumer: BaseConsumer<ProbeContext> =
+        config.create_with_context(ProbeContext).map_err(|e| KafkaError::from_client_with(e, properties))?;
 
     // librdkafka reports end-of-partition with the partition number only, so probe one topic at a
     // time: within a topic the number identifies the partition.
