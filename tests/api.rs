@@ -56,6 +56,25 @@ fn crds_folder_and_chart_match_the_rust_types() {
     }
 }
 
+#[test]
+fn test_only_hooks_are_left_out_of_builds_without_the_tests() {
+    // What `cargo build` (and so the release image) compiles: the package without its
+    // dev-dependencies, which alone turn on `fault-injection`.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tree = |edges: &str| {
+        let out = std::process::Command::new(env!("CARGO"))
+            .args(["tree", "--edges", edges, "--depth", "0", "--format", "{f}"])
+            .current_dir(root)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cargo tree: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let built = tree("normal,build");
+    assert!(!built.contains("fault-injection"), "a build without tests has the hook: {built}");
+    assert!(tree("normal,build,dev").contains("fault-injection"), "the tests enable the crash hook");
+}
+
 #[tokio::test]
 async fn crds_install_as_structural_schemas() {
     let env = common::shared_env().await;

@@ -83,7 +83,12 @@ pub fn error_policy(reset: Arc<OffsetReset>, error: &Error, ctx: Arc<Context>) -
 
 /// Fault injection for crash tests: when `CGO_FAULT_EXIT_AT` names a point, the process exits
 /// there, as if killed. Points: `plan-stored` (Committing written, nothing committed yet) and
-/// `committed` (offsets committed, Succeeded not yet written).
+/// `committed` (offsets committed, Succeeded not yet written). Only in builds with the
+/// `fault-injection` feature (the tests'); a release build has no such hook.
+#[cfg(not(feature = "fault-injection"))]
+fn fault_point(_point: &str) {}
+
+#[cfg(feature = "fault-injection")]
 fn fault_point(point: &str) {
     if std::env::var("CGO_FAULT_EXIT_AT").is_ok_and(|p| p == point) {
         tracing::error!(point, "fault injection: exiting");
