@@ -67,7 +67,7 @@ pub struct RunArgs {
     pub operator_namespace: Option<String>,
 
     /// Timeout of each Kafka request, in seconds.
-    #[arg(long, env = "KAFKA_REQUEST_TIMEOUT_SECONDS", default_value_t = 10)]
+    #[arg(long, env = "KAFKA_REQUEST_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub kafka_timeout_seconds: u64,
 
     /// How long an observer reuses the log start and end offsets it read, in seconds: polls (an
@@ -89,7 +89,7 @@ pub struct RunArgs {
     pub lease_namespace: Option<String>,
 
     /// Seconds a leader holds the Lease without renewing it; a follower takes over after that.
-    #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
+    #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=3600))]
     pub lease_duration_seconds: u64,
 
     /// Namespaces to watch (repeat the flag or separate with commas). Empty: all namespaces.
@@ -115,7 +115,7 @@ pub struct RunArgs {
 
     /// How often every ConsumerGroup is re-observed when nothing changes, in seconds (partition
     /// counts, group state). Lag autoscaling polls at its own spec.scaling.pollIntervalSeconds.
-    #[arg(long, env = "RESYNC_SECONDS", default_value_t = 30)]
+    #[arg(long, env = "RESYNC_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub resync_seconds: u64,
 }
 

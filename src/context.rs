@@ -18,7 +18,7 @@ use crate::connection::{Connection, ConnectionStores, DefaultConnection};
 use crate::crd::{ConsumerGroup, OffsetReset};
 use crate::kafka::observer::{Observer, Snapshot};
 use crate::kafka::{ClientCache, KafkaError};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TaskLabels};
 
 /// The field manager of every write, and the Event reporter.
 pub const MANAGER: &str = "consumer-group-operator";
@@ -135,8 +135,18 @@ impl Context {
     /// The observer of a connection, started on first use.
     pub fn observer_for(&self, connection: &Connection) -> Result<Arc<Observer>, KafkaError> {
         let mut observers = self.observers.lock().expect("observers lock");
-        if let Some(observer) = observers.get(&connection.properties) {
-            return Ok(observer.clone());
+        match observers.get(&connection.properties) {
+            Some(observer) if observer.is_running() => return Ok(observer.clone()),
+            Some(_) => {
+                // Its task panicked (the panic is logged where it happened): a new observer
+                // takes over, its groups' next looks wait for the new one's first poll.
+                tracing::error!(
+                    bootstrap_servers = %connection.bootstrap_servers,
+                    "a Kafka observer's polling task stopped; starting a new one"
+                );
+                self.metrics.task_restarts.get_or_create(&TaskLabels { task: "observer".into() }).inc();
+            }
+            None => {}
         }
         let client = self.kafka.get_or_create(&connection.properties)?;
         let metrics = self.metrics.clone();

@@ -8,6 +8,7 @@ pub mod context;
 pub mod controller;
 pub mod crd;
 pub mod external_metrics;
+mod fault;
 pub mod kafka;
 pub mod lag;
 pub mod metrics;

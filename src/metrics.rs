@@ -61,6 +61,12 @@ pub struct RequestLabels {
     pub request: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabels {
+    /// Which background task (`observer`: a Kafka connection's polling task).
+    pub task: String,
+}
+
 /// A ConsumerGroup's last measured figures, as the external metrics API serves them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExternalFigures {
@@ -220,6 +226,8 @@ pub struct Metrics {
     pub leader: Gauge,
     pub reconcile_duration: Histogram,
     pub lag_collection_duration: Histogram,
+    /// Background tasks that stopped unexpectedly (a panic) and were started again.
+    pub task_restarts: Family<TaskLabels, Counter>,
     ready: AtomicBool,
 }
 
@@ -240,6 +248,7 @@ impl Metrics {
         let leader = Gauge::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let lag_collection_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let task_restarts = Family::<TaskLabels, Counter>::default();
         registry.register_collector(Box::new(groups.clone()));
         registry.register("consumergroup_operator_reconciles", "Reconciles by result", reconciles.clone());
         registry.register("consumergroup_operator_reconcile_errors", "Reconcile errors by reason", errors.clone());
@@ -268,7 +277,13 @@ impl Metrics {
             "Duration of one observer poll: the Kafka round trips that read every group of a connection",
             lag_collection_duration.clone(),
         );
+        registry.register(
+            "consumergroup_operator_task_restarts",
+            "Background tasks that stopped unexpectedly (a panic; see the log) and were started again, by task",
+            task_restarts.clone(),
+        );
         Metrics {
+            task_restarts,
             registry,
             groups,
             reconciles,

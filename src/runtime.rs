@@ -60,13 +60,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::new());
     let (address, server) = crate::metrics::serve(args.metrics_address, metrics.clone()).await?;
-    tokio::spawn(async move {
-        if let Err(error) = server.await {
-            tracing::error!(%error, "metrics endpoint failed");
-        }
-    });
+    let mut endpoint = tokio::spawn(server);
     tracing::info!(%address, "serving /metrics, /healthz and /readyz");
-    run_elected(client, args, metrics, shutdown_signal()).await
+    // Without its endpoint the operator can be neither probed nor scraped: it exits, and its
+    // Deployment starts it again.
+    tokio::select! {
+        result = run_elected(client, args, metrics, shutdown_signal()) => result,
+        ended = &mut endpoint => {
+            let why = match ended {
+                Ok(Ok(())) => "it stopped".to_string(),
+                Ok(Err(error)) => error.to_string(),
+                Err(panic) => panic.to_string(),
+            };
+            anyhow::bail!("the /metrics endpoint failed ({why}); exiting")
+        }
+    }
 }
 
 /// Runs the controller until `shutdown` completes; with `--leader-election`, only while this
@@ -88,7 +96,7 @@ pub async fn run_elected(
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| "default".to_string());
     let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
-    let duration = args.lease_duration_seconds.clamp(2, 3600);
+    let duration = args.lease_duration_seconds;
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
         .with_namespace(&namespace)
         .with_identity(&identity)
@@ -306,7 +314,7 @@ pub async fn run_with_client(
     }
     let context = Arc::new(Context::new(client, stores, reset_stores, connection_stores, metrics, observed, &args));
     let groups = Arc::new(GroupContext::new(context.clone()));
-    {
+    let mut sweeper = {
         let groups = groups.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(groups.resync.min(Duration::from_secs(10)));
@@ -315,8 +323,8 @@ pub async fn run_with_client(
                 groups.sweep();
                 return_freed_memory();
             }
-        });
-    }
+        })
+    };
     tracing::info!(
         namespaces = ?args.namespaces,
         default_bootstrap_servers = ?args.default_bootstrap_servers,
@@ -359,13 +367,23 @@ pub async fn run_with_client(
                 tracing::warn!(%error, "ClusterKafkaConnection reconcile failed");
             }
         });
-    futures::future::join4(
+    let controllers = futures::future::join4(
         futures::future::join_all(streams),
         futures::future::join_all(reset_streams),
         futures::future::join_all(connection_streams),
         cluster_connection_stream,
-    )
-    .await;
+    );
+    // The sweep closes unused Kafka connections and forgets deleted groups: an operator without
+    // it would grow without bound, so its end (a panic) ends the operator, not ready any more.
+    tokio::select! {
+        _ = controllers => {}
+        ended = &mut sweeper => {
+            context.metrics.set_ready(false);
+            let why = ended.err().map_or_else(|| "it returned".to_string(), |panic| panic.to_string());
+            anyhow::bail!("the sweep task stopped ({why}); exiting");
+        }
+    }
+    sweeper.abort();
     tracing::info!("consumer-group-operator stopped");
     Ok(())
 }

@@ -339,8 +339,21 @@ impl OperatorProcess {
         format: &str,
         extra: &[&str],
     ) -> OperatorProcess {
+        OperatorProcess::start_with_env(kubeconfig, name, namespace, bootstrap, format, extra, &[])
+    }
+
+    fn start_with_env(
+        kubeconfig: &Path,
+        name: &str,
+        namespace: &str,
+        bootstrap: &str,
+        format: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> OperatorProcess {
         let log = std::env::temp_dir().join(format!("{}.log", testenv::unique_name(name)));
         let child = Command::new(env!("CARGO_BIN_EXE_consumer-group-operator"))
+            .envs(env.iter().copied())
             .args(["run", "--namespace", namespace, "--resync-seconds", "1", "--metrics-address", "127.0.0.1:0"])
             .args(["--default-bootstrap-servers", bootstrap, "--log-format", format])
             .args(extra)
@@ -701,4 +714,53 @@ async fn a_healthy_run_logs_no_error_or_warning() {
         .collect();
     assert!(loud.is_empty(), "a healthy run logged:\n{}", loud.join("\n"));
     assert!(log.lines().count() > 3, "the log was read: {log}");
+}
+
+#[test]
+fn flags_that_make_no_sense_are_refused_at_start_naming_the_flag() {
+    for (flag, value) in
+        [("--resync-seconds", "0"), ("--kafka-timeout-seconds", "0"), ("--lease-duration-seconds", "1")]
+    {
+        let out = Command::new(env!("CARGO_BIN_EXE_consumer-group-operator"))
+            .args(["run", flag, value])
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag) && stderr.contains("not in"), "{flag} {value}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn an_observer_whose_task_panics_is_replaced_and_its_groups_are_served() {
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let namespace = common::namespace(&client, "panic").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 2).await;
+    common::produce(&bootstrap, &topic, &[4, 4], None);
+    let operator = OperatorProcess::start_with_env(
+        &env.kube.kubeconfig_path(),
+        "panic",
+        &namespace,
+        &bootstrap,
+        "json",
+        &[],
+        &[("CGO_FAULT_PANIC_ONCE_AT", "observer-poll")],
+    );
+    let groups: Api<ConsumerGroup> = Api::namespaced(client.clone(), &namespace);
+    let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "replicas": 1,
+        "autoOffsetReset": "earliest", "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
+    groups.create(&PostParams::default(), &common::consumer_group("served", spec)).await.unwrap();
+    let lag = common::eventually(WAIT, || async { groups.get("served").await.ok()?.status?.lag }).await;
+    assert_eq!(lag.map(|l| l.total), Some(8), "the group is observed by the observer that replaced the dead one");
+    assert!(
+        operator.log().contains("a Kafka observer's polling task stopped; starting a new one"),
+        "{}",
+        operator.log()
+    );
+    let metrics = common::http_get(operator.metrics_address().await, "/metrics").await;
+    assert!(metrics.contains("consumergroup_operator_task_restarts_total{task=\"observer\"} 1"), "{metrics}");
 }

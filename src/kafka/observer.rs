@@ -243,6 +243,9 @@ pub struct Observer {
     snapshot: watch::Sender<Option<Arc<Snapshot>>>,
     wake: Notify,
     on_poll: Box<dyn Fn(&Snapshot) + Send + Sync>,
+    /// The polling task: finished only when it panicked (it ends by itself only once the
+    /// observer is dropped), so its owner replaces the observer.
+    task: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
 }
 
 impl Observer {
@@ -264,9 +267,17 @@ impl Observer {
             snapshot: watch::Sender::new(None),
             wake: Notify::new(),
             on_poll,
+            task: std::sync::OnceLock::new(),
         });
-        tokio::spawn(run(Arc::downgrade(&observer)));
+        let task = tokio::spawn(run(Arc::downgrade(&observer)));
+        observer.task.set(task).expect("the task is set once");
         observer
+    }
+
+    /// Whether the polling task still runs. A task that panicked is gone for good: its snapshots
+    /// would only get older, so the caller starts a new observer.
+    pub fn is_running(&self) -> bool {
+        self.task.get().is_some_and(|task| !task.is_finished())
     }
 
     pub fn client(&self) -> &Arc<KafkaClient> {
@@ -701,6 +712,7 @@ async fn run(observer: Weak<Observer>) {
             tokio::time::sleep(EARLY_POLL_DELAY).await;
         }
         if woken || tokio::time::Instant::now() >= next {
+            crate::fault::panic_once_point("observer-poll");
             strong.poll_once().await;
             next = tokio::time::Instant::now() + interval;
         }

@@ -81,21 +81,6 @@ pub fn error_policy(reset: Arc<OffsetReset>, error: &Error, ctx: Arc<Context>) -
     Action::requeue(delay)
 }
 
-/// Fault injection for crash tests: when `CGO_FAULT_EXIT_AT` names a point, the process exits
-/// there, as if killed. Points: `plan-stored` (Committing written, nothing committed yet) and
-/// `committed` (offsets committed, Succeeded not yet written). Only in builds with the
-/// `fault-injection` feature (the tests'); a release build has no such hook.
-#[cfg(not(feature = "fault-injection"))]
-fn fault_point(_point: &str) {}
-
-#[cfg(feature = "fault-injection")]
-fn fault_point(point: &str) {
-    if std::env::var("CGO_FAULT_EXIT_AT").is_ok_and(|p| p == point) {
-        tracing::error!(point, "fault injection: exiting");
-        std::process::exit(86);
-    }
-}
-
 /// The reset of `group` that currently holds its workload at zero, if any.
 pub fn holding_reset(resets: &Store<OffsetReset>, group: &ConsumerGroup) -> Option<String> {
     let namespace = group.namespace();
@@ -467,7 +452,7 @@ async fn quiesce(
                 status.plan = planned.offsets;
                 status.workload_gone_at = None;
                 write_status(ctx, reset, &status).await?;
-                fault_point("plan-stored");
+                crate::fault::exit_point("plan-stored");
                 Ok(Action::requeue(Duration::from_millis(200)))
             }
             Err(PlanError::Invalid(message)) => {
@@ -549,7 +534,7 @@ async fn commit(
         }
         Err(error) => return Err(Error::Kafka(error)),
     }
-    fault_point("committed");
+    crate::fault::exit_point("committed");
 
     // Verify with a fresh OffsetFetch that Kafka holds exactly the plan.
     let scope: Vec<TopicPartition> = to_commit.keys().chain(to_delete.iter()).cloned().collect();
