@@ -78,7 +78,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Runs the controller until `shutdown` completes; with `--leader-election`, only while this
-/// instance holds the Lease (a lost Lease stops it with an error, so only the new leader acts).
+/// instance holds the Lease. A leader that lost the Lease, or could not confirm its renewal in
+/// time (the apiserver out of reach), stops acting at once and waits as a follower again.
 pub async fn run_elected(
     client: Client,
     args: RunArgs,
@@ -89,81 +90,209 @@ pub async fn run_elected(
         metrics.leader.set(1);
         return run_with_client(client, args, metrics, shutdown).await;
     }
-
-    let namespace = args
-        .lease_namespace
-        .clone()
-        .or_else(|| std::env::var("POD_NAMESPACE").ok())
-        .unwrap_or_else(|| "default".to_string());
-    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
-    let duration = args.lease_duration_seconds;
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-        .with_namespace(&namespace)
-        .with_identity(&identity)
-        .with_field_manager(MANAGER)
-        .with_duration(duration)
-        .with_grace((duration / 3).max(1))
-        .build()
-        .await?;
-    let (mut leading, lease_task) = manager.watch().await;
-    // A follower is ready: it reaches the apiserver and can take over. Were it not, a rolling
-    // update of two replicas would wait forever for the second one (the Lease and the
-    // `consumergroup_operator_leader` metric tell who leads).
-    metrics.leader.set(0);
-    metrics.set_ready(true);
-    tracing::info!(lease = %args.lease_name, %namespace, %identity, "waiting to become the leader");
-    let mut signal = Box::pin(shutdown);
+    let election = Election {
+        namespace: args
+            .lease_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".to_string()),
+        identity: std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id())),
+        duration: args.lease_duration_seconds,
+    };
+    // The shutdown request, seen by every term of leadership.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
     loop {
-        if *leading.borrow_and_update() {
-            break;
+        match election.lead_once(&client, &args, &metrics, stopped.clone()).await? {
+            Term::Shutdown => return Ok(()),
+            Term::SteppedDown => {}
         }
-        tokio::select! {
-            _ = &mut signal => {
-                drop(leading);
-                let _ = lease_task.await;
-                return Ok(());
+    }
+}
+
+/// How one term of leadership ended.
+enum Term {
+    Shutdown,
+    /// The Lease was lost or its renewal not confirmed in time: a follower again.
+    SteppedDown,
+}
+
+struct Election {
+    namespace: String,
+    identity: String,
+    duration: u64,
+}
+
+impl Election {
+    /// The Lease is renewed half its duration before it ends: a renewal that fails has time to be
+    /// retried before the leader must stop.
+    fn grace(&self) -> u64 {
+        (self.duration / 2).max(1)
+    }
+
+    /// How long before its Lease ends (as last renewed) a leader stops acting: followers take
+    /// over when it ends by their own clocks, which may run a little ahead.
+    fn margin(&self) -> Duration {
+        Duration::from_secs((self.duration / 6).max(1))
+    }
+
+    /// Waits to become the leader, then runs the controllers until shutdown or the end of the
+    /// term, and releases the Lease.
+    async fn lead_once(
+        &self,
+        client: &Client,
+        args: &RunArgs,
+        metrics: &Arc<Metrics>,
+        stopped: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<Term> {
+        // After a term that ended with the apiserver out of reach, it may still be: try again
+        // until it answers (or the operator is asked to stop).
+        let mut pause = Duration::from_secs(1);
+        let manager = loop {
+            let built = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+                .with_namespace(&self.namespace)
+                .with_identity(&self.identity)
+                .with_field_manager(MANAGER)
+                .with_duration(self.duration)
+                .with_grace(self.grace())
+                .build()
+                .await;
+            match built {
+                Ok(manager) => break manager,
+                Err(error) => {
+                    tracing::warn!(%error, ?pause, "cannot read the leader lease; trying again");
+                    tokio::select! {
+                        _ = until_stopped(stopped.clone()) => return Ok(Term::Shutdown),
+                        _ = tokio::time::sleep(pause) => pause = (pause * 2).min(Duration::from_secs(30)),
+                    }
+                }
             }
-            changed = leading.changed() => {
-                if changed.is_err() {
-                    anyhow::bail!("leader election stopped before this instance became the leader");
+        };
+        let (mut leading, lease_task) = manager.watch().await;
+        // A follower is ready: it reaches the apiserver and can take over. Were it not, a rolling
+        // update of two replicas would wait forever for the second one (the Lease and the
+        // `consumergroup_operator_leader` metric tell who leads).
+        metrics.leader.set(0);
+        metrics.set_ready(true);
+        let identity = &self.identity;
+        tracing::info!(lease = %args.lease_name, namespace = %self.namespace, %identity, "waiting to become the leader");
+        loop {
+            if *leading.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                _ = until_stopped(stopped.clone()) => {
+                    drop(leading);
+                    let _ = lease_task.await;
+                    return Ok(Term::Shutdown);
+                }
+                changed = leading.changed() => {
+                    if changed.is_err() {
+                        anyhow::bail!("leader election stopped before this instance became the leader");
+                    }
                 }
             }
         }
-    }
-    tracing::info!(%identity, "became the leader");
-    metrics.leader.set(1);
-    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
-    let watch_leadership = tokio::spawn(async move {
-        while leading.changed().await.is_ok() {
-            if !*leading.borrow_and_update() {
-                break;
+        tracing::info!(%identity, "became the leader");
+        metrics.leader.set(1);
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &self.namespace);
+        let renewals =
+            confirmed_renewals(leases, args.lease_name.clone(), identity.clone(), self.duration, self.margin());
+        // Watches the term in a task of its own (the controllers' shutdown future must be Sync):
+        // it ends the term when the Lease is lost or its renewal is not confirmed in time.
+        let (term_over, term_ended) = tokio::sync::oneshot::channel::<()>();
+        let term = tokio::spawn(async move {
+            tokio::select! {
+                _ = async { while leading.changed().await.is_ok() && *leading.borrow_and_update() {} } => {
+                    tracing::warn!("lost the leader lease; stopping at once so that only the new leader acts");
+                }
+                unconfirmed = renewals => {
+                    tracing::warn!(
+                        leading_for = ?unconfirmed,
+                        "the leader lease's renewal could not be confirmed before it ends (is the apiserver reachable?); stopping at once so that only one instance acts"
+                    );
+                }
             }
-        }
-        let _ = lost_tx.send(());
-        leading
-    });
-    let lost = Arc::new(AtomicBool::new(false));
-    let lost_flag = lost.clone();
-    let shutdown = async move {
-        tokio::select! {
-            _ = signal => {}
-            _ = lost_rx => {
-                tracing::error!("lost the leader lease; stopping so that only the new leader acts");
-                lost_flag.store(true, Ordering::SeqCst);
+            let _ = term_over.send(());
+            leading
+        });
+        let ended = Arc::new(AtomicBool::new(false));
+        let end = {
+            let (ended, stopped) = (ended.clone(), stopped.clone());
+            async move {
+                tokio::select! {
+                    _ = until_stopped(stopped.clone()) => {}
+                    _ = term_ended => ended.store(true, Ordering::SeqCst),
+                }
+            }
+        };
+        let result = run_with_client(client.clone(), args.clone(), metrics.clone(), end).await;
+        metrics.leader.set(0);
+        // Dropping the last receiver of `leading` makes the lease task release the Lease (if it
+        // still holds it), so a follower takes over at once instead of waiting for it to end.
+        term.abort();
+        let _ = term.await;
+        // Releasing needs the apiserver; an unreachable one must not keep this instance from
+        // waiting as a follower.
+        let _ = tokio::time::timeout(Duration::from_secs(self.duration), lease_task).await;
+        tracing::info!("released the leader lease");
+        result?;
+        Ok(if ended.load(Ordering::SeqCst) { Term::SteppedDown } else { Term::Shutdown })
+    }
+}
+
+/// Completes when the Lease, as last seen held by `identity`, is within `margin` of its end
+/// (returning how long it led): its renewals are watched (renewTime is written with this
+/// instance's own clock), and while the watch cannot reach the apiserver none is confirmed.
+async fn confirmed_renewals(
+    leases: Api<k8s_openapi::api::coordination::v1::Lease>,
+    name: String,
+    identity: String,
+    duration: u64,
+    margin: Duration,
+) -> Duration {
+    let duration = Duration::from_secs(duration);
+    let started = std::time::SystemTime::now();
+    // Became the leader just now: the Lease was renewed (or taken) a moment ago.
+    let valid_until = Arc::new(std::sync::Mutex::new(started + duration));
+    let watch = {
+        let valid_until = valid_until.clone();
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        watcher::watcher(leases, config).default_backoff().applied_objects().for_each(move |lease| {
+            if let Ok(lease) = lease
+                && let Some(spec) = lease.spec
+                && spec.holder_identity.as_deref() == Some(identity.as_str())
+                && let Some(renewed) = spec.renew_time
+                && let Ok(micros) = u64::try_from(renewed.0.as_microsecond())
+            {
+                *valid_until.lock().expect("lease lock") =
+                    std::time::UNIX_EPOCH + Duration::from_micros(micros) + duration;
+            }
+            async {}
+        })
+    };
+    let check = async {
+        loop {
+            tokio::time::sleep(margin / 4).await;
+            let deadline = *valid_until.lock().expect("lease lock") - margin;
+            if std::time::SystemTime::now() >= deadline {
+                return std::time::SystemTime::now().duration_since(started).unwrap_or_default();
             }
         }
     };
-    let result = run_with_client(client, args, metrics, shutdown).await;
-    // Dropping the last receiver makes the lease task release the Lease, so a follower takes
-    // over at once instead of waiting for it to expire.
-    watch_leadership.abort();
-    let _ = watch_leadership.await;
-    let _ = lease_task.await;
-    tracing::info!("released the leader lease");
-    if lost.load(Ordering::SeqCst) {
-        anyhow::bail!("lost the leader lease");
+    tokio::select! {
+        led = check => led,
+        _ = watch => Duration::ZERO,
     }
-    result
+}
+
+/// Completes once a shutdown was requested.
+async fn until_stopped(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not Send: dropped here, before the caller awaits more.
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 fn hostname() -> String {

@@ -256,6 +256,21 @@ async fn chart_rbac_is_enough_for_the_operator() {
         metrics,
         std::future::pending(),
     ));
+    // Its Lease rule: the named Lease may be read and watched (a leader watches its renewals),
+    // no other Lease may be read.
+    let as_operator =
+        client_as(&env.kube, &format!("system:serviceaccount:{namespace}:rbac-consumer-group-operator")).await;
+    let leases: Api<Lease> = Api::namespaced(as_operator, &namespace);
+    let named = ListParams::default().fields("metadata.name=consumer-group-operator");
+    assert!(leases.list(&named).await.is_ok(), "the chart lets the operator list its own Lease by name");
+    assert!(
+        leases
+            .watch(&kube::api::WatchParams::default().fields("metadata.name=consumer-group-operator"), "0")
+            .await
+            .is_ok()
+    );
+    let every = leases.list(&ListParams::default()).await;
+    assert!(matches!(&every, Err(kube::Error::Api(status)) if status.code == 403), "every Lease: {every:?}");
     let groups: Api<ConsumerGroup> = Api::namespaced(admin.clone(), &namespace);
     let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "replicas": 5,
         "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}},
@@ -763,4 +778,93 @@ async fn an_observer_whose_task_panics_is_replaced_and_its_groups_are_served() {
     );
     let metrics = common::http_get(operator.metrics_address().await, "/metrics").await;
     assert!(metrics.contains("consumergroup_operator_task_restarts_total{task=\"observer\"} 1"), "{metrics}");
+}
+
+/// The sum of a counter's series in a /metrics text.
+fn counter_sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_leader_cut_off_from_the_apiserver_stops_acting_before_a_follower_takes_over() {
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let namespace = common::namespace(&client, "partition").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 3).await;
+    let lease = testenv::unique_name("lease");
+    let election =
+        ["--leader-election", "--lease-name", &lease, "--lease-namespace", &namespace, "--lease-duration-seconds", "6"];
+    // Operator a reaches the apiserver through a proxy the test can cut; b reaches it directly.
+    let apiserver: std::net::SocketAddr = env.kube.url().trim_start_matches("https://").parse().unwrap();
+    let proxy = testenv::proxy::TcpProxy::start(apiserver).unwrap();
+    let through_proxy = std::env::temp_dir().join(format!("{}.kubeconfig", testenv::unique_name("proxied")));
+    std::fs::write(&through_proxy, env.kube.kubeconfig_yaml_for(&format!("https://{}", proxy.address()))).unwrap();
+    let a = OperatorProcess::start(&through_proxy, "operator-a", &namespace, &bootstrap, &election);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace);
+    let holder = common::eventually(WAIT, || lease_holder(&leases, &lease)).await;
+    assert_eq!(holder.as_deref(), Some("operator-a"));
+    let b = OperatorProcess::start(&env.kube.kubeconfig_path(), "operator-b", &namespace, &bootstrap, &election);
+    let groups: Api<ConsumerGroup> = Api::namespaced(client.clone(), &namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let spec = |id: &str| serde_json::json!({"groupId": id, "topics": [topic], "replicas": 1, "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
+    groups
+        .create(&PostParams::default(), &common::consumer_group("first", spec(&testenv::unique_name("g"))))
+        .await
+        .unwrap();
+    assert!(common::eventually(WAIT, || async { deployments.get_opt("first").await.ok()? }).await.is_some());
+    let (a_metrics, b_metrics) = (a.metrics_address().await, b.metrics_address().await);
+    let metrics_of = |address| async move { common::http_get(address, "/metrics").await };
+    assert!(metrics_of(a_metrics).await.contains("consumergroup_operator_leader 1"));
+
+    // The partition: a can no longer renew. It stops acting before b may take over.
+    let cut = Instant::now();
+    proxy.cut();
+    let stepped_down = common::eventually(WAIT, || async {
+        metrics_of(a_metrics).await.contains("consumergroup_operator_leader 0").then(|| cut.elapsed())
+    })
+    .await
+    .expect("the cut-off leader stops acting");
+    let a_reconciles = counter_sum(&metrics_of(a_metrics).await, "consumergroup_operator_reconciles_total");
+    let holder =
+        common::eventually(WAIT, || async { lease_holder(&leases, &lease).await.filter(|h| h == "operator-b") }).await;
+    let taken_over = cut.elapsed();
+    assert_eq!(holder.as_deref(), Some("operator-b"));
+    eprintln!("cut-off leader stopped after {stepped_down:.1?}, the follower took over after {taken_over:.1?}");
+    assert!(stepped_down < taken_over, "a stopped after b took over: {stepped_down:?} vs {taken_over:?}");
+    assert!(a.log().contains("could not be confirmed before it ends"), "{}", a.log());
+
+    // Healed: b leads and acts, a waits as a follower again and acts no more.
+    proxy.heal();
+    groups
+        .create(&PostParams::default(), &common::consumer_group("second", spec(&testenv::unique_name("g"))))
+        .await
+        .unwrap();
+    assert!(
+        common::eventually(WAIT, || async { deployments.get_opt("second").await.ok()? }).await.is_some(),
+        "the new leader acts"
+    );
+    let rejoined = common::eventually(WAIT, || async {
+        (a.log().matches("waiting to become the leader").count() >= 2).then_some(())
+    })
+    .await;
+    assert!(rejoined.is_some(), "a waits as a follower again: {}", a.log());
+    let (status, body) = common::http_request(a_metrics, "/readyz").await;
+    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "ok"), "a follower is ready");
+    let b_reconciles = counter_sum(&metrics_of(b_metrics).await, "consumergroup_operator_reconciles_total");
+    assert!(b_reconciles > 0.0, "b reconciles");
+    let after = metrics_of(a_metrics).await;
+    assert_eq!(
+        counter_sum(&after, "consumergroup_operator_reconciles_total"),
+        a_reconciles,
+        "a acted after it stopped"
+    );
+    assert!(after.contains("consumergroup_operator_leader 0"));
+    assert_eq!(lease_holder(&leases, &lease).await.as_deref(), Some("operator-b"));
+    std::fs::remove_file(&through_proxy).ok();
 }

@@ -166,6 +166,12 @@ impl KubeApiServer {
     }
 
     pub fn kubeconfig_yaml(&self) -> String {
+        self.kubeconfig_yaml_for(&self.url())
+    }
+
+    /// A kubeconfig of the `admin` user for this apiserver reached at `url` (a proxy in front of
+    /// it, whose address its certificate also names: 127.0.0.1).
+    pub fn kubeconfig_yaml_for(&self, url: &str) -> String {
         let pki = self.dir.path().join("pki");
         format!(
             "apiVersion: v1\nkind: Config\n\
@@ -173,7 +179,7 @@ impl KubeApiServer {
              users:\n- name: admin\n  user:\n    client-certificate: {cert}\n    client-key: {key}\n\
              contexts:\n- name: envtest\n  context:\n    cluster: envtest\n    user: admin\n    namespace: default\n\
              current-context: envtest\n",
-            url = self.url(),
+            url = url,
             ca = pki.join("ca.crt").display(),
             cert = pki.join("admin.crt").display(),
             key = pki.join("admin.key").display(),

@@ -10,6 +10,7 @@ pub mod kafka;
 pub mod kube;
 mod pki;
 pub mod process;
+pub mod proxy;
 pub mod workload;
 
 use std::path::{Path, PathBuf};
