@@ -12,6 +12,7 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -69,10 +70,11 @@ pub async fn reconcile_cluster(connection: Arc<ClusterKafkaConnection>, ctx: Arc
 
 pub fn error_policy<K>(connection: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action
 where
-    K: Resource,
+    K: Resource<DynamicType = ()>,
 {
-    let delay = error.category().retry_after(1, ctx.resync);
-    tracing::warn!(connection = %connection.meta().name.as_deref().unwrap_or_default(), %error, ?delay, "connection reconcile failed; retrying");
+    let attempt = ctx.attempts.failed(&ObjectRef::from_obj(connection.as_ref()).erase());
+    let delay = error.category().retry_after(attempt, ctx.resync);
+    tracing::warn!(connection = %connection.meta().name.as_deref().unwrap_or_default(), %error, attempt, ?delay, "connection reconcile failed; retrying");
     Action::requeue(delay)
 }
 

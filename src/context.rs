@@ -86,8 +86,31 @@ impl Events {
     }
 }
 
+/// Consecutive failed reconciles per object, so that a controller's retries back off (2 s, 4 s,
+/// 8 s, ... for transient errors); forgotten at the object's next successful reconcile.
+#[derive(Default)]
+pub struct Attempts(Mutex<HashMap<ObjectRef<kube::api::DynamicObject>, u32>>);
+
+impl Attempts {
+    /// Counts a failure of `object`; returns how many in a row (1 for the first).
+    pub fn failed(&self, object: &ObjectRef<kube::api::DynamicObject>) -> u32 {
+        let mut attempts = self.0.lock().expect("attempts lock");
+        let count = attempts.entry(object.clone()).or_default();
+        *count = count.saturating_add(1);
+        *count
+    }
+
+    /// `object` reconciled: its next failure is a first one again.
+    pub fn succeeded(&self, object: &ObjectRef<kube::api::DynamicObject>) {
+        self.0.lock().expect("attempts lock").remove(object);
+    }
+}
+
 /// Shared state of both controllers.
 pub struct Context {
+    /// Failed reconciles in a row of OffsetResets and named connections (ConsumerGroups keep
+    /// theirs in their own context).
+    pub attempts: Attempts,
     pub client: Client,
     pub kafka: ClientCache,
     pub events: Events,
@@ -265,6 +288,7 @@ impl Context {
             connections: Arc::default(),
             observed,
             cluster_ids: Arc::default(),
+            attempts: Attempts::default(),
         }
     }
 }
@@ -272,6 +296,20 @@ impl Context {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_in_a_row_back_off_and_a_success_starts_over() {
+        let attempts = Attempts::default();
+        let reset = ObjectRef::<OffsetReset>::new("rewind").within("team-a").erase();
+        let other = ObjectRef::<OffsetReset>::new("other").within("team-a").erase();
+        let resync = Duration::from_secs(30);
+        let delays: Vec<u64> =
+            (0..4).map(|_| Category::Transient.retry_after(attempts.failed(&reset), resync).as_secs()).collect();
+        assert_eq!(delays, [2, 4, 8, 16]);
+        assert_eq!(attempts.failed(&other), 1, "counted per object");
+        attempts.succeeded(&reset);
+        assert_eq!(attempts.failed(&reset), 1, "a success ends the run");
+    }
 
     #[test]
     fn categories_decide_when_to_try_again() {

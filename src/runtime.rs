@@ -470,32 +470,44 @@ pub async fn run_with_client(
             },
         )
     });
+    // A successful reconcile ends an object's run of failures: its next retry starts at 2 s again.
     let reset_streams = reset_controllers.into_iter().map(|controller| {
-        controller.run(crate::reset::reconcile, crate::reset::error_policy, context.clone()).for_each(
-            |result| async move {
-                match result {
-                    Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-                    Err(error) => tracing::warn!(%error, "offset reset reconcile failed"),
+        let context = context.clone();
+        controller.run(crate::reset::reconcile, crate::reset::error_policy, context.clone()).for_each(move |result| {
+            match result {
+                Ok((object, _)) => {
+                    tracing::debug!(%object, "reconciled");
+                    context.attempts.succeeded(&object.erase());
                 }
-            },
-        )
+                Err(error) => tracing::warn!(%error, "offset reset reconcile failed"),
+            }
+            async {}
+        })
     });
     let connection_streams = connection_controllers.into_iter().map(|controller| {
+        let context = context.clone();
         controller
             .run(crate::connections::reconcile_namespaced, crate::connections::error_policy, context.clone())
-            .for_each(|result| async move {
-                if let Err(error) = result {
-                    tracing::warn!(%error, "KafkaConnection reconcile failed");
+            .for_each(move |result| {
+                match result {
+                    Ok((object, _)) => context.attempts.succeeded(&object.erase()),
+                    Err(error) => tracing::warn!(%error, "KafkaConnection reconcile failed"),
                 }
+                async {}
             })
     });
-    let cluster_connection_stream = cluster_connection_controller
-        .run(crate::connections::reconcile_cluster, crate::connections::error_policy, context.clone())
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::warn!(%error, "ClusterKafkaConnection reconcile failed");
-            }
-        });
+    let cluster_connection_stream = {
+        let context = context.clone();
+        cluster_connection_controller
+            .run(crate::connections::reconcile_cluster, crate::connections::error_policy, context.clone())
+            .for_each(move |result| {
+                match result {
+                    Ok((object, _)) => context.attempts.succeeded(&object.erase()),
+                    Err(error) => tracing::warn!(%error, "ClusterKafkaConnection reconcile failed"),
+                }
+                async {}
+            })
+    };
     let controllers = futures::future::join4(
         futures::future::join_all(streams),
         futures::future::join_all(reset_streams),

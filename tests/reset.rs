@@ -867,3 +867,80 @@ async fn another_namespace_cannot_reset_or_see_a_group_id_it_does_not_own() {
     assert_eq!(done.status.as_ref().and_then(|s| s.phase), Some(ResetPhase::Succeeded), "{:?}", done.status);
     assert_eq!(committed(&bootstrap, &group_id, &topic, 2).await, [Some(0), Some(0)]);
 }
+
+#[tokio::test]
+async fn an_apiserver_error_while_reading_the_reset_to_roll_back_is_retried_not_a_failure() {
+    let env = common::shared_env().await;
+    let s = setup("reset-kube-error").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = common::create_topic(&bootstrap, 1).await;
+    common::produce(&bootstrap, &topic, &[10], None);
+    let group_id = testenv::unique_name("g");
+    common::commit(&kafka(&bootstrap), &group_id, &BTreeMap::from([(tp(&topic, 0), 8)])).await;
+    // An earlier reset that succeeded (its status written as the operator would have; a
+    // settled reset is not read again).
+    let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 0,
+        "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
+    s.groups.create(&PostParams::default(), &common::consumer_group("g", spec)).await.unwrap();
+    let earlier = serde_json::json!({"consumerGroup": "g", "target": {"toEarliest": true}, "mode": "DryRun"});
+    s.resets.create(&PostParams::default(), &offset_reset("earlier", earlier)).await.unwrap();
+    let succeeded = Patch::Merge(serde_json::json!({"status": {"phase": "Succeeded",
+        "plan": [{"topic": topic, "partition": 0, "currentOffset": 3, "newOffset": 0}]}}));
+    s.resets.patch_status("earlier", &PatchParams::default(), &succeeded).await.unwrap();
+
+    // The operator acts as a user who may do everything it needs but read that earlier reset: its
+    // read is refused, as an apiserver in trouble would refuse it.
+    let user = testenv::unique_name("no-get");
+    let rules = |earlier_readable: bool| {
+        let names = if earlier_readable { serde_json::json!(["undo", "earlier"]) } else { serde_json::json!(["undo"]) };
+        serde_json::json!([
+            {"apiGroups": ["", "apps", "events.k8s.io", "coordination.k8s.io"], "resources": ["*"], "verbs": ["*"]},
+            {"apiGroups": ["kafka.operators.dev"], "resources": ["consumergroups", "consumergroups/status",
+                "kafkaconnections", "kafkaconnections/status", "clusterkafkaconnections",
+                "clusterkafkaconnections/status", "offsetresets/status"], "verbs": ["*"]},
+            {"apiGroups": ["kafka.operators.dev"], "resources": ["offsetresets"], "verbs": ["list", "watch", "patch", "update"]},
+            {"apiGroups": ["kafka.operators.dev"], "resources": ["offsetresets"], "resourceNames": names, "verbs": ["get"]}])
+    };
+    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(s.client.clone());
+    let role = serde_json::from_value(serde_json::json!({"metadata": {"name": user}, "rules": rules(false)})).unwrap();
+    roles.create(&PostParams::default(), &role).await.unwrap();
+    let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(s.client.clone());
+    let binding = serde_json::from_value(serde_json::json!({"metadata": {"name": user},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}))
+    .unwrap();
+    bindings.create(&PostParams::default(), &binding).await.unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(env.kube.kubeconfig_path()).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    config.auth_info.impersonate = Some(user.clone());
+    let as_user = Client::try_from(config).unwrap();
+    let operator = start_operator(&as_user, &s.namespace, &bootstrap).await;
+    let kube_errors = || async {
+        let metrics = common::http_get(operator.metrics_address, "/metrics").await;
+        let prefix = "consumergroup_operator_reconcile_errors_total{reason=\"kube_api\"} ";
+        metrics.lines().find_map(|l| l.strip_prefix(prefix)?.parse::<u64>().ok()).unwrap_or(0)
+    };
+    let before = kube_errors().await;
+    let undo = serde_json::json!({"consumerGroup": "g", "target": {"rollbackOf": "earlier"}, "mode": "DryRun"});
+    s.resets.create(&PostParams::default(), &offset_reset("undo", undo)).await.unwrap();
+    // The refused read is an apiserver error, retried: the reset does not fail meanwhile.
+    let retried = common::eventually(WAIT, || async { (kube_errors().await > before).then_some(()) }).await;
+    assert!(retried.is_some(), "the refused read is counted as an apiserver error");
+    let status = s.resets.get("undo").await.unwrap().status.unwrap_or_default();
+    assert_ne!(status.phase, Some(ResetPhase::Failed), "{:?}", status.message);
+    // Allowed again: the same reset goes on and plans the rollback (back to 3 from Kafka's 8).
+    roles
+        .patch(&user, &PatchParams::default(), &Patch::Merge(serde_json::json!({"rules": rules(true)})))
+        .await
+        .unwrap();
+    let planned = wait_phase(&s.resets, "undo", &[ResetPhase::Planned, ResetPhase::Failed]).await;
+    let status = planned.status.unwrap();
+    assert_eq!(status.phase, Some(ResetPhase::Planned), "{:?}", status.message);
+    assert_eq!(status.plan.iter().map(|p| p.new_offset).collect::<Vec<_>>(), vec![Some(3)]);
+    roles.delete(&user, &Default::default()).await.unwrap();
+    bindings.delete(&user, &Default::default()).await.unwrap();
+}

@@ -34,7 +34,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -76,8 +76,9 @@ impl Error {
 pub fn error_policy(reset: Arc<OffsetReset>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.errors.get_or_create(&crate::metrics::ErrorLabels { reason: error.label().to_string() }).inc();
     let category = error.category();
-    let delay = category.retry_after(1, ctx.resync);
-    tracing::warn!(reset = %reset.name_any(), %error, ?category, ?delay, "offset reset step failed; retrying");
+    let attempt = ctx.attempts.failed(&ObjectRef::from(reset.as_ref()).erase());
+    let delay = category.retry_after(attempt, ctx.resync);
+    tracing::warn!(reset = %reset.name_any(), %error, ?category, attempt, ?delay, "offset reset step failed; retrying");
     Action::requeue(delay)
 }
 
@@ -260,6 +261,7 @@ pub async fn reconcile(cached: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Ac
                 Ok(Action::await_change())
             }
             Err(PlanError::Kafka(error)) => Err(Error::Kafka(error)),
+            Err(PlanError::Kube(error)) => Err(Error::Kube(error)),
         },
         (ResetMode::Execute, None | Some(ResetPhase::Pending | ResetPhase::Planned)) => {
             start(&ctx, &client, &group, &reset, status).await
@@ -352,6 +354,7 @@ async fn start(
             return fail(ctx, reset, &status, format!("{message}; nothing was stopped or changed")).await;
         }
         Err(PlanError::Kafka(error)) => return Err(Error::Kafka(error)),
+        Err(PlanError::Kube(error)) => return Err(Error::Kube(error)),
     }
     status.phase = Some(ResetPhase::Quiescing);
     status.previous_replicas = group.status.as_ref().and_then(|s| s.replicas);
@@ -459,6 +462,7 @@ async fn quiesce(
                 fail(ctx, reset, &status, format!("the plan could not be resolved: {message}; no offset changed")).await
             }
             Err(PlanError::Kafka(error)) => Err(Error::Kafka(error)),
+            Err(PlanError::Kube(error)) => Err(Error::Kube(error)),
         };
     }
     let now = k8s_openapi::jiff::Timestamp::now();
@@ -621,6 +625,9 @@ enum PlanError {
     /// The reset cannot be planned as written (a fix of the spec or the topics is needed).
     Invalid(String),
     Kafka(KafkaError),
+    /// Reading from the apiserver failed: retried like any other apiserver error, never a
+    /// reason to fail the reset.
+    Kube(kube::Error),
 }
 
 impl From<KafkaError> for PlanError {
@@ -650,8 +657,7 @@ async fn plan_now(
     let rollback = match &reset.spec.target.rollback_of {
         Some(name) => {
             let api: Api<OffsetReset> = Api::namespaced(ctx.client.clone(), &reset.namespace().unwrap_or_default());
-            let earlier =
-                api.get_opt(name).await.map_err(|e| PlanError::Invalid(format!("reading OffsetReset {name}: {e}")))?;
+            let earlier = api.get_opt(name).await.map_err(PlanError::Kube)?;
             match earlier.and_then(|r| r.status).filter(|s| s.phase == Some(ResetPhase::Succeeded)) {
                 Some(status) => Some(status.plan),
                 None => {
