@@ -64,7 +64,7 @@ impl Category {
     /// The category of a Kafka error.
     pub fn of_kafka(error: &KafkaError) -> Category {
         match error {
-            KafkaError::Config(_) | KafkaError::Auth(_) => Category::Configuration,
+            KafkaError::Config(_) | KafkaError::Auth(_) | KafkaError::TopicsNotAuthorized(_) => Category::Configuration,
             error if error.is_transient() => Category::Transient,
             _ => Category::Permanent,
         }

@@ -944,3 +944,54 @@ async fn an_apiserver_error_while_reading_the_reset_to_roll_back_is_retried_not_
     roles.delete(&user, &Default::default()).await.unwrap();
     bindings.delete(&user, &Default::default()).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_topic_the_operator_may_not_describe_is_named_as_refused_not_as_missing() {
+    let env = common::shared_env().await;
+    let s = setup("topic-refused").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let client = kafka(&bootstrap);
+    let hidden = testenv::unique_name("hidden");
+    client.create_topic(&hidden, 1, 1, TIMEOUT).await.unwrap();
+    let group_id = testenv::unique_name("g");
+    common::commit(&client, &group_id, &BTreeMap::from([(tp(&hidden, 0), 0)])).await;
+    // The topic exists; the operator's principal may not describe it.
+    let topic = hidden.clone();
+    tokio::task::spawn_blocking(move || {
+        testenv::shared().kafka.add_acls(&[
+            "--deny-principal",
+            "User:ANONYMOUS",
+            "--operation",
+            "Describe",
+            "--topic",
+            &topic,
+        ])
+    })
+    .await
+    .unwrap()
+    .expect("add the ACL");
+
+    let _operator = start_operator(&s.client, &s.namespace, &bootstrap).await;
+    let spec = serde_json::json!({"groupId": group_id, "topics": [hidden], "replicas": 1,
+        "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
+    s.groups.create(&PostParams::default(), &common::consumer_group("hidden", spec)).await.unwrap();
+    let ready = common::eventually(WAIT, || async {
+        let conditions = s.groups.get("hidden").await.ok()?.status?.conditions;
+        conditions.into_iter().find(|c| c.type_ == "Ready" && !c.reason.is_empty())
+    })
+    .await
+    .expect("a Ready condition");
+    assert_eq!(ready.reason, "KafkaAuthFailed", "{}", ready.message);
+    assert!(
+        ready.message.contains("not authorized to describe topics") && ready.message.contains(&hidden),
+        "{}",
+        ready.message
+    );
+
+    let spec = serde_json::json!({"consumerGroup": "hidden", "target": {"toEarliest": true}, "mode": "DryRun"});
+    s.resets.create(&PostParams::default(), &offset_reset("preview", spec)).await.unwrap();
+    let status = wait_phase(&s.resets, "preview", &[ResetPhase::Failed, ResetPhase::Planned]).await.status.unwrap();
+    assert_eq!(status.phase, Some(ResetPhase::Failed), "{:?}", status.message);
+    let message = status.message.unwrap();
+    assert!(message.contains("not authorized to describe topics") && !message.contains("do not exist"), "{message}");
+}

@@ -69,7 +69,7 @@ pub fn failure_reason(error: &KafkaError) -> &'static str {
     use super::conditions::reason;
     match error {
         KafkaError::Config(_) => reason::KAFKA_CONFIG_INVALID,
-        KafkaError::Auth(_) => reason::KAFKA_AUTH_FAILED,
+        KafkaError::Auth(_) | KafkaError::TopicsNotAuthorized(_) => reason::KAFKA_AUTH_FAILED,
         _ => reason::KAFKA_UNREACHABLE,
     }
 }

@@ -11,7 +11,7 @@ pub mod observer;
 pub mod protocol;
 pub mod stats;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError as RdKafkaError;
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
 pub use cache::ClientCache;
 use stats::{RequestCounting, RequestCounts};
@@ -287,6 +287,13 @@ pub enum KafkaError {
     Unreachable(String),
     #[error("topics do not exist: {}", .0.join(", "))]
     UnknownTopics(Vec<String>),
+    /// Kafka answers a topic the principal may not describe as refused, whether it exists or not
+    /// (and leaves it out of a listing of every topic).
+    #[error(
+        "not authorized to describe topics {}: grant the operator's Kafka principal Describe (and Read, for offsets) on them, e.g. kafka-acls --add --allow-principal User:<operator> --operation Describe --topic <topic>",
+        .0.join(", ")
+    )]
+    TopicsNotAuthorized(Vec<String>),
     #[error("consumer group {0:?} has active members; stop its consumers before changing its offsets")]
     GroupNotEmpty(String),
     #[error("the group coordinator of {0:?} is not available yet (Kafka is electing or loading it); retrying")]
@@ -319,6 +326,7 @@ impl KafkaError {
             KafkaError::Timeout(_) => "timeout",
             KafkaError::Unreachable(_) => "unreachable",
             KafkaError::UnknownTopics(_) => "unknown_topics",
+            KafkaError::TopicsNotAuthorized(_) => "topics_not_authorized",
             KafkaError::GroupNotEmpty(_) => "group_not_empty",
             KafkaError::CoordinatorUnavailable(_) => "coordinator_unavailable",
             KafkaError::PartitionErrors(_) => "partition_errors",
@@ -703,18 +711,35 @@ impl KafkaClient {
         let client = self.handle.clone();
         let wanted = topics.to_vec();
         tokio::task::spawn_blocking(move || {
-            let mut counts = BTreeMap::new();
-            let mut missing = Vec::new();
+            let (mut counts, mut missing, mut refused, mut not_ready) =
+                (BTreeMap::new(), Vec::new(), Vec::new(), Vec::new());
             for topic in &wanted {
                 let metadata = client.fetch_metadata(Some(topic), timeout).map_err(KafkaError::from_client)?;
-                match metadata.topics().iter().find(|t| t.name() == topic) {
-                    Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                        counts.insert(topic.clone(), t.partitions().len() as i32);
+                let found = metadata.topics().iter().find(|t| t.name() == topic);
+                match found.map(|t| (t.error(), t.partitions().len())) {
+                    Some((None, partitions)) if partitions > 0 => {
+                        counts.insert(topic.clone(), partitions as i32);
                     }
-                    _ => missing.push(topic.clone()),
+                    Some((Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED), _)) => {
+                        refused.push(topic.clone())
+                    }
+                    None
+                    | Some((None, _))
+                    | Some((Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART), _)) => {
+                        missing.push(topic.clone())
+                    }
+                    // Leader not available (a topic being created, an election), ...: transient.
+                    Some((Some(error), _)) => not_ready.push(format!("{topic} ({})", RDKafkaErrorCode::from(error))),
                 }
             }
-            if missing.is_empty() { Ok(counts) } else { Err(KafkaError::UnknownTopics(missing)) }
+            match (refused.is_empty(), missing.is_empty(), not_ready.is_empty()) {
+                (false, _, _) => Err(KafkaError::TopicsNotAuthorized(refused)),
+                (true, false, _) => Err(KafkaError::UnknownTopics(missing)),
+                (true, true, false) => {
+                    Err(KafkaError::Request(format!("topics not ready: {}; retrying", not_ready.join(", "))))
+                }
+                (true, true, true) => Ok(counts),
+            }
         })
         .await
         .map_err(|e| KafkaError::Internal(format!("metadata task failed: {e}")))?
@@ -770,6 +795,28 @@ impl KafkaClient {
         })
         .await
         .map_err(|e| KafkaError::Internal(format!("metadata task failed: {e}")))?
+    }
+
+    /// Which of `topics`, absent from a listing of every topic, Kafka refuses to describe (one
+    /// Metadata request per topic: asked only about topics a ConsumerGroup names and the listing
+    /// lacks). A topic Kafka cannot be asked about counts as missing.
+    pub async fn topics_not_authorized(&self, topics: &[String], timeout: Duration) -> BTreeSet<String> {
+        let client = self.handle.clone();
+        let topics = topics.to_vec();
+        let refused = tokio::task::spawn_blocking(move || {
+            topics
+                .into_iter()
+                .filter(|topic| {
+                    client.fetch_metadata(Some(topic), timeout).is_ok_and(|metadata| {
+                        metadata.topics().iter().any(|t| {
+                            t.name() == topic
+                                && t.error() == Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
+                        })
+                    })
+                })
+                .collect()
+        });
+        refused.await.unwrap_or_default()
     }
 
     /// Brokers in the cluster's metadata: one Metadata request naming no topic but the

@@ -125,6 +125,8 @@ pub struct Snapshot {
     /// The groups this poll has news of: lag measured anew (each group at its own interval), or
     /// a failure to report.
     news: BTreeSet<String>,
+    /// Topics the groups name that Kafka refuses to describe (absent from `topics`).
+    not_authorized: BTreeSet<String>,
 }
 
 /// The offsets one poll read, for folding into the groups' histories; not kept after it (a
@@ -171,6 +173,11 @@ impl Snapshot {
             Err(error) => return GroupView::Failed(error.clone()),
         };
         let missing = missing_topics(counts, topics);
+        let (refused, missing): (Vec<String>, Vec<String>) =
+            missing.into_iter().partition(|topic| self.not_authorized.contains(topic));
+        if !refused.is_empty() {
+            return GroupView::Failed(KafkaError::TopicsNotAuthorized(refused));
+        }
         if !missing.is_empty() {
             return GroupView::TopicsMissing(missing);
         }
@@ -423,7 +430,15 @@ impl Observer {
                 .collect::<BTreeMap<_, _>>()
                 .await
         };
-        let (groups, log_ranges, committed) = futures::join!(groups, ranges, committed);
+        // Topics a group names that the listing lacks: missing, or hidden from this principal.
+        let absent: Vec<String> = match &topics {
+            Ok(counts) => wanted.iter().filter(|t| !counts.contains_key(**t)).map(|t| (*t).clone()).collect(),
+            Err(_) => Vec::new(),
+        };
+        let not_authorized = async {
+            if absent.is_empty() { BTreeSet::new() } else { self.client.topics_not_authorized(&absent, timeout).await }
+        };
+        let (groups, log_ranges, committed, not_authorized) = futures::join!(groups, ranges, committed, not_authorized);
         let reading = Reading { topics: &topics, committed, log_ranges };
         let (lag, news) = self.fold_lag(&reading, &groups, &interests).await;
         drop(reading);
@@ -435,6 +450,7 @@ impl Observer {
             covered: interests.iter().map(|(group_id, i)| (group_id.clone(), i.topics.clone())).collect(),
             lag,
             news,
+            not_authorized,
         }
     }
 

@@ -636,6 +636,7 @@ impl From<KafkaError> for PlanError {
             KafkaError::UnknownTopics(topics) => {
                 PlanError::Invalid(format!("topics do not exist: {}", topics.join(", ")))
             }
+            refused @ KafkaError::TopicsNotAuthorized(_) => PlanError::Invalid(refused.to_string()),
             other => PlanError::Kafka(other),
         }
     }
