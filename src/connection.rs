@@ -358,7 +358,18 @@ pub async fn connection(
             }
         }
         None => match &defaults.properties_dir {
-            Some(dir) if platform_servers => match properties_from_dir(dir) {
+            // Read on every use (rotations apply without a restart), off the async workers.
+            Some(dir) if platform_servers => match tokio::task::spawn_blocking({
+                let dir = dir.clone();
+                move || properties_from_dir(&dir)
+            })
+            .await
+            .unwrap_or_else(|panic| {
+                Err(ConnectionProblem::DefaultPropertiesUnreadable {
+                    path: dir.display().to_string(),
+                    error: panic.to_string(),
+                })
+            }) {
                 Ok(properties) => properties,
                 Err(problem) => return Ok(Err(problem)),
             },

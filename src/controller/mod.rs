@@ -283,7 +283,7 @@ async fn reconcile_inner(
     });
 
     // Decide.
-    let reset_in_progress = ctx.resets.iter().find_map(|store| crate::reset::holding_reset(store, &group));
+    let reset_in_progress = crate::reset::holding_reset_now(&ctx.client, &ctx.resets, &group).await?;
     let held_by_reset = conditions::find(&previous.conditions, conditions::READY)
         .is_some_and(|c| c.reason == conditions::reason::OFFSET_RESET_IN_PROGRESS);
     let resume_after_reset = if held_by_reset && reset_in_progress.is_none() {

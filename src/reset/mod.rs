@@ -82,20 +82,32 @@ pub fn error_policy(reset: Arc<OffsetReset>, error: &Error, ctx: Arc<Context>) -
     Action::requeue(delay)
 }
 
-/// The reset of `group` that currently holds its workload at zero, if any.
-pub fn holding_reset(resets: &Store<OffsetReset>, group: &ConsumerGroup) -> Option<String> {
+/// The reset holding `group`'s workload at zero, decided on a fresh read of each reset of the
+/// group that the cache shows unsettled: the cache may not show the reset controller's last
+/// phase write yet (a reset that just started quiescing would otherwise leave the workload
+/// running until a later reconcile). No request while no reset of the group is under way.
+pub async fn holding_reset_now(
+    client: &kube::Client,
+    resets: &[Store<OffsetReset>],
+    group: &ConsumerGroup,
+) -> Result<Option<String>, kube::Error> {
     let namespace = group.namespace();
-    resets
-        .state()
+    let under_way: Vec<String> = resets
         .iter()
-        .filter(|r| r.namespace() == namespace && r.spec.consumer_group == group.name_any())
-        .find(|r| r.status.as_ref().and_then(|s| s.phase).is_some_and(ResetPhase::holds_workload))
+        .flat_map(|store| store.state())
+        .filter(|r| r.namespace() == namespace && r.spec.consumer_group == group.name_any() && !settled(r))
         .map(|r| r.name_any())
+        .collect();
+    let api: Api<OffsetReset> = Api::namespaced(client.clone(), &namespace.unwrap_or_default());
+    for name in under_way {
+        let fresh = api.get_opt(&name).await?;
+        if fresh.and_then(|r| r.status).and_then(|s| s.phase).is_some_and(ResetPhase::holds_workload) {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
 }
 
-/// Writes status with optimistic concurrency: the apply carries the resourceVersion the decision
-/// was made on, so a stale cache or a deposed leader gets a conflict (and a fresh read on the retry)
-/// instead of moving a phase back or re-resolving a relative target after its commit.
 /// The replicas the most recently finished reset of `group` stopped (to resume to).
 pub fn released_replicas(resets: &Store<OffsetReset>, group: &ConsumerGroup) -> Option<i32> {
     let namespace = group.namespace();
@@ -119,6 +131,9 @@ fn not_the_owner(group: &ConsumerGroup, owner: &str) -> String {
     )
 }
 
+/// Writes status with optimistic concurrency: the apply carries the resourceVersion the decision
+/// was made on, so a stale cache or a deposed leader gets a conflict (and a fresh read on the retry)
+/// instead of moving a phase back or re-resolving a relative target after its commit.
 async fn write_status(ctx: &Context, reset: &OffsetReset, status: &OffsetResetStatus) -> Result<(), Error> {
     apply_status(&ctx.client, reset, status).await?;
     Ok(())
