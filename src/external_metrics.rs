@@ -54,6 +54,24 @@ const SERVED: [(&str, Read); 4] = [
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a client may take to send a request's headers (the first one and every next one on a
+/// kept-alive connection) before its connection is closed.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest a connection stays open; the aggregation layer opens a new one when it needs it.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+
+/// Connections served at once; more wait in the listen backlog. The aggregation layer keeps a
+/// few; a client holding many open cannot take every socket of the process.
+const MAX_CONNECTIONS: usize = 64;
+
+/// The pause after a failed accept (out of file descriptors): retrying at once would spin a core.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(500);
+
+/// How often the serving certificate (a mounted Secret, which the kubelet updates in place after
+/// `helm upgrade` renews it) and the request-header CA are looked at again.
+const RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Request-header authentication, as the apiserver publishes it.
 struct RequestHeader {
     allowed_names: Vec<String>,
@@ -61,13 +79,19 @@ struct RequestHeader {
     group_headers: Vec<String>,
 }
 
-/// Reads `kube-system/extension-apiserver-authentication`: the request-header CA and names.
-async fn request_header(client: &Client) -> anyhow::Result<(rustls::RootCertStore, RequestHeader)> {
+/// The contents of `kube-system/extension-apiserver-authentication`.
+async fn request_header_data(client: &Client) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
     let config = api.get("extension-apiserver-authentication").await.context(
         "read kube-system/extension-apiserver-authentication (the operator needs the extension-apiserver-authentication-reader Role there)",
     )?;
-    let data = config.data.unwrap_or_default();
+    Ok(config.data.unwrap_or_default())
+}
+
+/// The request-header CA and names of `kube-system/extension-apiserver-authentication`.
+fn request_header(
+    data: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<(rustls::RootCertStore, RequestHeader)> {
     let Some(ca) = data.get("requestheader-client-ca-file") else {
         bail!(
             "the apiserver has no request-header CA (--requestheader-client-ca-file): its aggregation layer is not configured, so it cannot call an external metrics API"
@@ -93,15 +117,54 @@ async fn request_header(client: &Client) -> anyhow::Result<(rustls::RootCertStor
     ))
 }
 
-/// The serving certificate and key: `tls.crt` and `tls.key` of a folder (a mounted TLS Secret).
-fn serving_identity(dir: &Path) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+/// The serving certificate and key files' contents: `tls.crt` and `tls.key` of a folder (a
+/// mounted TLS Secret).
+async fn serving_files(dir: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
     let (crt, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    let chain = CertificateDer::pem_file_iter(&crt)
-        .with_context(|| format!("read {}", crt.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("{} is not PEM", crt.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&key).with_context(|| format!("read the private key {}", key.display()))?;
-    Ok((chain, key))
+    // Off the async workers: a file read may block.
+    tokio::task::spawn_blocking(move || {
+        let crt_pem = std::fs::read(&crt).with_context(|| format!("read {}", crt.display()))?;
+        let key_pem = std::fs::read(&key).with_context(|| format!("read the private key {}", key.display()))?;
+        Ok((crt_pem, key_pem))
+    })
+    .await?
+}
+
+/// Everything the server's TLS and authentication are built from, as read: compared at each
+/// reload, so that the server is rebuilt only when one of them changed.
+#[derive(PartialEq)]
+struct Inputs {
+    request_header: std::collections::BTreeMap<String, String>,
+    certificate: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl Inputs {
+    async fn read(client: &Client, tls_dir: &Path) -> anyhow::Result<Inputs> {
+        let request_header = request_header_data(client).await?;
+        let (certificate, key) = serving_files(tls_dir).await?;
+        Ok(Inputs { request_header, certificate, key })
+    }
+
+    /// The TLS acceptor (the serving identity, client certificates checked against the
+    /// request-header CA) and the request-header settings.
+    fn build(&self) -> anyhow::Result<(tokio_rustls::TlsAcceptor, RequestHeader)> {
+        let (roots, header) = request_header(&self.request_header)?;
+        let chain = CertificateDer::pem_slice_iter(&self.certificate)
+            .collect::<Result<Vec<_>, _>>()
+            .context("tls.crt is not PEM")?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key).context("tls.key is not a PEM private key")?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .context("the request-header CA cannot verify client certificates")?;
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .context("the serving certificate and key do not match")?;
+        Ok((tokio_rustls::TlsAcceptor::from(Arc::new(config)), header))
+    }
 }
 
 /// The common name of a certificate's subject.
@@ -117,35 +180,78 @@ struct State {
     header: RequestHeader,
 }
 
+/// What new connections are served with; replaced when the inputs change.
+struct Served {
+    acceptor: tokio_rustls::TlsAcceptor,
+    state: Arc<State>,
+}
+
 /// Binds the API on `address`, checked against the apiserver's request-header settings; the
-/// returned future serves until dropped.
+/// returned future serves until dropped. The serving certificate and the request-header CA are
+/// read again every [`RELOAD_INTERVAL`]: a renewed certificate serves new connections at once.
 pub async fn serve(
     client: Client,
     metrics: Arc<Metrics>,
     address: SocketAddr,
     tls_dir: &Path,
 ) -> anyhow::Result<(SocketAddr, impl std::future::Future<Output = ()> + use<>)> {
-    let (roots, header) = request_header(&client).await?;
-    let (chain, key) = serving_identity(tls_dir)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .context("the request-header CA cannot verify client certificates")?;
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .context("the serving certificate and key do not match")?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let mut inputs = Inputs::read(&client, tls_dir).await?;
+    let (acceptor, header) = inputs.build()?;
+    let state = Arc::new(State { client: client.clone(), metrics: metrics.clone(), header });
+    let served = Arc::new(std::sync::RwLock::new(Arc::new(Served { acceptor, state })));
     let listener = tokio::net::TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
-    let state = Arc::new(State { client, metrics, header });
-    Ok((bound, async move {
+    let reload = {
+        let (served, tls_dir) = (served.clone(), tls_dir.to_path_buf());
+        async move {
+            loop {
+                tokio::time::sleep(RELOAD_INTERVAL).await;
+                let read = match Inputs::read(&client, &tls_dir).await {
+                    Ok(read) if read == inputs => continue,
+                    Ok(read) => read,
+                    Err(error) => {
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "external metrics API: cannot read its certificate or the request-header CA again; serving with the ones it has"
+                        );
+                        continue;
+                    }
+                };
+                match read.build() {
+                    Ok((acceptor, header)) => {
+                        let state = Arc::new(State { client: client.clone(), metrics: metrics.clone(), header });
+                        *served.write().expect("served lock") = Arc::new(Served { acceptor, state });
+                        inputs = read;
+                        tracing::info!(
+                            "external metrics API: serving certificate or request-header CA changed; new connections use the new ones"
+                        );
+                    }
+                    Err(error) => {
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "external metrics API: the changed certificate or request-header CA cannot be used; serving with the previous ones"
+                        );
+                    }
+                }
+            }
+        }
+    };
+    let accept = async move {
+        let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
-            let Ok((tcp, peer)) = listener.accept().await else { continue };
-            let (acceptor, state) = (acceptor.clone(), state.clone());
+            let permit = connections.clone().acquire_owned().await.expect("the semaphore is never closed");
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "external metrics API: accepting a connection failed; pausing");
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
+                    continue;
+                }
+            };
+            let current = served.read().expect("served lock").clone();
             tokio::spawn(async move {
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let _permit = permit;
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, current.acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(error)) => {
                         tracing::debug!(%peer, %error, "external metrics API: TLS handshake refused");
@@ -153,6 +259,7 @@ pub async fn serve(
                     }
                     Err(_) => return,
                 };
+                let state = current.state.clone();
                 let name = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first()).and_then(common_name);
                 let trusted = state.header.allowed_names.is_empty()
                     || name.as_ref().is_some_and(|n| state.header.allowed_names.contains(n));
@@ -164,10 +271,22 @@ pub async fn serve(
                     async move { Ok::<_, std::convert::Infallible>(handle(&state, trusted, request).await) }
                 });
                 let io = hyper_util::rt::TokioIo::new(tls);
-                if let Err(error) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
-                    tracing::debug!(%peer, %error, "external metrics API connection ended");
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(io, service);
+                match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "external metrics API connection ended"),
+                    Ok(Ok(())) => {}
+                    Err(_) => tracing::debug!(%peer, "external metrics API connection closed after its lifetime"),
                 }
             });
+        }
+    };
+    Ok((bound, async move {
+        tokio::select! {
+            _ = accept => {}
+            _ = reload => {}
         }
     }))
 }

@@ -191,6 +191,29 @@ async fn an_hpa_reads_consumer_group_lag_through_the_aggregation_layer_and_rbac_
         panic!("the HPA did not scale the ConsumerGroup past its partitions:\n{described}");
     };
     assert!(message.contains(&format!("requested {requested} replicas, allowed 3")), "{message}");
+
+    // The serving certificate is renewed under the running operator, as `helm upgrade` renews the
+    // Secret and the APIService's caBundle together: the API answers again with the new one.
+    let (new_ca, new_certificate, new_key) = testenv::serving_certificate(&[&host]).unwrap();
+    std::fs::write(tls.path().join("tls.key"), new_key).unwrap();
+    std::fs::write(tls.path().join("tls.crt"), new_certificate).unwrap();
+    let apiservices = Api::<DynamicObject>::all_with(
+        client.clone(),
+        &ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk("apiregistration.k8s.io", "v1", "APIService")),
+    );
+    let renewed = Patch::Merge(serde_json::json!({"spec": {"caBundle": base64(new_ca.as_bytes())}}));
+    apiservices.patch("v1beta1.external.metrics.k8s.io", &PatchParams::default(), &renewed).await.unwrap();
+    let answered = common::eventually(WAIT, || async {
+        let (ok, out, error) = kubectl(env, &["get", "--raw", &path]).await;
+        *last_error.borrow_mut() = error;
+        ok.then(|| serde_json::from_str::<serde_json::Value>(&out).unwrap())
+    })
+    .await;
+    assert!(
+        answered.is_some_and(|read| read["items"][0]["value"] == "300"),
+        "after the renewal: {}",
+        last_error.borrow()
+    );
 }
 
 /// An HTTPS request to the operator that trusts its CA but presents no client certificate and
