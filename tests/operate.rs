@@ -868,3 +868,29 @@ async fn a_leader_cut_off_from_the_apiserver_stops_acting_before_a_follower_take
     assert_eq!(lease_holder(&leases, &lease).await.as_deref(), Some("operator-b"));
     std::fs::remove_file(&through_proxy).ok();
 }
+
+#[tokio::test]
+async fn the_metrics_endpoint_closes_a_connection_that_never_finishes_its_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let metrics = std::sync::Arc::new(consumer_group_operator::metrics::Metrics::new());
+    let (address, server) =
+        consumer_group_operator::metrics::serve("127.0.0.1:0".parse().unwrap(), metrics).await.unwrap();
+    let server = tokio::spawn(server);
+    // More idle connections than it serves at once, and one that starts a request and stops.
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(tokio::net::TcpStream::connect(address).await.unwrap());
+    }
+    let mut slow = tokio::net::TcpStream::connect(address).await.unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: operator\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(30), slow.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a request whose headers never end holds its connection open");
+    eprintln!("an unfinished request's connection was closed after {:.1?}", started.elapsed());
+    // Probes still get through once the idle connections are dropped by the same timeout.
+    let (status, body) = common::http_request(address, "/healthz").await;
+    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "ok"));
+    drop(idle);
+    server.abort();
+}
