@@ -113,7 +113,7 @@ async fn observe(
     let (brokers, condition) = match resolved {
         Err(problem) => (None, Desired::new(REACHABLE, false, problem.reason(), problem.to_string())),
         Ok(connection) => {
-            let brokers = match ctx.kafka.get_or_create(&connection.properties) {
+            let brokers = match ctx.kafka.get_or_create(&connection.properties).await {
                 Ok(client) => {
                     let brokers = client.broker_count(ctx.kafka_timeout).await;
                     // Settings the batched reader refuses (e.g. GSSAPI) leave the levels unknown.

@@ -155,8 +155,14 @@ struct Use {
 }
 
 impl Context {
-    /// The observer of a connection, started on first use.
-    pub fn observer_for(&self, connection: &Connection) -> Result<Arc<Observer>, KafkaError> {
+    /// The observer of a connection, started on first use (its client created with no lock held).
+    pub async fn observer_for(&self, connection: &Connection) -> Result<Arc<Observer>, KafkaError> {
+        if let Some(observer) = self.observers.lock().expect("observers lock").get(&connection.properties)
+            && observer.is_running()
+        {
+            return Ok(observer.clone());
+        }
+        let client = self.kafka.get_or_create(&connection.properties).await?;
         let mut observers = self.observers.lock().expect("observers lock");
         match observers.get(&connection.properties) {
             Some(observer) if observer.is_running() => return Ok(observer.clone()),
@@ -171,7 +177,6 @@ impl Context {
             }
             None => {}
         }
-        let client = self.kafka.get_or_create(&connection.properties)?;
         let metrics = self.metrics.clone();
         let (users, properties, observed) =
             (self.connections.clone(), connection.properties.clone(), self.observed.clone());

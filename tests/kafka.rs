@@ -167,13 +167,13 @@ async fn missing_topics_are_named_and_an_unreachable_broker_fails_in_time() {
     assert!(error.is_transient(), "{error:?}");
 }
 
-#[test]
-fn one_client_per_connection_is_shared() {
+#[tokio::test]
+async fn one_client_per_connection_is_shared() {
     let cache = ClientCache::default();
     let props = |b: &str| BTreeMap::from([("bootstrap.servers".to_string(), b.to_string())]);
-    let a = cache.get_or_create(&props("127.0.0.1:1")).unwrap();
-    let b = cache.get_or_create(&props("127.0.0.1:1")).unwrap();
-    let c = cache.get_or_create(&props("127.0.0.1:2")).unwrap();
+    let a = cache.get_or_create(&props("127.0.0.1:1")).await.unwrap();
+    let b = cache.get_or_create(&props("127.0.0.1:1")).await.unwrap();
+    let c = cache.get_or_create(&props("127.0.0.1:2")).await.unwrap();
     assert!(std::sync::Arc::ptr_eq(&a, &b) && !std::sync::Arc::ptr_eq(&a, &c));
 }
 
@@ -219,7 +219,7 @@ async fn a_lag_cycle_costs_requests_per_broker_and_group_not_per_partition() {
 
     // What `/metrics` exports: the counts since the previous report.
     let cache_of_clients = ClientCache::default();
-    let shared = cache_of_clients.get_or_create(&properties).unwrap();
+    let shared = cache_of_clients.get_or_create(&properties).await.unwrap();
     shared.list_consumer_group_offsets(&groups[0], Some(&all), TIMEOUT).await.unwrap();
     common::settled_requests(&shared).await;
     assert_eq!(cache_of_clients.take_new_requests().get("OffsetFetch"), Some(&1));

@@ -247,7 +247,7 @@ async fn reconcile_inner(
     let (observed, outcome) = match (&connection, &workload_replicas) {
         (Some(connection), Ok(_)) => {
             ctx.use_connection(&key, &connection.properties, &group.spec.group_id);
-            (true, observe_kafka(&ctx, &group, connection, &mut memory))
+            (true, observe_kafka(&ctx, &group, connection, &mut memory).await)
         }
         _ => (false, KafkaOutcome::default()),
     };
@@ -515,7 +515,7 @@ impl Default for KafkaOutcome {
 
 /// Reads the group's part of its connection's observer snapshot: the group's state and its lag
 /// as the observer summarized it. No Kafka I/O of its own.
-fn observe_kafka(
+async fn observe_kafka(
     ctx: &Context,
     group: &ConsumerGroup,
     connection: &Connection,
@@ -531,7 +531,7 @@ fn observe_kafka(
             ..KafkaOutcome::default()
         }
     };
-    let observer = match ctx.observer_for(connection) {
+    let observer = match ctx.observer_for(connection).await {
         Ok(observer) => observer,
         Err(error) => return failed(error),
     };

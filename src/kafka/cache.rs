@@ -18,16 +18,25 @@ pub struct ClientCache {
 }
 
 impl ClientCache {
-    /// The client for these properties, created on first use.
-    pub fn get_or_create(&self, properties: &BTreeMap<String, String>) -> Result<Arc<KafkaClient>, KafkaError> {
-        let mut clients = self.clients.lock().expect("client cache lock");
-        if let Some((client, _)) = clients.get(properties) {
+    /// The client for these properties, created on first use. Creating one reads PEM files and
+    /// the system's CA store: done on the blocking pool, with no lock held, so that other
+    /// connections' reconciles go on meanwhile. Two first uses at once may both create one; the
+    /// first to finish is kept.
+    pub async fn get_or_create(&self, properties: &BTreeMap<String, String>) -> Result<Arc<KafkaClient>, KafkaError> {
+        if let Some((client, _)) = self.clients.lock().expect("client cache lock").get(properties) {
             return Ok(client.clone());
         }
-        let client = Arc::new(KafkaClient::new(properties)?);
-        clients.insert(properties.clone(), (client.clone(), Instant::now()));
-        tracing::info!(connections = clients.len(), "opened a Kafka connection");
-        Ok(client)
+        let owned = properties.clone();
+        let created = tokio::task::spawn_blocking(move || KafkaClient::new(&owned))
+            .await
+            .map_err(|e| KafkaError::Internal(format!("creating a Kafka client failed: {e}")))??;
+        let mut clients = self.clients.lock().expect("client cache lock");
+        let opened = clients.len() + 1;
+        let (client, _) = clients.entry(properties.clone()).or_insert_with(|| {
+            tracing::info!(connections = opened, "opened a Kafka connection");
+            (Arc::new(created), Instant::now())
+        });
+        Ok(client.clone())
     }
 
     /// Requests every open client sent since the previous call, by type.
@@ -77,13 +86,13 @@ mod tests {
         BTreeMap::from([("bootstrap.servers".to_string(), bootstrap.to_string())])
     }
 
-    #[test]
-    fn one_client_per_distinct_connection_and_unused_ones_are_closed() {
+    #[tokio::test]
+    async fn one_client_per_distinct_connection_and_unused_ones_are_closed() {
         let cache = ClientCache::default();
-        let a = cache.get_or_create(&props("127.0.0.1:1")).unwrap();
-        let again = cache.get_or_create(&props("127.0.0.1:1")).unwrap();
+        let a = cache.get_or_create(&props("127.0.0.1:1")).await.unwrap();
+        let again = cache.get_or_create(&props("127.0.0.1:1")).await.unwrap();
         assert!(Arc::ptr_eq(&a, &again), "same properties share one client");
-        let b = cache.get_or_create(&props("127.0.0.1:2")).unwrap();
+        let b = cache.get_or_create(&props("127.0.0.1:2")).await.unwrap();
         assert!(!Arc::ptr_eq(&a, &b));
         assert_eq!(cache.len(), 2);
         drop((again, b));

@@ -237,7 +237,7 @@ pub async fn reconcile(cached: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Ac
             return kafka_failed(&ctx, &reset, status, error).await;
         }
     };
-    let client = match ctx.kafka.get_or_create(&connection.properties) {
+    let client = match ctx.kafka.get_or_create(&connection.properties).await {
         Ok(client) => client,
         Err(error) => return kafka_failed(&ctx, &reset, status, error).await,
     };
