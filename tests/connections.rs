@@ -6,14 +6,14 @@
 
 mod common;
 
+use common::fake_kafka;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use consumer_group_operator::crd::{ClusterKafkaConnection, ConsumerGroup, KafkaConnection, OffsetReset, ResetPhase};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 
 const WAIT: Duration = Duration::from_secs(90);
 const LABEL: &str = "kafka.operators.dev/client-properties";
@@ -35,14 +35,6 @@ async fn condition(groups: &Api<ConsumerGroup>, name: &str, type_: &str, status:
         (found.status == status).then_some((found.reason, found.message))
     })
     .await
-}
-
-/// A client acting as `user` (RBAC applies to it; the test's own client is system:masters).
-async fn client_as(server: &testenv::KubeApiServer, user: &str) -> Client {
-    let kubeconfig = Kubeconfig::read_from(server.kubeconfig_path()).unwrap();
-    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
-    config.auth_info.impersonate = Some(user.to_string());
-    Client::try_from(config).unwrap()
 }
 
 /// A TCP listener standing in for a broker: it answers nothing and keeps every byte sent to it.
@@ -127,7 +119,7 @@ async fn an_unlabelled_secret_named_by_a_user_who_cannot_read_it_is_never_read_n
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), &namespace);
     let data = serde_json::json!({"client.id": marker, "sasl.password": "not-for-the-app-team"});
     secrets.create(&PostParams::default(), &secret("other-app", false, data)).await.unwrap();
-    let as_user = client_as(&env.kube, &user).await;
+    let as_user = common::client_as(&env.kube, &user).await;
     let forbidden = Api::<Secret>::namespaced(as_user.clone(), &namespace).get("other-app").await;
     assert!(
         matches!(&forbidden, Err(kube::Error::Api(status)) if status.code == 403),
@@ -484,14 +476,6 @@ impl Drop for HostileProxy {
     }
 }
 
-async fn read_frame(stream: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>> {
-    use tokio::io::AsyncReadExt;
-    let size = stream.read_i32().await?;
-    let mut body = vec![0; size as usize];
-    stream.read_exact(&mut body).await?;
-    Ok(body)
-}
-
 async fn relay(
     mut client: tokio::net::TcpStream,
     upstream: &str,
@@ -501,15 +485,17 @@ async fn relay(
     use tokio::io::AsyncWriteExt;
     let mut broker: Option<tokio::net::TcpStream> = None;
     loop {
-        let request = read_frame(&mut client).await?;
+        let request = fake_kafka::read_frame(&mut client).await?;
         let api_key = i16::from_be_bytes([request[0], request[1]]);
         let version = i16::from_be_bytes([request[2], request[3]]);
         let correlation = i32::from_be_bytes(request[4..8].try_into().unwrap());
         let answer = match api_key {
-            10 => find_coordinator_answer(&request, correlation, port),
+            10 => fake_kafka::find_coordinator_answer(&request, correlation, port),
             15 => {
                 answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                describe_groups_answer(&request, version, correlation)
+                let group = fake_kafka::described_group(&request, version);
+                let assignment = fake_kafka::assignment(&[b'x'; 32767], 240_000);
+                fake_kafka::describe_groups_answer(version, correlation, &group, &assignment)
             }
             _ => {
                 if broker.is_none() {
@@ -518,173 +504,12 @@ async fn relay(
                 let broker = broker.as_mut().unwrap();
                 broker.write_all(&(request.len() as i32).to_be_bytes()).await?;
                 broker.write_all(&request).await?;
-                read_frame(broker).await?
+                fake_kafka::read_frame(broker).await?
             }
         };
         client.write_all(&(answer.len() as i32).to_be_bytes()).await?;
         client.write_all(&answer).await?;
     }
-}
-
-/// Kafka's unsigned varint, as flexible versions length their strings and arrays.
-fn varint(out: &mut Vec<u8>, mut value: u32) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-fn read_varint(bytes: &[u8], at: &mut usize) -> u32 {
-    let (mut value, mut shift) = (0u32, 0);
-    loop {
-        let byte = bytes[*at];
-        *at += 1;
-        value |= u32::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return value;
-        }
-        shift += 7;
-    }
-}
-
-/// A FindCoordinator v4+ answer naming this proxy as the coordinator of every key asked for.
-fn find_coordinator_answer(request: &[u8], correlation: i32, port: u16) -> Vec<u8> {
-    // Request header v2: key, version, correlation id, client id (int16-length), tagged fields.
-    let mut at = 8;
-    let client_id = i16::from_be_bytes([request[at], request[at + 1]]);
-    at += 2 + client_id.max(0) as usize;
-    for _ in 0..read_varint(request, &mut at) {
-        read_varint(request, &mut at);
-        let size = read_varint(request, &mut at);
-        at += size as usize;
-    }
-    at += 1; // key type
-    let keys: Vec<Vec<u8>> = (0..read_varint(request, &mut at).saturating_sub(1))
-        .map(|_| {
-            let length = read_varint(request, &mut at) as usize - 1;
-            at += length;
-            request[at - length..at].to_vec()
-        })
-        .collect();
-    let mut body = correlation.to_be_bytes().to_vec();
-    body.push(0);
-    body.extend(0i32.to_be_bytes());
-    varint(&mut body, keys.len() as u32 + 1);
-    for key in keys {
-        varint(&mut body, key.len() as u32 + 1);
-        body.extend(key);
-        body.extend(1i32.to_be_bytes());
-        varint(&mut body, 10);
-        body.extend(b"127.0.0.1");
-        body.extend(i32::from(port).to_be_bytes());
-        body.extend(0i16.to_be_bytes());
-        body.push(0);
-        body.push(0);
-    }
-    body.push(0);
-    body
-}
-
-/// A DescribeGroups answer, in the version asked, for the first group asked about: Stable, one
-/// member, whose assignment names a 32 KB topic.
-fn describe_groups_answer(request: &[u8], version: i16, correlation: i32) -> Vec<u8> {
-    let flexible = version >= 5;
-    let mut at = 8;
-    let client_id = i16::from_be_bytes([request[at], request[at + 1]]);
-    at += 2 + client_id.max(0) as usize;
-    if flexible {
-        for _ in 0..read_varint(request, &mut at) {
-            read_varint(request, &mut at);
-            let size = read_varint(request, &mut at);
-            at += size as usize;
-        }
-    }
-    let group = if flexible {
-        read_varint(request, &mut at);
-        let length = read_varint(request, &mut at) as usize - 1;
-        request[at..at + length].to_vec()
-    } else {
-        at += 4;
-        let length = i16::from_be_bytes([request[at], request[at + 1]]) as usize;
-        request[at + 2..at + 2 + length].to_vec()
-    };
-    let string = |out: &mut Vec<u8>, text: &[u8]| {
-        if flexible {
-            varint(out, text.len() as u32 + 1);
-        } else {
-            out.extend((text.len() as i16).to_be_bytes());
-        }
-        out.extend(text);
-    };
-    let bytes = |out: &mut Vec<u8>, data: &[u8]| {
-        if flexible {
-            varint(out, data.len() as u32 + 1);
-        } else {
-            out.extend((data.len() as i32).to_be_bytes());
-        }
-        out.extend(data);
-    };
-    let mut assignment = vec![0, 0, 0, 0, 0, 1];
-    assignment.extend(32767i16.to_be_bytes());
-    assignment.extend([b'x'; 32767]);
-    assignment.extend(240_000i32.to_be_bytes());
-    assignment.extend((0..240_000i32).flat_map(i32::to_be_bytes));
-
-    let mut body = correlation.to_be_bytes().to_vec();
-    if flexible {
-        body.push(0);
-    }
-    if version >= 1 {
-        body.extend(0i32.to_be_bytes());
-    }
-    if flexible {
-        varint(&mut body, 2)
-    } else {
-        body.extend(1i32.to_be_bytes())
-    }
-    body.extend(0i16.to_be_bytes());
-    if version >= 6 {
-        body.push(0); // no error message
-    }
-    string(&mut body, &group);
-    string(&mut body, b"Stable");
-    string(&mut body, b"consumer");
-    string(&mut body, b"range");
-    if flexible {
-        varint(&mut body, 2)
-    } else {
-        body.extend(1i32.to_be_bytes())
-    }
-    string(&mut body, b"member-1");
-    if version >= 4 {
-        if flexible { body.push(0) } else { body.extend((-1i16).to_be_bytes()) }
-    }
-    string(&mut body, b"client-1");
-    string(&mut body, b"/10.0.0.1");
-    bytes(&mut body, &[]);
-    bytes(&mut body, &assignment);
-    if flexible {
-        body.push(0);
-    }
-    if version >= 3 {
-        body.extend(i32::MIN.to_be_bytes());
-    }
-    if flexible {
-        body.push(0);
-        body.push(0);
-    }
-    body
-}
-
-/// This process's resident memory and its peak so far, in bytes.
-fn resident_and_peak() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib = |field: &str| -> u64 {
-        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
-    };
-    (kib("VmRSS:"), kib("VmHWM:"))
 }
 
 #[tokio::test]
@@ -708,7 +533,7 @@ async fn a_hostile_broker_s_answer_is_named_in_its_group_s_condition_and_the_oth
     )]);
     common::commit(&kafka, &bystander_id, &offsets).await;
     let _operator = common::Operator::start(&client, common::run_args(&namespace, &bootstrap, &[])).await;
-    let (resident_before, _) = resident_and_peak();
+    let (resident_before, _) = common::resident_and_peak();
 
     let groups: Api<ConsumerGroup> = Api::namespaced(client.clone(), &namespace);
     let spec = |group_id: String, kafka: serde_json::Value| serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 1, "template": template(), "kafka": kafka});
@@ -733,7 +558,7 @@ async fn a_hostile_broker_s_answer_is_named_in_its_group_s_condition_and_the_oth
     assert!(condition(&groups, "bystander", "Ready", "True").await.is_some(), "the other group is served");
     let bystander = groups.get("bystander").await.unwrap().status.unwrap();
     assert!(bystander.lag.is_some() && bystander.group_state.is_some(), "{bystander:?}");
-    let (_, peak) = resident_and_peak();
+    let (_, peak) = common::resident_and_peak();
     let grown = peak.saturating_sub(resident_before);
     println!("peak resident memory grew by {} MiB over {} hostile answers", grown >> 20, proxy.hostile_answers());
     assert!(grown < 192 << 20, "peak resident memory grew by {} MiB", grown >> 20);

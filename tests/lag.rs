@@ -15,7 +15,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use rdkafka::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -176,17 +175,7 @@ async fn trailing_transaction_markers_are_not_lag_and_a_drained_group_scales_to_
     let (client, namespace, groups, deployments) = setup("lag-txn").await;
     let bootstrap = env.kafka.bootstrap_servers();
     let topic = create_topic(&bootstrap, 1).await;
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("transactional.id", testenv::unique_name("txn"))
-        .create()
-        .unwrap();
-    producer.init_transactions(Duration::from_secs(30)).unwrap();
-    producer.begin_transaction().unwrap();
-    for i in 0..5 {
-        producer.send(BaseRecord::<(), _>::to(&topic).partition(0).payload(&format!("m{i}"))).unwrap();
-    }
-    producer.commit_transaction(Duration::from_secs(30)).unwrap();
+    common::produce_transaction(&bootstrap, &topic, 5);
     // Five records at offsets 0..4, the commit marker at 5: log end 6. A consumer that read all five
     // commits 5.
     let group_id = testenv::unique_name("g");

@@ -16,9 +16,8 @@ use consumer_group_operator::crd::ConsumerGroup;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -214,14 +213,6 @@ fn secret_rules(rendered: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A client that acts as the chart's ServiceAccount, so the operator gets exactly the chart's RBAC.
-async fn client_as(server: &testenv::KubeApiServer, service_account: &str) -> Client {
-    let kubeconfig = Kubeconfig::read_from(server.kubeconfig_path()).unwrap();
-    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
-    config.auth_info.impersonate = Some(service_account.to_string());
-    Client::try_from(config).unwrap()
-}
-
 #[tokio::test]
 async fn chart_rbac_is_enough_for_the_operator() {
     let env = common::shared_env().await;
@@ -244,7 +235,7 @@ async fn chart_rbac_is_enough_for_the_operator() {
     std::fs::remove_file(&file).ok();
 
     let operator_client =
-        client_as(&env.kube, &format!("system:serviceaccount:{namespace}:rbac-consumer-group-operator")).await;
+        common::client_as(&env.kube, &format!("system:serviceaccount:{namespace}:rbac-consumer-group-operator")).await;
     let bootstrap = env.kafka.bootstrap_servers();
     let topic = create_topic(&bootstrap, 2).await;
     let metrics = std::sync::Arc::new(consumer_group_operator::metrics::Metrics::new());
@@ -259,7 +250,7 @@ async fn chart_rbac_is_enough_for_the_operator() {
     // Its Lease rule: the named Lease may be read and watched (a leader watches its renewals),
     // no other Lease may be read.
     let as_operator =
-        client_as(&env.kube, &format!("system:serviceaccount:{namespace}:rbac-consumer-group-operator")).await;
+        common::client_as(&env.kube, &format!("system:serviceaccount:{namespace}:rbac-consumer-group-operator")).await;
     let leases: Api<Lease> = Api::namespaced(as_operator, &namespace);
     let named = ListParams::default().fields("metadata.name=consumer-group-operator");
     assert!(leases.list(&named).await.is_ok(), "the chart lets the operator list its own Lease by name");
@@ -665,7 +656,6 @@ fn histogram_count(metrics: &str, name: &str) -> Option<u64> {
 
 #[tokio::test]
 async fn a_healthy_run_logs_no_error_or_warning() {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let env = common::shared_env().await;
     let client = common::kube_client(&env.kube).await;
     common::install_crds(&client).await;
@@ -673,17 +663,7 @@ async fn a_healthy_run_logs_no_error_or_warning() {
     let bootstrap = env.kafka.bootstrap_servers();
     // A transactional topic, so the marker probe runs on every poll; and a plain one with lag.
     let transactional = create_topic(&bootstrap, 1).await;
-    let producer: BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("transactional.id", testenv::unique_name("txn"))
-        .create()
-        .unwrap();
-    producer.init_transactions(Duration::from_secs(30)).unwrap();
-    producer.begin_transaction().unwrap();
-    for i in 0..3 {
-        producer.send(BaseRecord::<(), _>::to(&transactional).partition(0).payload(&format!("m{i}"))).unwrap();
-    }
-    producer.commit_transaction(Duration::from_secs(30)).unwrap();
+    common::produce_transaction(&bootstrap, &transactional, 3);
     let plain = create_topic(&bootstrap, 2).await;
     common::produce(&bootstrap, &plain, &[5, 5], None);
     let kafka = consumer_group_operator::kafka::KafkaClient::new(&BTreeMap::from([(

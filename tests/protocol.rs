@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::fake_kafka;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -622,7 +624,7 @@ enum Hostile {
 /// FindCoordinator v4 naming itself, DescribeGroups v0) that answers DescribeGroups as a hostile
 /// or broken broker would. Runs until the test's runtime ends.
 async fn fake_broker(group: &str, hostile: Hostile) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let group = group.to_string();
@@ -632,11 +634,7 @@ async fn fake_broker(group: &str, hostile: Hostile) -> String {
             let group = group.clone();
             tokio::spawn(async move {
                 loop {
-                    let Ok(size) = stream.read_i32().await else { return };
-                    let mut request = vec![0; size as usize];
-                    if stream.read_exact(&mut request).await.is_err() {
-                        return;
-                    }
+                    let Ok(request) = fake_kafka::read_frame(&mut stream).await else { return };
                     let api_key = i16::from_be_bytes([request[0], request[1]]);
                     let correlation = i32::from_be_bytes(request[4..8].try_into().unwrap());
                     let mut body = Vec::new();
@@ -655,23 +653,8 @@ async fn fake_broker(group: &str, hostile: Hostile) -> String {
                             body.extend(0i32.to_be_bytes());
                             body.push(0);
                         }
-                        10 => {
-                            // FindCoordinator v4 (header v1): this server coordinates the group.
-                            body.extend(correlation.to_be_bytes());
-                            body.push(0);
-                            body.extend(0i32.to_be_bytes());
-                            body.push(2);
-                            body.push(group.len() as u8 + 1);
-                            body.extend(group.as_bytes());
-                            body.extend(1i32.to_be_bytes());
-                            body.push(10);
-                            body.extend(b"127.0.0.1");
-                            body.extend(i32::from(port).to_be_bytes());
-                            body.extend(0i16.to_be_bytes());
-                            body.push(0);
-                            body.push(0);
-                            body.push(0);
-                        }
+                        // This server coordinates the group.
+                        10 => body = fake_kafka::find_coordinator_answer(&request, correlation, port),
                         _ => {
                             let answered = hostile_answer(hostile, correlation, &group);
                             match hostile {
@@ -707,55 +690,22 @@ async fn fake_broker(group: &str, hostile: Hostile) -> String {
 
 /// A DescribeGroups v0 answer (header v0) as `hostile` says.
 fn hostile_answer(hostile: Hostile, correlation: i32, group: &str) -> Vec<u8> {
-    fn string(out: &mut Vec<u8>, text: &[u8]) {
-        out.extend((text.len() as i16).to_be_bytes());
-        out.extend(text);
-    }
-    let assignment = |topic: &[u8], partitions: i32| {
-        let mut bytes = vec![0, 0];
-        bytes.extend(1i32.to_be_bytes());
-        string(&mut bytes, topic);
-        bytes.extend(partitions.to_be_bytes());
-        for partition in 0..partitions {
-            bytes.extend(partition.to_be_bytes());
+    let group = group.as_bytes();
+    match hostile {
+        Hostile::MissingElements => {
+            let mut body = correlation.to_be_bytes().to_vec();
+            body.extend(1_000_000i32.to_be_bytes());
+            body
         }
-        bytes
-    };
-    let correlation = if matches!(hostile, Hostile::WrongCorrelation) { correlation + 1 } else { correlation };
-    let mut body = correlation.to_be_bytes().to_vec();
-    if matches!(hostile, Hostile::MissingElements) {
-        body.extend(1_000_000i32.to_be_bytes());
-        return body;
+        Hostile::WrongCorrelation => fake_kafka::describe_groups_answer(0, correlation + 1, group, &[]),
+        Hostile::LongTopicName => {
+            fake_kafka::describe_groups_answer(0, correlation, group, &fake_kafka::assignment(&[b'x'; 32767], 240_000))
+        }
+        Hostile::ManyPartitions => {
+            fake_kafka::describe_groups_answer(0, correlation, group, &fake_kafka::assignment(&[b'y'; 249], 250_000))
+        }
+        Hostile::HugeFrame | Hostile::SlowDrip => fake_kafka::describe_groups_answer(0, correlation, group, &[]),
     }
-    let member_assignment = match hostile {
-        Hostile::LongTopicName => assignment(&[b'x'; 32767], 240_000),
-        Hostile::ManyPartitions => assignment(&[b'y'; 249], 250_000),
-        _ => Vec::new(),
-    };
-    body.extend(1i32.to_be_bytes());
-    body.extend(0i16.to_be_bytes());
-    string(&mut body, group.as_bytes());
-    string(&mut body, b"Stable");
-    string(&mut body, b"consumer");
-    string(&mut body, b"range");
-    body.extend(1i32.to_be_bytes());
-    string(&mut body, b"member-1");
-    string(&mut body, b"client-1");
-    string(&mut body, b"/10.0.0.1");
-    body.extend(0i32.to_be_bytes());
-    body.extend((member_assignment.len() as i32).to_be_bytes());
-    body.extend(member_assignment);
-    body
-}
-
-/// This process's resident memory and its peak so far, in bytes.
-fn resident_and_peak() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib = |field: &str| -> u64 {
-        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
-    };
-    (kib("VmRSS:"), kib("VmHWM:"))
 }
 
 #[tokio::test]
@@ -771,7 +721,7 @@ async fn a_hostile_broker_gets_a_clear_error_and_bounded_memory_while_other_grou
         .expect("commits to the real broker");
     let served_reader = reader(&kafka.bootstrap_servers());
 
-    let (resident_before, _) = resident_and_peak();
+    let (resident_before, _) = common::resident_and_peak();
     let cases = [
         (Hostile::HugeFrame, "over the 33554432 bytes accepted"),
         (Hostile::MissingElements, "could not be encoded or decoded"),
@@ -802,7 +752,7 @@ async fn a_hostile_broker_gets_a_clear_error_and_bounded_memory_while_other_grou
             unexpected => panic!("{hostile:?}: the real broker's group was not read beside it: {unexpected:?}"),
         }
     }
-    let (_, peak) = resident_and_peak();
+    let (_, peak) = common::resident_and_peak();
     // A 1 MB assignment decoded without bounds takes gigabytes (a topic name copied per
     // partition); the bounded decoder holds a few dozen megabytes at most.
     let grown = peak.saturating_sub(resident_before);

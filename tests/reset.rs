@@ -910,14 +910,7 @@ async fn an_apiserver_error_while_reading_the_reset_to_roll_back_is_retried_not_
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}))
     .unwrap();
     bindings.create(&PostParams::default(), &binding).await.unwrap();
-    let mut config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(env.kube.kubeconfig_path()).unwrap(),
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    config.auth_info.impersonate = Some(user.clone());
-    let as_user = Client::try_from(config).unwrap();
+    let as_user = common::client_as(&env.kube, &user).await;
     let operator = start_operator(&as_user, &s.namespace, &bootstrap).await;
     let kube_errors = || async {
         let metrics = common::http_get(operator.metrics_address, "/metrics").await;

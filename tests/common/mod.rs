@@ -2,6 +2,8 @@
 //! CRD installation, namespaces, polling.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod fake_kafka;
+
 use std::future::Future;
 use std::time::Duration;
 
@@ -352,4 +354,40 @@ pub async fn produce_backlog(bootstrap: &str, topic: &str, count: u64) {
         .await
         .expect("the backlog task")
         .expect("produce the backlog");
+}
+
+/// A client acting as `user` (a user name or `system:serviceaccount:<ns>:<name>`): RBAC applies
+/// to it, where the tests' own client is system:masters.
+pub async fn client_as(server: &testenv::KubeApiServer, user: &str) -> Client {
+    let kubeconfig = Kubeconfig::read_from(server.kubeconfig_path()).unwrap();
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    config.auth_info.impersonate = Some(user.to_string());
+    Client::try_from(config).unwrap()
+}
+
+/// This process's resident memory and its peak so far, in bytes.
+pub fn resident_and_peak() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib = |field: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    };
+    (kib("VmRSS:"), kib("VmHWM:"))
+}
+
+/// `count` records to partition 0 of `topic` in one committed transaction: the log then ends one
+/// past the last record, at its commit marker.
+pub fn produce_transaction(bootstrap: &str, topic: &str, count: usize) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("transactional.id", testenv::unique_name("txn"))
+        .create()
+        .unwrap();
+    producer.init_transactions(Duration::from_secs(30)).unwrap();
+    producer.begin_transaction().unwrap();
+    for i in 0..count {
+        producer.send(BaseRecord::<(), _>::to(topic).partition(0).payload(&format!("m{i}"))).unwrap();
+    }
+    producer.commit_transaction(Duration::from_secs(30)).unwrap();
 }
