@@ -54,19 +54,12 @@ const SERVED: [(&str, Read); 4] = [
 /// How long a TLS handshake may take before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a client may take to send a request's headers (the first one and every next one on a
-/// kept-alive connection) before its connection is closed.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The longest a connection stays open; the aggregation layer opens a new one when it needs it.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 
 /// Connections served at once; more wait in the listen backlog. The aggregation layer keeps a
 /// few; a client holding many open cannot take every socket of the process.
 const MAX_CONNECTIONS: usize = 64;
-
-/// The pause after a failed accept (out of file descriptors): retrying at once would spin a core.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(500);
 
 /// How often the serving certificate (a mounted Secret, which the kubelet updates in place after
 /// `helm upgrade` renews it) and the request-header CA are looked at again.
@@ -236,53 +229,36 @@ pub async fn serve(
             }
         }
     };
-    let accept = async move {
-        let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-        loop {
-            let permit = connections.clone().acquire_owned().await.expect("the semaphore is never closed");
-            let (tcp, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "external metrics API: accepting a connection failed; pausing");
-                    tokio::time::sleep(ACCEPT_PAUSE).await;
-                    continue;
+    let accept = crate::http::accept_bounded(listener, MAX_CONNECTIONS, "external metrics API", move |tcp, peer| {
+        let current = served.read().expect("served lock").clone();
+        async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, current.acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "external metrics API: TLS handshake refused");
+                    return;
                 }
+                Err(_) => return,
             };
-            let current = served.read().expect("served lock").clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, current.acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "external metrics API: TLS handshake refused");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-                let state = current.state.clone();
-                let name = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first()).and_then(common_name);
-                let trusted = state.header.allowed_names.is_empty()
-                    || name.as_ref().is_some_and(|n| state.header.allowed_names.contains(n));
-                if !trusted {
-                    tracing::warn!(%peer, client = ?name, "external metrics API: a client certificate not among the request-header allowed names");
-                }
-                let service = hyper::service::service_fn(move |request| {
-                    let state = state.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(&state, trusted, request).await) }
-                });
-                let io = hyper_util::rt::TokioIo::new(tls);
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(io, service);
-                match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
-                    Ok(Err(error)) => tracing::debug!(%peer, %error, "external metrics API connection ended"),
-                    Ok(Ok(())) => {}
-                    Err(_) => tracing::debug!(%peer, "external metrics API connection closed after its lifetime"),
-                }
+            let state = current.state.clone();
+            let name = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first()).and_then(common_name);
+            let trusted = state.header.allowed_names.is_empty()
+                || name.as_ref().is_some_and(|n| state.header.allowed_names.contains(n));
+            if !trusted {
+                tracing::warn!(%peer, client = ?name, "external metrics API: a client certificate not among the request-header allowed names");
+            }
+            let service = hyper::service::service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(&state, trusted, request).await) }
             });
+            let connection = crate::http::http1().serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+            match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
+                Ok(Err(error)) => tracing::debug!(%peer, %error, "external metrics API connection ended"),
+                Ok(Ok(())) => {}
+                Err(_) => tracing::debug!(%peer, "external metrics API connection closed after its lifetime"),
+            }
         }
-    };
+    });
     Ok((bound, async move {
         tokio::select! {
             _ = accept => {}

@@ -9,6 +9,7 @@ pub mod controller;
 pub mod crd;
 pub mod external_metrics;
 mod fault;
+mod http;
 pub mod kafka;
 pub mod lag;
 pub mod metrics;

@@ -419,27 +419,15 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
     Ok((bound, async move {
-        let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-        loop {
-            let permit = connections.clone().acquire_owned().await.expect("the semaphore is never closed");
-            let tcp = match listener.accept().await {
-                Ok((tcp, _)) => tcp,
-                Err(error) => {
-                    tracing::warn!(%error, "/metrics: accepting a connection failed; pausing");
-                    tokio::time::sleep(ACCEPT_PAUSE).await;
-                    continue;
-                }
-            };
+        crate::http::accept_bounded(listener, MAX_CONNECTIONS, "/metrics", move |tcp, _| {
             let service = hyper_util::service::TowerToHyperService::new(app.clone());
-            tokio::spawn(async move {
-                let _permit = permit;
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+            async move {
+                let connection = crate::http::http1().serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
                 let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
-            });
-        }
+            }
+        })
+        .await;
+        Ok(())
     }))
 }
 
@@ -448,14 +436,8 @@ pub async fn serve(
 /// every socket of the process, nor keep the probes out for long.
 const MAX_CONNECTIONS: usize = 32;
 
-/// How long a client may take to send a request's headers before its connection is closed.
-const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// The longest a connection stays open (a scrape of 1,000 groups streams in well under a second).
 const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(120);
-
-/// The pause after a failed accept (out of file descriptors): retrying at once would spin a core.
-const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
 
 #[cfg(test)]
 mod tests {
