@@ -429,6 +429,34 @@ fn describe(info: &rdkafka::groups::GroupInfo) -> Result<GroupDescription, Kafka
     })
 }
 
+/// What a Metadata request naming one topic says of it.
+enum TopicLookup {
+    Partitions(i32),
+    /// Not authorized to describe it (Kafka says so whether it exists or not).
+    Refused,
+    Missing,
+    /// Leader not available (a topic being created, an election), ...: transient.
+    NotReady(RDKafkaErrorCode),
+}
+
+/// One Metadata request for `topic` (blocking).
+fn look_up_topic(
+    client: &BaseConsumer<RequestCounting>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<TopicLookup, KafkaError> {
+    let metadata = client.fetch_metadata(Some(topic), timeout).map_err(KafkaError::from_client)?;
+    let found = metadata.topics().iter().find(|t| t.name() == topic);
+    Ok(match found.map(|t| (t.error(), t.partitions().len())) {
+        Some((None, partitions)) if partitions > 0 => TopicLookup::Partitions(partitions as i32),
+        Some((Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED), _)) => TopicLookup::Refused,
+        None | Some((None, _)) | Some((Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART), _)) => {
+            TopicLookup::Missing
+        }
+        Some((Some(error), _)) => TopicLookup::NotReady(RDKafkaErrorCode::from(error)),
+    })
+}
+
 /// Java-client properties librdkafka does not have, and what to use instead.
 const JAVA_ONLY_PROPERTIES: &[(&str, &str)] = &[
     (
@@ -714,22 +742,13 @@ impl KafkaClient {
             let (mut counts, mut missing, mut refused, mut not_ready) =
                 (BTreeMap::new(), Vec::new(), Vec::new(), Vec::new());
             for topic in &wanted {
-                let metadata = client.fetch_metadata(Some(topic), timeout).map_err(KafkaError::from_client)?;
-                let found = metadata.topics().iter().find(|t| t.name() == topic);
-                match found.map(|t| (t.error(), t.partitions().len())) {
-                    Some((None, partitions)) if partitions > 0 => {
-                        counts.insert(topic.clone(), partitions as i32);
+                match look_up_topic(&client, topic, timeout)? {
+                    TopicLookup::Partitions(partitions) => {
+                        counts.insert(topic.clone(), partitions);
                     }
-                    Some((Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED), _)) => {
-                        refused.push(topic.clone())
-                    }
-                    None
-                    | Some((None, _))
-                    | Some((Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART), _)) => {
-                        missing.push(topic.clone())
-                    }
-                    // Leader not available (a topic being created, an election), ...: transient.
-                    Some((Some(error), _)) => not_ready.push(format!("{topic} ({})", RDKafkaErrorCode::from(error))),
+                    TopicLookup::Refused => refused.push(topic.clone()),
+                    TopicLookup::Missing => missing.push(topic.clone()),
+                    TopicLookup::NotReady(error) => not_ready.push(format!("{topic} ({error})")),
                 }
             }
             match (refused.is_empty(), missing.is_empty(), not_ready.is_empty()) {
@@ -806,14 +825,7 @@ impl KafkaClient {
         let refused = tokio::task::spawn_blocking(move || {
             topics
                 .into_iter()
-                .filter(|topic| {
-                    client.fetch_metadata(Some(topic), timeout).is_ok_and(|metadata| {
-                        metadata.topics().iter().any(|t| {
-                            t.name() == topic
-                                && t.error() == Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
-                        })
-                    })
-                })
+                .filter(|topic| matches!(look_up_topic(&client, topic, timeout), Ok(TopicLookup::Refused)))
                 .collect()
         });
         refused.await.unwrap_or_default()
