@@ -50,6 +50,11 @@ pub fn cluster_of(ctx: &Context, group: &ConsumerGroup) -> Option<String> {
     })
 }
 
+/// Whether `group`'s cluster is known by its Kafka cluster id yet (not only by its servers).
+pub fn cluster_identified(ctx: &Context, group: &ConsumerGroup) -> bool {
+    cluster_of(ctx, group).is_some_and(|cluster| cluster.starts_with("id:"))
+}
+
 /// The earliest-created served ConsumerGroup among `others` that claims `group`'s groupId in the
 /// same cluster (`cluster_of` names a ConsumerGroup's cluster; None: unknown, nothing compared).
 pub fn owner_among<'a>(

@@ -470,43 +470,23 @@ pub async fn run_with_client(
             },
         )
     });
-    // A successful reconcile ends an object's run of failures: its next retry starts at 2 s again.
     let reset_streams = reset_controllers.into_iter().map(|controller| {
         let context = context.clone();
-        controller.run(crate::reset::reconcile, crate::reset::error_policy, context.clone()).for_each(move |result| {
-            match result {
-                Ok((object, _)) => {
-                    tracing::debug!(%object, "reconciled");
-                    context.attempts.succeeded(&object.erase());
-                }
-                Err(error) => tracing::warn!(%error, "offset reset reconcile failed"),
-            }
-            async {}
-        })
+        controller
+            .run(crate::reset::reconcile, crate::reset::error_policy, context.clone())
+            .for_each(move |result| settle(&context, "offset reset", result))
     });
     let connection_streams = connection_controllers.into_iter().map(|controller| {
         let context = context.clone();
         controller
             .run(crate::connections::reconcile_namespaced, crate::connections::error_policy, context.clone())
-            .for_each(move |result| {
-                match result {
-                    Ok((object, _)) => context.attempts.succeeded(&object.erase()),
-                    Err(error) => tracing::warn!(%error, "KafkaConnection reconcile failed"),
-                }
-                async {}
-            })
+            .for_each(move |result| settle(&context, "KafkaConnection", result))
     });
     let cluster_connection_stream = {
         let context = context.clone();
         cluster_connection_controller
             .run(crate::connections::reconcile_cluster, crate::connections::error_policy, context.clone())
-            .for_each(move |result| {
-                match result {
-                    Ok((object, _)) => context.attempts.succeeded(&object.erase()),
-                    Err(error) => tracing::warn!(%error, "ClusterKafkaConnection reconcile failed"),
-                }
-                async {}
-            })
+            .for_each(move |result| settle(&context, "ClusterKafkaConnection", result))
     };
     let controllers = futures::future::join4(
         futures::future::join_all(streams),
@@ -527,6 +507,27 @@ pub async fn run_with_client(
     sweeper.abort();
     tracing::info!("consumer-group-operator stopped");
     Ok(())
+}
+
+/// What the OffsetReset and connection controllers do with each reconcile's result: a success
+/// ends the object's run of failures (its next retry starts at 2 s again), a failure is logged.
+fn settle<K, E>(
+    context: &Context,
+    kind: &str,
+    result: Result<(ObjectRef<K>, controller::Action), E>,
+) -> std::future::Ready<()>
+where
+    K: kube::Resource<DynamicType = ()>,
+    E: std::fmt::Display,
+{
+    match result {
+        Ok((object, _)) => {
+            tracing::debug!(%object, "reconciled");
+            context.attempts.succeeded(&object.erase());
+        }
+        Err(error) => tracing::warn!(%error, "{kind} reconcile failed"),
+    }
+    std::future::ready(())
 }
 
 /// A watch that fills a cache with slimmed objects and yields those whose spec changed

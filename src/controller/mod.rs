@@ -225,6 +225,7 @@ async fn reconcile_inner(
 
     // Observe.
     let conflict_with = crate::ownership::conflicting_owner(&ctx, &group);
+    let identified = crate::ownership::cluster_identified(&ctx, &group);
     let mut connection = None;
     let mut connection_problem = None;
     if conflict_with.is_none() {
@@ -256,9 +257,10 @@ async fn reconcile_inner(
         return Ok(Action::requeue(AWAIT_OBSERVATION));
     }
     // A first read of Kafka names the cluster by its id: another spelling of its bootstrap servers
-    // may turn out to be an older ConsumerGroup's cluster. Checked before anything is acted on.
+    // may turn out to be an older ConsumerGroup's cluster. Checked before anything is acted on
+    // (once the id was known at the first check, that check was already by id).
     let (conflict_with, outcome) = match conflict_with {
-        None if observed => match crate::ownership::conflicting_owner(&ctx, &group) {
+        None if observed && !identified => match crate::ownership::conflicting_owner(&ctx, &group) {
             Some(owner) => {
                 ctx.forget_connection(&key);
                 connection = None;
