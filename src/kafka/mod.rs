@@ -429,6 +429,22 @@ fn describe(info: &rdkafka::groups::GroupInfo) -> Result<GroupDescription, Kafka
     })
 }
 
+/// Topics a listing of every topic lacks that are there all the same (see
+/// [`KafkaClient::absent_topics`]).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct AbsentTopics {
+    /// Kafka refuses to describe them (whether they exist or not).
+    pub refused: BTreeSet<String>,
+    /// Topic -> why it cannot be read yet (leader not available: being created, an election).
+    pub not_ready: BTreeMap<String, String>,
+}
+
+/// The transient error of topics that exist but cannot be read yet.
+pub fn topics_not_ready<'a>(topics: impl IntoIterator<Item = &'a (String, String)>) -> KafkaError {
+    let named: Vec<String> = topics.into_iter().map(|(topic, why)| format!("{topic} ({why})")).collect();
+    KafkaError::Request(format!("topics not ready: {}; retrying", named.join(", ")))
+}
+
 /// What a Metadata request naming one topic says of it.
 enum TopicLookup {
     Partitions(i32),
@@ -748,15 +764,13 @@ impl KafkaClient {
                     }
                     TopicLookup::Refused => refused.push(topic.clone()),
                     TopicLookup::Missing => missing.push(topic.clone()),
-                    TopicLookup::NotReady(error) => not_ready.push(format!("{topic} ({error})")),
+                    TopicLookup::NotReady(error) => not_ready.push((topic.clone(), error.to_string())),
                 }
             }
             match (refused.is_empty(), missing.is_empty(), not_ready.is_empty()) {
                 (false, _, _) => Err(KafkaError::TopicsNotAuthorized(refused)),
                 (true, false, _) => Err(KafkaError::UnknownTopics(missing)),
-                (true, true, false) => {
-                    Err(KafkaError::Request(format!("topics not ready: {}; retrying", not_ready.join(", "))))
-                }
+                (true, true, false) => Err(topics_not_ready(&not_ready)),
                 (true, true, true) => Ok(counts),
             }
         })
@@ -816,19 +830,29 @@ impl KafkaClient {
         .map_err(|e| KafkaError::Internal(format!("metadata task failed: {e}")))?
     }
 
-    /// Which of `topics`, absent from a listing of every topic, Kafka refuses to describe (one
-    /// Metadata request per topic: asked only about topics a ConsumerGroup names and the listing
-    /// lacks). A topic Kafka cannot be asked about counts as missing.
-    pub async fn topics_not_authorized(&self, topics: &[String], timeout: Duration) -> BTreeSet<String> {
+    /// Why each of `topics`, absent from a listing of every topic, is absent when it is not
+    /// missing: Kafka refuses to describe it, or it has no leader yet (one Metadata request per
+    /// topic: asked only about topics a ConsumerGroup names and the listing lacks). A topic Kafka
+    /// cannot be asked about counts as missing.
+    pub async fn absent_topics(&self, topics: &[String], timeout: Duration) -> AbsentTopics {
         let client = self.handle.clone();
         let topics = topics.to_vec();
-        let refused = tokio::task::spawn_blocking(move || {
-            topics
-                .into_iter()
-                .filter(|topic| matches!(look_up_topic(&client, topic, timeout), Ok(TopicLookup::Refused)))
-                .collect()
+        let absent = tokio::task::spawn_blocking(move || {
+            let mut absent = AbsentTopics::default();
+            for topic in topics {
+                match look_up_topic(&client, &topic, timeout) {
+                    Ok(TopicLookup::Refused) => {
+                        absent.refused.insert(topic);
+                    }
+                    Ok(TopicLookup::NotReady(error)) => {
+                        absent.not_ready.insert(topic, error.to_string());
+                    }
+                    _ => {}
+                }
+            }
+            absent
         });
-        refused.await.unwrap_or_default()
+        absent.await.unwrap_or_default()
     }
 
     /// Brokers in the cluster's metadata: one Metadata request naming no topic but the

@@ -37,7 +37,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::log_offsets::{LogOffsetCache, LogRange};
 use super::protocol::TopicOffsets;
-use super::{GroupDescription, KafkaClient, KafkaError, TopicPartition, markers};
+use super::{AbsentTopics, GroupDescription, KafkaClient, KafkaError, TopicPartition, markers, topics_not_ready};
 use crate::crd::AutoOffsetReset;
 use crate::lag::{GroupHistory, LogEndHistory, PartitionOffsets, Summary};
 
@@ -125,8 +125,8 @@ pub struct Snapshot {
     /// The groups this poll has news of: lag measured anew (each group at its own interval), or
     /// a failure to report.
     news: BTreeSet<String>,
-    /// Topics the groups name that Kafka refuses to describe (absent from `topics`).
-    not_authorized: BTreeSet<String>,
+    /// Topics the groups name that the listing lacks but are not missing: refused or not ready.
+    absent: AbsentTopics,
 }
 
 /// The offsets one poll read, for folding into the groups' histories; not kept after it (a
@@ -174,9 +174,16 @@ impl Snapshot {
         };
         let missing = missing_topics(counts, topics);
         let (refused, missing): (Vec<String>, Vec<String>) =
-            missing.into_iter().partition(|topic| self.not_authorized.contains(topic));
+            missing.into_iter().partition(|topic| self.absent.refused.contains(topic));
         if !refused.is_empty() {
             return GroupView::Failed(KafkaError::TopicsNotAuthorized(refused));
+        }
+        let (not_ready, missing): (Vec<String>, Vec<String>) =
+            missing.into_iter().partition(|topic| self.absent.not_ready.contains_key(topic));
+        if !not_ready.is_empty() {
+            let why = self.absent.not_ready.iter().filter(|(topic, _)| not_ready.contains(topic));
+            let why: Vec<(String, String)> = why.map(|(t, w)| (t.clone(), w.clone())).collect();
+            return GroupView::Failed(topics_not_ready(&why));
         }
         if !missing.is_empty() {
             return GroupView::TopicsMissing(missing);
@@ -430,15 +437,16 @@ impl Observer {
                 .collect::<BTreeMap<_, _>>()
                 .await
         };
-        // Topics a group names that the listing lacks: missing, or hidden from this principal.
+        // Topics a group names that the listing lacks: missing, hidden from this principal, or
+        // without a leader yet.
         let absent: Vec<String> = match &topics {
             Ok(counts) => wanted.iter().filter(|t| !counts.contains_key(**t)).map(|t| (*t).clone()).collect(),
             Err(_) => Vec::new(),
         };
-        let not_authorized = async {
-            if absent.is_empty() { BTreeSet::new() } else { self.client.topics_not_authorized(&absent, timeout).await }
+        let absent = async {
+            if absent.is_empty() { AbsentTopics::default() } else { self.client.absent_topics(&absent, timeout).await }
         };
-        let (groups, log_ranges, committed, not_authorized) = futures::join!(groups, ranges, committed, not_authorized);
+        let (groups, log_ranges, committed, absent) = futures::join!(groups, ranges, committed, absent);
         let reading = Reading { topics: &topics, committed, log_ranges };
         let (lag, news) = self.fold_lag(&reading, &groups, &interests).await;
         drop(reading);
@@ -450,7 +458,7 @@ impl Observer {
             covered: interests.iter().map(|(group_id, i)| (group_id.clone(), i.topics.clone())).collect(),
             lag,
             news,
-            not_authorized,
+            absent,
         }
     }
 
@@ -731,6 +739,52 @@ async fn run(observer: Weak<Observer>) {
             crate::fault::panic_once_point("observer-poll");
             strong.poll_once().await;
             next = tokio::time::Instant::now() + interval;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(absent: AbsentTopics) -> Snapshot {
+        Snapshot {
+            taken: Instant::now(),
+            took: Duration::ZERO,
+            topics: Ok(BTreeMap::from([("present".to_string(), 3)])),
+            groups: BTreeMap::new(),
+            covered: BTreeMap::new(),
+            lag: BTreeMap::new(),
+            news: BTreeSet::new(),
+            absent,
+        }
+    }
+
+    fn view(absent: AbsentTopics, topics: &[&str]) -> GroupView {
+        let topics: Vec<String> = topics.iter().map(ToString::to_string).collect();
+        snapshot(absent).view("g", &topics)
+    }
+
+    #[test]
+    fn a_topic_the_listing_lacks_is_missing_refused_or_not_ready_and_says_which() {
+        assert!(
+            matches!(view(AbsentTopics::default(), &["present", "gone"]), GroupView::TopicsMissing(t) if t == ["gone"])
+        );
+        let refused = AbsentTopics { refused: BTreeSet::from(["secret".to_string()]), ..AbsentTopics::default() };
+        assert!(matches!(
+            view(refused, &["present", "secret", "gone"]),
+            GroupView::Failed(KafkaError::TopicsNotAuthorized(t)) if t == ["secret"]
+        ));
+        let new = AbsentTopics {
+            not_ready: BTreeMap::from([("new".to_string(), "Broker: Leader not available".to_string())]),
+            ..AbsentTopics::default()
+        };
+        match view(new, &["present", "new", "gone"]) {
+            GroupView::Failed(error) => {
+                assert!(error.is_transient(), "{error}");
+                assert!(error.to_string().contains("new (Broker: Leader not available)"), "{error}");
+            }
+            other => panic!("a topic without a leader yet is not missing: {other:?}"),
         }
     }
 }
