@@ -29,3 +29,23 @@ pub fn panic_once_point(point: &str) {
 
 #[cfg(not(feature = "fault-injection"))]
 pub fn panic_once_point(_point: &str) {}
+
+/// When `CGO_FAULT_PAUSE_AT` is `point:milliseconds`, every task reaching `point` waits that long
+/// there (logging `subject`), so a test can change what the task read before it writes. Points:
+/// `workload-write` (a replica write to an existing workload, after it was read);
+/// `reset-cache`, `group-cache`, `connection-cache` (each event of that controller's cache, which
+/// then lags the apiserver).
+#[cfg(feature = "fault-injection")]
+pub async fn pause_point(point: &str, subject: &str) {
+    let Ok(spec) = std::env::var("CGO_FAULT_PAUSE_AT") else { return };
+    if let Some((at, millis)) = spec.split_once(':')
+        && at == point
+        && let Ok(millis) = millis.parse::<u64>()
+    {
+        tracing::info!(point, subject, millis, "fault injection: pausing");
+        tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+pub async fn pause_point(_point: &str, _subject: &str) {}

@@ -337,7 +337,7 @@ pub async fn run_with_client(
         .iter()
         .map(|scope| {
             let (reader, writer) = reflector::store();
-            let resets = cached_spec_changes(scoped_api::<OffsetReset>(&client, scope), writer);
+            let resets = cached_spec_changes(scoped_api::<OffsetReset>(&client, scope), writer, "reset-cache");
             Controller::for_stream(resets, reader).graceful_shutdown_on(shutdown.clone())
         })
         .collect();
@@ -347,13 +347,15 @@ pub async fn run_with_client(
         .iter()
         .map(|scope| {
             let (reader, writer) = reflector::store();
-            let connections = cached_spec_changes(scoped_api::<KafkaConnection>(&client, scope), writer);
+            let connections =
+                cached_spec_changes(scoped_api::<KafkaConnection>(&client, scope), writer, "connection-cache");
             Controller::for_stream(connections, reader).graceful_shutdown_on(shutdown.clone())
         })
         .collect();
     let cluster_connection_controller = {
         let (reader, writer) = reflector::store();
-        let connections = cached_spec_changes(Api::<ClusterKafkaConnection>::all(client.clone()), writer);
+        let connections =
+            cached_spec_changes(Api::<ClusterKafkaConnection>::all(client.clone()), writer, "connection-cache");
         Controller::for_stream(connections, reader).graceful_shutdown_on(shutdown.clone())
     };
     let connection_stores = ConnectionStores {
@@ -365,7 +367,7 @@ pub async fn run_with_client(
         .iter()
         .map(|scope| {
             let (reader, writer) = reflector::store();
-            let groups = cached_spec_changes(scoped_api::<ConsumerGroup>(&client, scope), writer);
+            let groups = cached_spec_changes(scoped_api::<ConsumerGroup>(&client, scope), writer, "group-cache");
             let connections = scoped_api::<KafkaConnection>(&client, scope);
             let (users_of, users_of_cluster) = (reader.clone(), reader.clone());
             let with_news = groups_with_news(observed.subscribe(), reader.clone());
@@ -531,16 +533,22 @@ where
 }
 
 /// A watch that fills a cache with slimmed objects and yields those whose spec changed
-/// (metadata.generation): the operator's own status writes are not work.
+/// (metadata.generation): the operator's own status writes are not work. `fault_point` names the
+/// cache for the fault-injection tests (which delay its events to make it lag).
 fn cached_spec_changes<K>(
     api: Api<K>,
     writer: reflector::store::Writer<K>,
+    fault_point: &'static str,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     watcher::watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
+        .then(move |event| async move {
+            crate::fault::pause_point(fault_point, "a watch event").await;
+            event
+        })
         .modify(slim)
         .reflect(writer)
         .applied_objects()

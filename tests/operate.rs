@@ -881,3 +881,133 @@ async fn the_metrics_endpoint_closes_a_connection_that_never_finishes_its_reques
     drop(idle);
     server.abort();
 }
+
+/// The notes of the `Scaled` Events of ConsumerGroup `name`.
+async fn scaled_notes(events: &Api<Event>, name: &str) -> Vec<String> {
+    let list = events.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default();
+    list.into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name) && e.reason.as_deref() == Some("Scaled"))
+        .filter_map(|e| e.message)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_replica_write_is_refused_when_the_workload_changed_since_it_was_read() {
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let namespace = common::namespace(&client, "stale-write").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 4).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let groups: Api<ConsumerGroup> = Api::namespaced(client.clone(), &namespace);
+    let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
+    let theirs: Deployment = serde_json::from_value(serde_json::json!({"metadata": {"name": "theirs"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "theirs"}},
+            "template": {"metadata": {"labels": {"app": "theirs"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}))
+    .unwrap();
+    deployments.create(&PostParams::default(), &theirs).await.unwrap();
+    // Every write to an existing workload waits 3 s after its read: time for the test to change it.
+    let operator = OperatorProcess::start_with_env(
+        &env.kube.kubeconfig_path(),
+        "stale-write",
+        &namespace,
+        &bootstrap,
+        "json",
+        &[],
+        &[("CGO_FAULT_PAUSE_AT", "workload-write:3000")],
+    );
+    let paused_on = |subject: &str, after: usize| {
+        let needle = format!("\"subject\":\"{subject}\"");
+        let log = operator.log();
+        log.lines().filter(|l| l.contains("fault injection: pausing") && l.contains(&needle)).count() > after
+    };
+    let scale_to = |name: &'static str, replicas: i32| {
+        let deployments = deployments.clone();
+        async move {
+            let patch = kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": replicas}}));
+            deployments.patch_scale(name, &kube::api::PatchParams::default(), &patch).await.unwrap();
+        }
+    };
+
+    // A workload the operator scales: someone scales it to 3 between the operator's read (1) and
+    // its write (2). The write from the older read is refused; the operator decides again.
+    let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "replicas": 2,
+        "scaleTargetRef": {"kind": "Deployment", "name": "theirs"}});
+    groups.create(&PostParams::default(), &common::consumer_group("scaled", spec)).await.unwrap();
+    assert!(common::eventually(WAIT, || async { paused_on("theirs", 0).then_some(()) }).await.is_some());
+    scale_to("theirs", 3).await;
+    let notes = common::eventually(WAIT, || async {
+        let notes = scaled_notes(&events, "scaled").await;
+        (!notes.is_empty()).then_some(notes)
+    })
+    .await
+    .expect("the workload is scaled");
+    assert!(notes[0].starts_with("Scaled workload from 3 to 2"), "decided from what it overwrote: {notes:?}");
+    assert!(operator.log().contains("the workload changed since it was read; deciding again"), "{}", operator.log());
+
+    // The Deployment the operator owns: the same, when the spec asks for another count.
+    let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "replicas": 1,
+        "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
+    groups.create(&PostParams::default(), &common::consumer_group("owned", spec)).await.unwrap();
+    let created = common::eventually(WAIT, || async { scaled_notes(&events, "owned").await.pop() }).await;
+    assert_eq!(created.as_deref().map(|n| n.starts_with("Created workload with 1 replicas")), Some(true));
+    let pauses = operator.log().lines().filter(|l| l.contains("\"subject\":\"owned\"")).count();
+    let patch = kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": 2}}));
+    groups.patch("owned", &kube::api::PatchParams::default(), &patch).await.unwrap();
+    assert!(common::eventually(WAIT, || async { paused_on("owned", pauses).then_some(()) }).await.is_some());
+    scale_to("owned", 3).await;
+    let notes = common::eventually(WAIT, || async {
+        let notes = scaled_notes(&events, "owned").await;
+        (notes.len() > 1).then_some(notes)
+    })
+    .await
+    .expect("the owned Deployment is scaled");
+    assert!(notes.iter().any(|n| n.starts_with("Scaled workload from 3 to 2")), "{notes:?}");
+    assert!(!notes.iter().any(|n| n.starts_with("Scaled workload from 1 to 2")), "{notes:?}");
+    let replicas = |name: &'static str| {
+        let deployments = deployments.clone();
+        async move { deployments.get(name).await.ok()?.spec?.replicas }
+    };
+    assert_eq!((replicas("theirs").await, replicas("owned").await), (Some(2), Some(2)));
+}
+
+#[tokio::test]
+async fn idle_connections_cannot_hold_the_metrics_server_and_are_closed_after_the_header_timeout() {
+    use tokio::io::AsyncReadExt;
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let namespace = common::namespace(&client, "idle-http").await;
+    let operator = OperatorProcess::start(
+        &env.kube.kubeconfig_path(),
+        "idle-http",
+        &namespace,
+        &env.kafka.bootstrap_servers(),
+        &[],
+    );
+    let address = operator.metrics_address().await;
+    // Every connection slot (32) held by a client that never sends a request.
+    let mut idle = Vec::new();
+    for _ in 0..32 {
+        idle.push(tokio::net::TcpStream::connect(address).await.unwrap());
+    }
+    let opened = Instant::now();
+    let served = tokio::spawn(async move {
+        let body = common::http_get(address, "/metrics").await;
+        (Instant::now(), body)
+    });
+    // The server closes each idle connection once its header timeout passes.
+    let mut closed = Vec::new();
+    for mut connection in idle {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(WAIT, connection.read(&mut byte)).await.expect("closed by the server");
+        assert!(matches!(read, Ok(0) | Err(_)), "nothing is sent to a client that asked nothing");
+        closed.push(Instant::now());
+    }
+    let first_closed = *closed.iter().min().unwrap();
+    assert!(first_closed - opened >= Duration::from_secs(9), "closed after the 10 s header timeout, not before");
+    let (answered, body) = tokio::time::timeout(WAIT, served).await.expect("served once a slot is free").unwrap();
+    assert!(body.contains("consumergroup_operator_"), "{body}");
+    assert!(answered >= first_closed, "the 33rd connection waited for a free slot");
+}

@@ -492,15 +492,25 @@ async fn a_member_on_the_kip_848_consumer_protocol_blocks_an_execute() {
 
 /// The operator binary as a separate process, so that it can die mid-reset.
 fn operator_process(env: &testenv::SharedEnv, namespace: &str, fault: Option<&str>) -> std::process::Child {
+    let fault = fault.map(|point| ("CGO_FAULT_EXIT_AT", point));
+    operator_process_with(env, namespace, "1", fault)
+}
+
+fn operator_process_with(
+    env: &testenv::SharedEnv,
+    namespace: &str,
+    resync_seconds: &str,
+    fault: Option<(&str, &str)>,
+) -> std::process::Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_consumer-group-operator"));
     command
-        .args(["run", "--namespace", namespace, "--resync-seconds", "1", "--metrics-address", "127.0.0.1:0"])
+        .args(["run", "--namespace", namespace, "--resync-seconds", resync_seconds, "--metrics-address", "127.0.0.1:0"])
         .args(["--default-bootstrap-servers", &env.kafka.bootstrap_servers()])
         .env("KUBECONFIG", env.kube.kubeconfig_path())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    if let Some(point) = fault {
-        command.env("CGO_FAULT_EXIT_AT", point);
+    if let Some((name, value)) = fault {
+        command.env(name, value);
     }
     command.spawn().expect("start the operator binary")
 }
@@ -987,4 +997,42 @@ async fn a_topic_the_operator_may_not_describe_is_named_as_refused_not_as_missin
     assert_eq!(status.phase, Some(ResetPhase::Failed), "{:?}", status.message);
     let message = status.message.unwrap();
     assert!(message.contains("not authorized to describe topics") && !message.contains("do not exist"), "{message}");
+}
+
+#[tokio::test]
+async fn a_starting_reset_stops_the_workload_at_once_even_while_the_reset_cache_lags() {
+    let env = common::shared_env().await;
+    let s = setup("reset-race").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let client = kafka(&bootstrap);
+    let topic = testenv::unique_name("reset-topic");
+    client.create_topic(&topic, 2, 1, TIMEOUT).await.unwrap();
+    common::produce(&bootstrap, &topic, &[6, 6], None);
+    let group_id = testenv::unique_name("g");
+    common::commit(&client, &group_id, &BTreeMap::from([(tp(&topic, 0), 4), (tp(&topic, 1), 3)])).await;
+    // The reset controller's cache shows each change 2 s late, and nothing but a reset's own
+    // watch event reconciles the ConsumerGroup soon (resync 10 minutes): the reconcile that event
+    // starts must not decide from the cache, which still shows the reset before it started.
+    let mut operator =
+        operator_process_with(env, &s.namespace, "600", Some(("CGO_FAULT_PAUSE_AT", "reset-cache:2000")));
+    let spec = serde_json::json!({"groupId": group_id, "topics": [topic], "replicas": 2,
+        "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}});
+    s.groups.create(&PostParams::default(), &common::consumer_group("race", spec)).await.unwrap();
+    let deployments = &s.deployments;
+    let replicas = |wanted: i32| async move {
+        common::eventually(WAIT, || async {
+            (deployments.get_opt("race").await.ok()??.spec?.replicas? == wanted).then_some(())
+        })
+        .await
+    };
+    assert!(replicas(2).await.is_some());
+    let spec = serde_json::json!({"consumerGroup": "race", "target": {"shiftBy": -1}, "mode": "Execute"});
+    s.resets.create(&PostParams::default(), &offset_reset("shift", spec)).await.unwrap();
+    assert!(replicas(0).await.is_some(), "the workload is stopped as the reset starts");
+    let done = wait_phase(&s.resets, "shift", &[ResetPhase::Succeeded, ResetPhase::Failed]).await;
+    assert_eq!(done.status.as_ref().unwrap().phase, Some(ResetPhase::Succeeded), "{:?}", done.status);
+    assert_eq!(committed(&bootstrap, &group_id, &topic, 2).await, vec![Some(3), Some(2)]);
+    assert!(replicas(2).await.is_some(), "and resumed as it ends");
+    let _ = operator.kill();
+    let _ = operator.wait();
 }

@@ -1,6 +1,10 @@
 //! Act: the only writes of a reconcile. Server-side apply of the owned Deployment with one field
 //! manager, replica patches of a referenced workload's scale subresource, the status patch (only
 //! when it changed) and Events (only on transitions).
+//!
+//! Workload writes carry the resourceVersion the decision was made on: when anyone (a person, an
+//! HPA, a deposed leader's last write) changed the workload since it was read, the apiserver
+//! answers 409 Conflict and the reconcile decides again from a fresh read instead of overwriting.
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::api::{Api, Patch, PatchParams};
@@ -13,21 +17,43 @@ use super::workload::MANAGER;
 use crate::context::Events;
 use crate::crd::{ConsumerGroup, ConsumerGroupStatus, ScaleTargetKind};
 
-pub async fn apply_deployment(client: &Client, deployment: &Deployment) -> Result<(), kube::Error> {
+/// Applies the owned Deployment. `read_version` is the resourceVersion of the Deployment as read
+/// (None: it did not exist, and the apply creates it).
+pub async fn apply_deployment(
+    client: &Client,
+    deployment: &Deployment,
+    read_version: Option<String>,
+) -> Result<(), kube::Error> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), &deployment.namespace().unwrap_or_default());
-    api.patch(&deployment.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(deployment)).await?;
+    let mut deployment = deployment.clone();
+    if read_version.is_some() {
+        crate::fault::pause_point("workload-write", &deployment.name_any()).await;
+    }
+    deployment.metadata.resource_version = read_version;
+    api.patch(&deployment.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&deployment)).await?;
     Ok(())
 }
 
-/// Sets only `spec.replicas` of a workload the operator does not own.
+/// Whether a workload write was refused because the workload changed since it was read.
+pub fn is_conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 409)
+}
+
+/// Sets only `spec.replicas` of a workload the operator does not own, if its scale subresource
+/// is still at `read_version`.
 pub async fn scale_target(
     client: &Client,
     namespace: &str,
     kind: ScaleTargetKind,
     name: &str,
     replicas: i32,
+    read_version: &str,
 ) -> Result<(), kube::Error> {
-    let patch = Patch::Merge(json!({ "spec": { "replicas": replicas } }));
+    crate::fault::pause_point("workload-write", name).await;
+    let patch = Patch::Merge(json!({
+        "metadata": { "resourceVersion": read_version },
+        "spec": { "replicas": replicas },
+    }));
     let params = PatchParams { field_manager: Some(MANAGER.to_string()), ..PatchParams::default() };
     match kind {
         ScaleTargetKind::Deployment => {

@@ -285,14 +285,11 @@ async fn reconcile_inner(
     });
 
     // Decide.
-    let reset_in_progress = crate::reset::holding_reset_now(&ctx.client, &ctx.resets, &group).await?;
+    let resets = crate::reset::hold_now(&ctx.client, &ctx.resets, &group).await?;
     let held_by_reset = conditions::find(&previous.conditions, conditions::READY)
         .is_some_and(|c| c.reason == conditions::reason::OFFSET_RESET_IN_PROGRESS);
-    let resume_after_reset = if held_by_reset && reset_in_progress.is_none() {
-        ctx.resets.iter().find_map(|store| crate::reset::released_replicas(store, &group))
-    } else {
-        None
-    };
+    let resume_after_reset = if held_by_reset && resets.holding.is_none() { resets.released_replicas } else { None };
+    let reset_in_progress = resets.holding;
     let plan_conflict = conflict_with.is_some();
     let plan = plan::plan(&Observed {
         group: &group,
@@ -334,7 +331,10 @@ async fn reconcile_inner(
             let applied = match live {
                 // Already as wanted: no write, and so no watch event that would reconcile again.
                 Some(live) if workload::is_applied(&deployment, live) => Ok(()),
-                _ => act::apply_deployment(&ctx.client, &deployment).await,
+                _ => {
+                    let read_version = workload.as_ref().and_then(|w| w.resource_version.clone());
+                    act::apply_deployment(&ctx.client, &deployment, read_version).await
+                }
             };
             match applied {
                 Ok(()) => {
@@ -358,13 +358,19 @@ async fn reconcile_inner(
                         ),
                     ));
                 }
+                Err(error) if act::is_conflict(&error) => return Ok(workload_changed(&group)),
                 Err(error) => return Err(error.into()),
             }
         }
-    } else if let (Some(target), Some(replicas)) = (&group.spec.scale_target_ref, plan.replicas)
+    } else if let (Some(target), Some(replicas), Some(read_version)) =
+        (&group.spec.scale_target_ref, plan.replicas, workload.as_ref().and_then(|w| w.resource_version.as_deref()))
         && current != Some(replicas)
     {
-        act::scale_target(&ctx.client, &namespace, target.kind, &target.name, replicas).await?;
+        match act::scale_target(&ctx.client, &namespace, target.kind, &target.name, replicas, read_version).await {
+            Ok(()) => {}
+            Err(error) if act::is_conflict(&error) => return Ok(workload_changed(&group)),
+            Err(error) => return Err(error.into()),
+        }
         replicas_now = Some(replicas);
         scaled = true;
     }
@@ -484,6 +490,16 @@ async fn reconcile_inner(
         // groups_with_news): this later look is only for a poll that does not come.
         Action::requeue(if observed { every * 2 } else { every })
     })
+}
+
+/// How soon a reconcile whose workload write met a newer workload decides again.
+const WORKLOAD_CHANGED_RETRY: Duration = Duration::from_millis(200);
+
+/// The workload changed between its read and the write (a person, an HPA, the workload's own
+/// controller): nothing is written from the older read; the next reconcile reads it again.
+fn workload_changed(group: &ConsumerGroup) -> Action {
+    tracing::info!(group = %group.name_any(), "the workload changed since it was read; deciding again");
+    Action::requeue(WORKLOAD_CHANGED_RETRY)
 }
 
 /// How often a ConsumerGroup is looked at: its lag autoscaling's poll interval, at most the resync.

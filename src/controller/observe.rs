@@ -19,6 +19,8 @@ pub struct Workload {
     /// Ready pods according to the workload's status (0 where no controller-manager runs).
     pub ready_replicas: Option<i32>,
     pub selector: Option<String>,
+    /// The resourceVersion read: replica writes are conditional on it.
+    pub resource_version: Option<String>,
 }
 
 /// Reads the owned Deployment (template mode) or the scale subresource of the target.
@@ -37,6 +39,7 @@ pub async fn workload(client: &Client, group: &ConsumerGroup) -> Result<Option<W
             }
         };
         return Ok(scale.map(|scale| Workload {
+            resource_version: scale.metadata.resource_version,
             replicas: scale.spec.and_then(|s| s.replicas),
             deployment: None,
             ready_replicas: None,
@@ -49,6 +52,7 @@ pub async fn workload(client: &Client, group: &ConsumerGroup) -> Result<Option<W
         replicas: deployment.as_ref().and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas),
         ready_replicas: deployment.as_ref().and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas),
         selector: Some(super::workload::selector_string(group)),
+        resource_version: deployment.as_ref().and_then(|d| d.metadata.resource_version.clone()),
         deployment,
     }))
 }

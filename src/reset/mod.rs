@@ -82,39 +82,46 @@ pub fn error_policy(reset: Arc<OffsetReset>, error: &Error, ctx: Arc<Context>) -
     Action::requeue(delay)
 }
 
-/// The reset holding `group`'s workload at zero, decided on a fresh read of each reset of the
-/// group that the cache shows unsettled: the cache may not show the reset controller's last
-/// phase write yet (a reset that just started quiescing would otherwise leave the workload
-/// running until a later reconcile). No request while no reset of the group is under way.
-pub async fn holding_reset_now(
+/// What the resets of a ConsumerGroup mean for its workload now.
+#[derive(Debug, Default, PartialEq)]
+pub struct ResetHold {
+    /// The reset holding the workload at zero.
+    pub holding: Option<String>,
+    /// The replicas the most recently finished reset stopped (to resume to).
+    pub released_replicas: Option<i32>,
+}
+
+/// The resets of `group` as they are now: each reset the cache shows unsettled is read again,
+/// since the cache may not show the reset controller's last phase write yet (a reset that just
+/// started quiescing would otherwise leave the workload running until a later reconcile, and one
+/// that just ended would not be resumed from). No request while no reset of the group is under way.
+pub async fn hold_now(
     client: &kube::Client,
     resets: &[Store<OffsetReset>],
     group: &ConsumerGroup,
-) -> Result<Option<String>, kube::Error> {
+) -> Result<ResetHold, kube::Error> {
     let namespace = group.namespace();
-    let under_way: Vec<String> = resets
+    let (under_way, mut known): (Vec<Arc<OffsetReset>>, Vec<Arc<OffsetReset>>) = resets
         .iter()
         .flat_map(|store| store.state())
-        .filter(|r| r.namespace() == namespace && r.spec.consumer_group == group.name_any() && !settled(r))
-        .map(|r| r.name_any())
-        .collect();
+        .filter(|r| r.namespace() == namespace && r.spec.consumer_group == group.name_any())
+        .partition(|r| !settled(r));
     let api: Api<OffsetReset> = Api::namespaced(client.clone(), &namespace.unwrap_or_default());
-    for name in under_way {
-        let fresh = api.get_opt(&name).await?;
-        if fresh.and_then(|r| r.status).and_then(|s| s.phase).is_some_and(ResetPhase::holds_workload) {
-            return Ok(Some(name));
+    let mut holding = None;
+    for reset in under_way {
+        let Some(fresh) = api.get_opt(&reset.name_any()).await? else { continue };
+        if holding.is_none() && fresh.status.as_ref().and_then(|s| s.phase).is_some_and(ResetPhase::holds_workload) {
+            holding = Some(fresh.name_any());
         }
+        known.push(Arc::new(fresh));
     }
-    Ok(None)
+    Ok(ResetHold { holding, released_replicas: released_replicas(&known) })
 }
 
-/// The replicas the most recently finished reset of `group` stopped (to resume to).
-pub fn released_replicas(resets: &Store<OffsetReset>, group: &ConsumerGroup) -> Option<i32> {
-    let namespace = group.namespace();
+/// The replicas the most recently finished of `resets` stopped.
+fn released_replicas(resets: &[Arc<OffsetReset>]) -> Option<i32> {
     resets
-        .state()
         .iter()
-        .filter(|r| r.namespace() == namespace && r.spec.consumer_group == group.name_any())
         .filter_map(|r| r.status.as_ref())
         .filter(|s| matches!(s.phase, Some(ResetPhase::Succeeded | ResetPhase::Failed)))
         .filter_map(|s| Some((s.completed_at.clone()?, s.previous_replicas?)))
