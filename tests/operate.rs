@@ -1011,3 +1011,77 @@ async fn idle_connections_cannot_hold_the_metrics_server_and_are_closed_after_th
     assert!(body.contains("consumergroup_operator_"), "{body}");
     assert!(answered >= first_closed, "the 33rd connection waited for a free slot");
 }
+
+/// Whether a thread of process `pid` waits in the kernel for the other end of a FIFO.
+fn waits_on_a_fifo(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().any(|task| {
+        let wchan = std::fs::read_to_string(task.path().join("wchan")).unwrap_or_default();
+        matches!(wchan.trim(), "wait_for_partner" | "fifo_open")
+    })
+}
+
+#[tokio::test]
+async fn a_kafka_client_stuck_reading_its_certificate_stalls_only_its_own_connection() {
+    let env = common::shared_env().await;
+    let client = common::kube_client(&env.kube).await;
+    common::install_crds(&client).await;
+    let namespace = common::namespace(&client, "stuck-file").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 2).await;
+    // The operator's default connection reads its CA from a file whose read never completes (a
+    // FIFO nobody writes, as a hung network filesystem would behave).
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("ca.fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let properties = dir.path().join("properties");
+    std::fs::create_dir(&properties).unwrap();
+    std::fs::write(properties.join("security.protocol"), "ssl").unwrap();
+    std::fs::write(properties.join("ssl.ca.location"), fifo.to_str().unwrap()).unwrap();
+    let operator = OperatorProcess::start(
+        &env.kube.kubeconfig_path(),
+        "stuck-file",
+        &namespace,
+        &bootstrap,
+        &["--default-client-properties-dir", properties.to_str().unwrap()],
+    );
+    let groups: Api<ConsumerGroup> = Api::namespaced(client.clone(), &namespace);
+    let template = serde_json::json!({"spec": {"containers": [{"name": "c", "image": "i"}]}});
+    for name in ["stuck-a", "stuck-b", "stuck-c"] {
+        let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "template": template});
+        groups.create(&PostParams::default(), &common::consumer_group(name, spec)).await.unwrap();
+    }
+    let pid = operator.child.id();
+    let stuck = common::eventually(WAIT, || async { waits_on_a_fifo(pid).then_some(()) }).await;
+    assert!(stuck.is_some(), "the default connection's client creation is blocked on the FIFO");
+
+    // Meanwhile the process serves its probes and metrics, and a group on another connection
+    // (its own Secret) is reconciled to Ready.
+    let address = operator.metrics_address().await;
+    let metrics = tokio::time::timeout(Duration::from_secs(10), common::http_get(address, "/metrics")).await;
+    assert!(metrics.is_ok_and(|m| m.contains("consumergroup_operator_")), "/metrics answers");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let secret = serde_json::from_value(serde_json::json!({"metadata": {"name": "own",
+        "labels": {"kafka.operators.dev/client-properties": "true"}}, "stringData": {"security.protocol": "plaintext"}}))
+    .unwrap();
+    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "template": template,
+        "kafka": {"clientPropertiesSecretRef": {"name": "own"}}});
+    groups.create(&PostParams::default(), &common::consumer_group("own", spec)).await.unwrap();
+    let ready = common::eventually(WAIT, || async {
+        let status = groups.get("own").await.ok()?.status?;
+        status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "a group on another connection is not held up");
+    assert!(waits_on_a_fifo(pid), "still blocked: the group above was served meanwhile, not after");
+
+    // The read ends (the writer closes without writing): the stuck groups report it.
+    drop(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap());
+    let reported = common::eventually(WAIT, || async {
+        let status = groups.get("stuck-a").await.ok()?.status?;
+        status.conditions.iter().find(|c| c.type_ == "KafkaReachable" && c.status == "False").map(|c| c.message.clone())
+    })
+    .await;
+    assert!(reported.is_some(), "the stuck groups report their connection problem once the read ends");
+}
