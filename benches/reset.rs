@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use consumer_group_operator::controllers::offset_reset::target::{PartitionState, Target, resolve};
 use consumer_group_operator::crd::PlannedOffset;
 use consumer_group_operator::kafka::{IsolationLevel, KafkaClient, OffsetSpec, TopicPartition};
-use consumer_group_operator::reset::plan::{PartitionState, Target, resolve};
 
 const PER_TOPIC: usize = 500;
 

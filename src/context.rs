@@ -14,10 +14,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::broadcast;
 
 use crate::cli::RunArgs;
-use crate::connection::{Connection, ConnectionStores, DefaultConnection};
 use crate::crd::{ConsumerGroup, OffsetReset};
 use crate::kafka::observer::{Observer, Snapshot};
 use crate::kafka::{ClientCache, KafkaError};
+use crate::kafka_settings::{ConnectionStores, DefaultConnection, KafkaSettings};
 use crate::metrics::{Metrics, TaskLabels};
 
 /// The field manager of every write, and the Event reporter.
@@ -138,7 +138,7 @@ pub struct Context {
     /// After each poll, the ConsumerGroups it has news of (see [`Snapshot::has_news_of`]): their
     /// reconciles follow the polls, so status and /metrics show a poll's figures at once.
     observed: broadcast::Sender<Observed>,
-    /// Kafka's cluster id behind each bootstrap server list (as [`connection::cluster_key`] spells
+    /// Kafka's cluster id behind each bootstrap server list (as [`kafka_settings::cluster_key`] spells
     /// it), learnt from each connection's metadata: two spellings of one cluster are one cluster
     /// when groupIds are compared.
     cluster_ids: Arc<Mutex<HashMap<String, String>>>,
@@ -156,7 +156,7 @@ struct Use {
 
 impl Context {
     /// The observer of a connection, started on first use (its client created with no lock held).
-    pub async fn observer_for(&self, connection: &Connection) -> Result<Arc<Observer>, KafkaError> {
+    pub async fn observer_for(&self, connection: &KafkaSettings) -> Result<Arc<Observer>, KafkaError> {
         if let Some(observer) = self.observers.lock().expect("observers lock").get(&connection.properties)
             && observer.is_running()
         {
@@ -220,7 +220,7 @@ impl Context {
         }
     }
 
-    /// The cluster id learnt for a bootstrap server list (a [`connection::cluster_key`]).
+    /// The cluster id learnt for a bootstrap server list (a [`kafka_settings::cluster_key`]).
     pub fn cluster_id(&self, cluster_key: &str) -> Option<String> {
         self.cluster_ids.lock().expect("cluster ids lock").get(cluster_key).cloned()
     }

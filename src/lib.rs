@@ -2,18 +2,18 @@
 //!
 //! Thin binary, fat library: `main.rs` only parses the command line and calls in here.
 pub mod cli;
-pub mod connection;
-pub mod connections;
+pub mod conditions;
 pub mod context;
-pub mod controller;
+pub mod controllers;
 pub mod crd;
 pub mod external_metrics;
 mod fault;
 mod http;
 pub mod kafka;
+pub mod kafka_settings;
 pub mod lag;
 pub mod metrics;
 pub mod ownership;
 pub mod plugin;
-pub mod reset;
+pub mod reset_hold;
 pub mod runtime;

@@ -10,9 +10,9 @@
 
 use kube::ResourceExt;
 
-use crate::connection::{self, ConnectionProblem};
 use crate::context::Context;
 use crate::crd::ConsumerGroup;
+use crate::kafka_settings::{self, ConnectionProblem};
 
 /// The Ready reason of a ConsumerGroup that is not acted on because another one owns its groupId.
 pub const GROUP_ID_CONFLICT: &str = "GroupIdConflict";
@@ -43,7 +43,7 @@ pub fn conflicting_owner(ctx: &Context, group: &ConsumerGroup) -> Option<String>
 /// `servers:` and its bootstrap servers otherwise.
 pub fn cluster_of(ctx: &Context, group: &ConsumerGroup) -> Option<String> {
     let default = ctx.defaults.bootstrap_servers.as_deref();
-    let key = connection::cluster_key(&connection::bootstrap_servers(group, default, &ctx.connections_cache)?);
+    let key = kafka_settings::cluster_key(&kafka_settings::bootstrap_servers(group, default, &ctx.connections_cache)?);
     Some(match ctx.cluster_id(&key) {
         Some(id) => format!("id:{id}"),
         None => format!("servers:{key}"),

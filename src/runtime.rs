@@ -15,10 +15,10 @@ use kube::{Client, ResourceExt};
 use tokio::sync::broadcast;
 
 use crate::cli::RunArgs;
-use crate::connection::ConnectionStores;
 use crate::context::{Context, MANAGER, Observed};
-use crate::controller::{GroupContext, workload};
+use crate::controllers::consumer_group::{GroupContext, workload};
 use crate::crd::{ClusterKafkaConnection, ConnectionKind, ConsumerGroup, KafkaConnection, OffsetReset};
+use crate::kafka_settings::ConnectionStores;
 use crate::metrics::Metrics;
 
 /// Gives every thread glibc's one main malloc arena. By default glibc gives each thread that
@@ -463,31 +463,47 @@ pub async fn run_with_client(
         "consumer-group-operator started"
     );
     let streams = controllers.into_iter().map(|controller| {
-        controller.run(crate::controller::reconcile, crate::controller::error_policy, groups.clone()).for_each(
-            |result| async move {
+        controller
+            .run(
+                crate::controllers::consumer_group::reconcile,
+                crate::controllers::consumer_group::error_policy,
+                groups.clone(),
+            )
+            .for_each(|result| async move {
                 match result {
                     Ok((object, _)) => tracing::debug!(%object, "reconciled"),
                     Err(error) => tracing::warn!(%error, "reconcile failed"),
                 }
-            },
-        )
+            })
     });
     let reset_streams = reset_controllers.into_iter().map(|controller| {
         let context = context.clone();
         controller
-            .run(crate::reset::reconcile, crate::reset::error_policy, context.clone())
+            .run(
+                crate::controllers::offset_reset::reconcile,
+                crate::controllers::offset_reset::error_policy,
+                context.clone(),
+            )
             .for_each(move |result| settle(&context, "offset reset", result))
     });
     let connection_streams = connection_controllers.into_iter().map(|controller| {
         let context = context.clone();
         controller
-            .run(crate::connections::reconcile_namespaced, crate::connections::error_policy, context.clone())
+            .run(
+                crate::controllers::connection::reconcile_namespaced,
+                crate::controllers::connection::error_policy,
+                context.clone(),
+            )
             .for_each(move |result| settle(&context, "KafkaConnection", result))
     });
     let cluster_connection_stream = {
         let context = context.clone();
         cluster_connection_controller
-            .run(crate::connections::reconcile_cluster, crate::connections::error_policy, context.clone())
+            .run(
+                crate::controllers::connection::reconcile_cluster,
+                crate::controllers::connection::error_policy,
+                context.clone(),
+            )
             .for_each(move |result| settle(&context, "ClusterKafkaConnection", result))
     };
     let controllers = futures::future::join4(

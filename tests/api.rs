@@ -246,8 +246,8 @@ async fn topic_partitions_are_read_back_through_the_kafka_module() {
 
 #[tokio::test]
 async fn an_offset_reset_holds_the_largest_plan_the_size_check_lets_through() {
+    use consumer_group_operator::controllers::offset_reset::target::check_size;
     use consumer_group_operator::crd::{OffsetReset, OffsetResetStatus, PlannedOffset, ResetPhase};
-    use consumer_group_operator::reset::plan::check_size;
 
     let env = common::shared_env().await;
     let client = common::kube_client(&env.kube).await;

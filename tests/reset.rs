@@ -770,17 +770,23 @@ async fn status_writes_are_refused_when_decided_on_a_stale_object() {
     let created = s.resets.create(&PostParams::default(), &offset_reset("occ", spec)).await.unwrap();
     let committing =
         consumer_group_operator::crd::OffsetResetStatus { phase: Some(ResetPhase::Committing), ..Default::default() };
-    let written = consumer_group_operator::reset::apply_status(&s.client, &created, &committing).await.unwrap();
+    let written = consumer_group_operator::controllers::offset_reset::apply_status(&s.client, &created, &committing)
+        .await
+        .unwrap();
     // A second writer still holding the first version (a stale cache, a deposed leader) is refused.
     let going_back =
         consumer_group_operator::crd::OffsetResetStatus { phase: Some(ResetPhase::Quiescing), ..Default::default() };
-    match consumer_group_operator::reset::apply_status(&s.client, &created, &going_back).await {
+    match consumer_group_operator::controllers::offset_reset::apply_status(&s.client, &created, &going_back).await {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 409, "{status:?}"),
         other => panic!("a write decided on a stale object must conflict, got {other:?}"),
     }
     let stored = s.resets.get("occ").await.unwrap();
     assert_eq!(stored.status.unwrap().phase, Some(ResetPhase::Committing), "the stale write changed nothing");
-    assert!(consumer_group_operator::reset::apply_status(&s.client, &written, &going_back).await.is_ok());
+    assert!(
+        consumer_group_operator::controllers::offset_reset::apply_status(&s.client, &written, &going_back)
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]

@@ -296,7 +296,7 @@ fn parse_datetime(text: &str) -> Result<String, String> {
 }
 
 fn parse_duration(text: &str) -> Result<String, String> {
-    let millis = crate::reset::plan::duration_millis(text)?;
+    let millis = crate::controllers::offset_reset::target::duration_millis(text)?;
     if millis <= 0 {
         return Err(format!("{text:?} is not a positive duration; write e.g. PT30M or P1DT2H"));
     }

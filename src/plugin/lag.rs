@@ -15,10 +15,10 @@ use serde::Serialize;
 use super::cli::LagArgs;
 use super::output::{Format, age, or_dash, print_object, table};
 use super::{Cluster, api_error, get_group};
-use crate::connection::{self, ConnectionProblem, DefaultConnection};
 use crate::crd::ConsumerGroup;
 use crate::kafka::KafkaClient;
 use crate::kafka::observer::{GroupView, Interest, Observer};
+use crate::kafka_settings::{self, ConnectionProblem, DefaultConnection};
 
 /// What one refresh shows (also the `-o json|yaml` document).
 #[derive(Serialize, Debug)]
@@ -203,7 +203,7 @@ impl Live {
             namespace_secrets: true,
         };
         let name = group.name_any();
-        let connection = match connection::connection(&cluster.client, group, &defaults).await {
+        let connection = match kafka_settings::resolve(&cluster.client, group, &defaults).await {
             Ok(Ok(connection)) => connection,
             Ok(Err(ConnectionProblem::NoBootstrapServers)) => anyhow::bail!(
                 "ConsumerGroup {name} sets no spec.kafka.bootstrapServers and uses the operator's default, which this command cannot see: pass --bootstrap-server HOST:PORT"

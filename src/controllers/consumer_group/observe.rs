@@ -70,7 +70,7 @@ fn get_scale_opt(
 /// The condition reason for a Kafka failure: configuration and login problems are told apart
 /// from an unreachable cluster, since only a fix of the Secret helps them.
 pub fn failure_reason(error: &KafkaError) -> &'static str {
-    use super::conditions::reason;
+    use crate::conditions::reason;
     match error {
         KafkaError::Config(_) => reason::KAFKA_CONFIG_INVALID,
         KafkaError::Auth(_) | KafkaError::TopicsNotAuthorized(_) => reason::KAFKA_AUTH_FAILED,

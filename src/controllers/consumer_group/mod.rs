@@ -1,18 +1,17 @@
-//! The ConsumerGroup controller: a reconcile pipeline of observe (reads) -> plan/decide (pure)
+//! The ConsumerGroup controller: a reconcile pipeline of observe (reads) -> plan/scaling (pure)
 //! -> act (writes).
 //!
 //! What it may do: read its ConsumerGroup, the workload and the group's part of its connection's
 //! observer snapshot (no Kafka request of its own, except the transaction-marker probe); write the
 //! owned Deployment or a scale subresource, the ConsumerGroup's status and Events. It reads
-//! OffsetResets only to hold a workload at zero while one runs (`crate::reset` queries); it
+//! OffsetResets only to hold a workload at zero while one runs (`crate::reset_hold`); it
 //! never writes one. The watches and the process around it are in `crate::runtime`.
 
 pub mod act;
-pub mod conditions;
-pub mod decide;
 pub mod observe;
 pub mod plan;
 pub mod report;
+pub mod scaling;
 pub mod workload;
 
 use std::collections::HashMap;
@@ -25,15 +24,16 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::connection::{self, Connection};
+use crate::conditions;
 use crate::context::{Category, Context};
 use crate::crd::{ConsumerGroup, ConsumerGroupStatus, TopicStatus};
 use crate::kafka::observer::{GroupView, Interest};
 use crate::kafka::{GroupDescription, KafkaError};
+use crate::kafka_settings::{self, KafkaSettings};
 use crate::metrics::{GroupLabels, ResultLabels};
 use act::Happening;
-use decide::Recommendation;
 use plan::{KafkaObservation, Observed};
+use scaling::Recommendation;
 
 /// How soon a group that is not observed yet is looked at again (the observer's early poll waits
 /// 200 ms for others, then takes one round of requests).
@@ -88,7 +88,7 @@ impl Deref for GroupContext {
 struct GroupMemory {
     recommendations: Vec<Recommendation>,
     /// The per-replica rate learned for time-to-drain scaling.
-    rates: decide::RateMemory,
+    rates: scaling::RateMemory,
     /// Since when the group has waited for its first observation.
     awaiting_observation: Option<std::time::Instant>,
     /// The status write the watch cache may not show yet.
@@ -229,7 +229,7 @@ async fn reconcile_inner(
     let mut connection = None;
     let mut connection_problem = None;
     if conflict_with.is_none() {
-        match connection::connection(&ctx.client, &group, &ctx.defaults).await? {
+        match kafka_settings::resolve(&ctx.client, &group, &ctx.defaults).await? {
             Ok(c) => connection = Some(c),
             Err(problem) => connection_problem = Some(problem),
         }
@@ -285,7 +285,7 @@ async fn reconcile_inner(
     });
 
     // Decide.
-    let resets = crate::reset::hold_now(&ctx.client, &ctx.resets, &group).await?;
+    let resets = crate::reset_hold::hold_now(&ctx.client, &ctx.resets, &group).await?;
     let held_by_reset = conditions::find(&previous.conditions, conditions::READY)
         .is_some_and(|c| c.reason == conditions::reason::OFFSET_RESET_IN_PROGRESS);
     let resume_after_reset = if held_by_reset && resets.holding.is_none() { resets.released_replicas } else { None };
@@ -536,13 +536,13 @@ impl Default for KafkaOutcome {
 async fn observe_kafka(
     ctx: &Context,
     group: &ConsumerGroup,
-    connection: &Connection,
+    connection: &KafkaSettings,
     memory: &mut GroupMemory,
 ) -> KafkaOutcome {
     let failed = |error: KafkaError| {
         let mut message = error.to_string();
         if connection.defaults_withheld {
-            message = format!("{message}; {}", connection::DEFAULTS_WITHHELD);
+            message = format!("{message}; {}", kafka_settings::DEFAULTS_WITHHELD);
         }
         KafkaOutcome {
             kafka: KafkaObservation::Failed { reason: observe::failure_reason(&error), message },

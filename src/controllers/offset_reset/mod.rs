@@ -23,7 +23,7 @@
 //!
 //! Only one reset per ConsumerGroup runs at a time; the others wait in Pending.
 
-pub mod plan;
+pub mod target;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,15 +34,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::connection;
 use crate::context::{Category, Context, MANAGER};
 use crate::crd::{ConsumerGroup, MemberStatus, OffsetReset, OffsetResetStatus, PlannedOffset, ResetMode, ResetPhase};
 use crate::kafka::{IsolationLevel, KafkaClient, KafkaError, MemberDescription, OffsetSpec, TopicPartition};
-use plan::{PartitionState, Target};
+use crate::kafka_settings;
+use target::{PartitionState, Target};
 
 /// Errors a reset step returns (Kafka failures during execution become status, see
 /// `kafka_failed`).
@@ -80,53 +80,6 @@ pub fn error_policy(reset: Arc<OffsetReset>, error: &Error, ctx: Arc<Context>) -
     let delay = category.retry_after(attempt, ctx.resync);
     tracing::warn!(reset = %reset.name_any(), %error, ?category, attempt, ?delay, "offset reset step failed; retrying");
     Action::requeue(delay)
-}
-
-/// What the resets of a ConsumerGroup mean for its workload now.
-#[derive(Debug, Default, PartialEq)]
-pub struct ResetHold {
-    /// The reset holding the workload at zero.
-    pub holding: Option<String>,
-    /// The replicas the most recently finished reset stopped (to resume to).
-    pub released_replicas: Option<i32>,
-}
-
-/// The resets of `group` as they are now: each reset the cache shows unsettled is read again,
-/// since the cache may not show the reset controller's last phase write yet (a reset that just
-/// started quiescing would otherwise leave the workload running until a later reconcile, and one
-/// that just ended would not be resumed from). No request while no reset of the group is under way.
-pub async fn hold_now(
-    client: &kube::Client,
-    resets: &[Store<OffsetReset>],
-    group: &ConsumerGroup,
-) -> Result<ResetHold, kube::Error> {
-    let namespace = group.namespace();
-    let (under_way, mut known): (Vec<Arc<OffsetReset>>, Vec<Arc<OffsetReset>>) = resets
-        .iter()
-        .flat_map(|store| store.state())
-        .filter(|r| r.namespace() == namespace && r.spec.consumer_group == group.name_any())
-        .partition(|r| !settled(r));
-    let api: Api<OffsetReset> = Api::namespaced(client.clone(), &namespace.unwrap_or_default());
-    let mut holding = None;
-    for reset in under_way {
-        let Some(fresh) = api.get_opt(&reset.name_any()).await? else { continue };
-        if holding.is_none() && fresh.status.as_ref().and_then(|s| s.phase).is_some_and(ResetPhase::holds_workload) {
-            holding = Some(fresh.name_any());
-        }
-        known.push(Arc::new(fresh));
-    }
-    Ok(ResetHold { holding, released_replicas: released_replicas(&known) })
-}
-
-/// The replicas the most recently finished of `resets` stopped.
-fn released_replicas(resets: &[Arc<OffsetReset>]) -> Option<i32> {
-    resets
-        .iter()
-        .filter_map(|r| r.status.as_ref())
-        .filter(|s| matches!(s.phase, Some(ResetPhase::Succeeded | ResetPhase::Failed)))
-        .filter_map(|s| Some((s.completed_at.clone()?, s.previous_replicas?)))
-        .max_by(|a, b| a.0.cmp(&b.0))
-        .map(|(_, replicas)| replicas)
 }
 
 /// Why a reset of a ConsumerGroup that does not own its groupId fails.
@@ -194,22 +147,8 @@ async fn fail(
     Ok(Action::await_change())
 }
 
-/// Whether nothing is left to do for this object as it is.
-fn settled(reset: &OffsetReset) -> bool {
-    let status = reset.status.as_ref();
-    match status.and_then(|s| s.phase) {
-        Some(ResetPhase::Succeeded | ResetPhase::Failed) => true,
-        // A DryRun is planned again when its spec changed (e.g. spec.topics).
-        Some(ResetPhase::Planned) => {
-            reset.spec.mode == ResetMode::DryRun
-                && status.and_then(|s| s.observed_generation) == reset.metadata.generation
-        }
-        _ => false,
-    }
-}
-
 pub async fn reconcile(cached: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Action, Error> {
-    if settled(&cached) {
+    if crate::reset_hold::settled(&cached) {
         return Ok(Action::await_change());
     }
     // Phases are decided on a fresh read, never on a possibly stale cache; each write is then
@@ -217,7 +156,7 @@ pub async fn reconcile(cached: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Ac
     let namespace = cached.namespace().unwrap_or_default();
     let api: Api<OffsetReset> = Api::namespaced(ctx.client.clone(), &namespace);
     let Some(reset) = api.get_opt(&cached.name_any()).await? else { return Ok(Action::await_change()) };
-    if settled(&reset) {
+    if crate::reset_hold::settled(&reset) {
         return Ok(Action::await_change());
     }
     let status = reset.status.clone().unwrap_or_default();
@@ -237,7 +176,7 @@ pub async fn reconcile(cached: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Ac
     if starting && let Some(owner) = crate::ownership::conflicting_owner(&ctx, &group) {
         return fail(&ctx, &reset, &status, not_the_owner(&group, &owner)).await;
     }
-    let connection = match connection::connection(&ctx.client, &group, &ctx.defaults).await? {
+    let connection = match kafka_settings::resolve(&ctx.client, &group, &ctx.defaults).await? {
         Ok(connection) => connection,
         Err(problem) => {
             let error = KafkaError::Config(format!("ConsumerGroup {}: {problem}", group.name_any()));
@@ -749,8 +688,8 @@ async fn plan_now(
             (tp.clone(), state)
         })
         .collect();
-    let plan = plan::resolve(&target, &partitions).map_err(PlanError::Invalid)?;
-    plan::check_size(reset, &plan).map_err(PlanError::Invalid)?;
+    let plan = target::resolve(&target, &partitions).map_err(PlanError::Invalid)?;
+    target::check_size(reset, &plan).map_err(PlanError::Invalid)?;
     let members = description.into_iter().next().map(|d| d.members).unwrap_or_default();
     Ok(Planned { offsets: plan, members })
 }

@@ -12,8 +12,8 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use super::conditions::{self, Transition};
 use super::workload::MANAGER;
+use crate::conditions::{self, Transition};
 use crate::context::Events;
 use crate::crd::{ConsumerGroup, ConsumerGroupStatus, ScaleTargetKind};
 

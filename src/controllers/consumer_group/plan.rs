@@ -1,12 +1,12 @@
-//! Decide: from what was observed, the replicas to set (or none: leave the workload alone) and the
+//! Plan: from what was observed, the replicas to set (or none: leave the workload alone) and the
 //! conditions to report. Pure; the fault rules ("never scale on missing data") live here.
 
 use std::collections::BTreeMap;
 
-use super::conditions::{Desired, KAFKA_REACHABLE, READY, REPLICAS_CAPPED, reason};
-use super::decide::{self, Limit, Recommendation};
-use crate::connection::ConnectionProblem;
+use super::scaling::{self, Limit, Recommendation};
+use crate::conditions::{Desired, KAFKA_REACHABLE, READY, REPLICAS_CAPPED, reason};
 use crate::crd::{AutoscalingStatus, ConsumerGroup};
+use crate::kafka_settings::ConnectionProblem;
 
 /// What Kafka told us this time.
 #[derive(Debug, Clone)]
@@ -222,7 +222,7 @@ pub fn plan(o: &Observed) -> Plan {
     let decision = match &spec.scaling {
         None => {
             plan.scale_reason = format!("spec.replicas is {}", spec.replicas);
-            Some(decide::manual(spec.replicas, cap))
+            Some(scaling::manual(spec.replicas, cap))
         }
         Some(scaling) => match o.scaling_lag {
             Some(lag) => {
@@ -230,13 +230,13 @@ pub fn plan(o: &Observed) -> Plan {
                 let expected = scaling.expected_messages_per_second_per_replica.map(|r| r as f64);
                 let per_replica = rates.learned_per_replica.or(expected);
                 let drain =
-                    scaling.target_drain_seconds.zip(per_replica).map(|(target, per_replica)| decide::DrainRates {
+                    scaling.target_drain_seconds.zip(per_replica).map(|(target, per_replica)| scaling::DrainRates {
                         target_seconds: i64::from(target),
                         production_per_second: rates.produced_per_second.unwrap_or(0.0),
                         per_replica_per_second: per_replica,
                     });
                 let current = current.unwrap_or(0);
-                let (decision, history) = decide::autoscale(&decide::LagInput {
+                let (decision, history) = scaling::autoscale(&scaling::LagInput {
                     scaling,
                     total_lag: lag,
                     drain,
@@ -333,8 +333,8 @@ fn autoscaling_reason(
     scaling: &crate::crd::ScalingSpec,
     lag: i64,
     current: i32,
-    drain: Option<decide::DrainRates>,
-    decision: &decide::ReplicaDecision,
+    drain: Option<scaling::DrainRates>,
+    decision: &scaling::ReplicaDecision,
 ) -> String {
     let mut reason = if current == 0 && lag <= scaling.activation_lag_threshold {
         format!("no consumers, and lag {lag} is within activationLagThreshold {}", scaling.activation_lag_threshold)

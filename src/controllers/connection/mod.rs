@@ -2,7 +2,7 @@
 //! works and who uses it.
 //!
 //! What it may do: read its connection and that connection's Secret (under the same rules as a
-//! ConsumerGroup's, `crate::connection`), ask Kafka for the broker list through the shared client
+//! ConsumerGroup's, `crate::kafka_settings`), ask Kafka for the broker list through the shared client
 //! of those settings (the one the ConsumerGroups using it share), read the ConsumerGroup caches,
 //! and write the connection's status, only when it changed. It never touches a ConsumerGroup:
 //! each ConsumerGroup reads its connection itself when it reconciles.
@@ -16,11 +16,11 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::connection::{self, Connection, ConnectionProblem};
+use crate::conditions::{self, Desired};
 use crate::context::{Category, Context, MANAGER};
-use crate::controller::conditions::{self, Desired};
 use crate::crd::{ClusterKafkaConnection, ConnectionKind, ConsumerGroup, KafkaConnection, KafkaConnectionStatus};
 use crate::kafka::KafkaError;
+use crate::kafka_settings::{self, ConnectionProblem, KafkaSettings};
 
 /// Condition type: the operator connected with these settings on its last check.
 pub const REACHABLE: &str = "Reachable";
@@ -44,7 +44,7 @@ impl Error {
 }
 
 pub async fn reconcile_namespaced(connection: Arc<KafkaConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let resolved = connection::namespaced_connection(&ctx.client, &connection, &ctx.defaults).await?;
+    let resolved = kafka_settings::namespaced_connection(&ctx.client, &connection, &ctx.defaults).await?;
     let namespace = connection.namespace().unwrap_or_default();
     let users = users(&ctx, ConnectionKind::KafkaConnection, &connection.name_any(), |group| {
         group.namespace().as_deref() == Some(namespace.as_str())
@@ -58,7 +58,7 @@ pub async fn reconcile_namespaced(connection: Arc<KafkaConnection>, ctx: Arc<Con
 }
 
 pub async fn reconcile_cluster(connection: Arc<ClusterKafkaConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let resolved = connection::cluster_connection(&ctx.client, &connection, &ctx.defaults).await?;
+    let resolved = kafka_settings::cluster_connection(&ctx.client, &connection, &ctx.defaults).await?;
     let users = users(&ctx, ConnectionKind::ClusterKafkaConnection, &connection.name_any(), |_| true);
     let status = observe(&ctx, resolved, users, connection.status.as_ref(), connection.meta().generation).await;
     if connection.status.as_ref() != Some(&status) {
@@ -103,7 +103,7 @@ fn users(ctx: &Context, kind: ConnectionKind, name: &str, in_scope: impl Fn(&Con
 /// ApiVersions for the cluster's feature levels) and builds its status.
 async fn observe(
     ctx: &Context,
-    resolved: Result<Connection, ConnectionProblem>,
+    resolved: Result<KafkaSettings, ConnectionProblem>,
     users: Vec<String>,
     previous: Option<&KafkaConnectionStatus>,
     generation: Option<i64>,

@@ -242,7 +242,7 @@ pub fn properties_from_dir(dir: &Path) -> Result<BTreeMap<String, String>, Conne
 
 /// The resolved connection: librdkafka properties (secret values included, never logged).
 #[derive(Clone, PartialEq, Eq)]
-pub struct Connection {
+pub struct KafkaSettings {
     pub bootstrap_servers: String,
     pub properties: BTreeMap<String, String>,
     /// The operator has default client properties but did not use them here: the ConsumerGroup
@@ -254,9 +254,9 @@ pub struct Connection {
 /// Said where a connection without the operator's default properties fails.
 pub const DEFAULTS_WITHHELD: &str = "the operator's default client properties (--default-client-properties-dir) are used only with its default bootstrap servers, not with spec.kafka.bootstrapServers of a ConsumerGroup; if this cluster needs credentials, name a labelled Secret of this namespace in spec.kafka.clientPropertiesSecretRef, or use a connection of the platform team (spec.kafka.connectionRef)";
 
-impl std::fmt::Debug for Connection {
+impl std::fmt::Debug for KafkaSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection")
+        f.debug_struct("KafkaSettings")
             .field("bootstrap_servers", &self.bootstrap_servers)
             .field("property_keys", &self.properties.keys().collect::<Vec<_>>())
             .field("defaults_withheld", &self.defaults_withheld)
@@ -264,7 +264,7 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-impl Connection {
+impl KafkaSettings {
     /// Identity of the Kafka cluster for duplicate-groupId detection: the sorted broker list.
     pub fn cluster_key(&self) -> String {
         cluster_key(&self.bootstrap_servers)
@@ -317,11 +317,11 @@ pub fn bootstrap_servers(group: &ConsumerGroup, default: Option<&str>, stores: &
 /// Resolves a ConsumerGroup's connection: its connectionRef's, else its inline settings, each
 /// inline field falling back on the operator's defaults on its own. Named connections are read
 /// fresh, not from a cache: a reconcile triggered by a connection's change must see that change.
-pub async fn connection(
+pub async fn resolve(
     client: &Client,
     group: &ConsumerGroup,
     defaults: &DefaultConnection,
-) -> Result<Result<Connection, ConnectionProblem>, kube::Error> {
+) -> Result<Result<KafkaSettings, ConnectionProblem>, kube::Error> {
     let namespace = group.namespace().unwrap_or_default();
     let kafka = group.spec.kafka.as_ref();
     if let Some(reference) = kafka.and_then(|k| k.connection_ref.as_ref()) {
@@ -380,7 +380,7 @@ pub async fn connection(
             None => BTreeMap::new(),
         },
     };
-    Ok(Ok(Connection { defaults_withheld, ..Connection::new(bootstrap_servers, properties) }))
+    Ok(Ok(KafkaSettings { defaults_withheld, ..KafkaSettings::new(bootstrap_servers, properties) }))
 }
 
 async fn named_connection(
@@ -389,7 +389,7 @@ async fn named_connection(
     namespace: &str,
     group_id: &str,
     defaults: &DefaultConnection,
-) -> Result<Result<Connection, ConnectionProblem>, kube::Error> {
+) -> Result<Result<KafkaSettings, ConnectionProblem>, kube::Error> {
     let not_found = || ConnectionProblem::ConnectionNotFound { kind: reference.kind, name: reference.name.clone() };
     match reference.kind {
         ConnectionKind::KafkaConnection => {
@@ -484,7 +484,7 @@ pub async fn namespaced_connection(
     client: &Client,
     connection: &KafkaConnection,
     defaults: &DefaultConnection,
-) -> Result<Result<Connection, ConnectionProblem>, kube::Error> {
+) -> Result<Result<KafkaSettings, ConnectionProblem>, kube::Error> {
     let namespace = connection.namespace().unwrap_or_default();
     let mut properties = BTreeMap::new();
     if let Some(secret) = &connection.spec.client_properties_secret_ref {
@@ -494,7 +494,7 @@ pub async fn namespaced_connection(
             Err(problem) => return Ok(Err(problem)),
         }
     }
-    Ok(Ok(Connection::new(connection.spec.bootstrap_servers.clone(), properties)))
+    Ok(Ok(KafkaSettings::new(connection.spec.bootstrap_servers.clone(), properties)))
 }
 
 /// A ClusterKafkaConnection's settings; its Secret lives in the operator's namespace.
@@ -502,7 +502,7 @@ pub async fn cluster_connection(
     client: &Client,
     connection: &ClusterKafkaConnection,
     defaults: &DefaultConnection,
-) -> Result<Result<Connection, ConnectionProblem>, kube::Error> {
+) -> Result<Result<KafkaSettings, ConnectionProblem>, kube::Error> {
     let mut properties = BTreeMap::new();
     if let Some(secret) = &connection.spec.client_properties_secret_ref {
         let Some(namespace) = &defaults.operator_namespace else {
@@ -514,7 +514,7 @@ pub async fn cluster_connection(
             Err(problem) => return Ok(Err(problem)),
         }
     }
-    Ok(Ok(Connection::new(connection.spec.bootstrap_servers.clone(), properties)))
+    Ok(Ok(KafkaSettings::new(connection.spec.bootstrap_servers.clone(), properties)))
 }
 
 /// How a Secret may be read.
@@ -577,10 +577,10 @@ async fn secret_properties(
     Ok(Ok(properties))
 }
 
-impl Connection {
-    fn new(bootstrap_servers: String, mut properties: BTreeMap<String, String>) -> Connection {
+impl KafkaSettings {
+    fn new(bootstrap_servers: String, mut properties: BTreeMap<String, String>) -> KafkaSettings {
         properties.insert("bootstrap.servers".to_string(), bootstrap_servers.clone());
-        Connection { bootstrap_servers, properties, defaults_withheld: false }
+        KafkaSettings { bootstrap_servers, properties, defaults_withheld: false }
     }
 }
 
