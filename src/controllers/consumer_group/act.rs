@@ -12,14 +12,114 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use super::workload::MANAGER;
-use crate::conditions::{self, Transition};
+use super::Error;
+use super::observe::Observation;
+use super::plan::Plan;
+use super::workload::{self, MANAGER};
+use crate::conditions::{self, Desired, Transition};
 use crate::context::Events;
 use crate::crd::{ConsumerGroup, ConsumerGroupStatus, ScaleTargetKind};
 
+/// What the workload write did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Applied {
+    /// The workload's replicas after the write (as read when nothing was written).
+    pub replicas: Option<i32>,
+    /// Whether this write changed the replica count.
+    pub scaled: bool,
+    /// Why the apiserver (or the template's own check) refused the workload: replaces the plan's
+    /// Ready condition, since only a spec change fixes it.
+    pub refused: Option<Desired>,
+}
+
+/// The result of [`workload`].
+#[derive(Debug)]
+pub enum WorkloadWrite {
+    Done(Applied),
+    /// The workload changed since it was read: nothing was written; decide again.
+    Conflict,
+}
+
+/// Brings the workload to the plan: applies the owned Deployment (template mode, whenever the
+/// replica count is known, so template and hand edits are reconciled even while the replica
+/// decision is on hold), or sets a referenced workload's replicas.
+pub async fn workload(
+    client: &Client,
+    group: &ConsumerGroup,
+    observation: &Observation,
+    plan: &Plan,
+) -> Result<WorkloadWrite, Error> {
+    let current = observation.workload_replicas.clone().ok().flatten();
+    let read_version = observation.workload.as_ref().and_then(|w| w.resource_version.clone());
+    let mut applied = Applied { replicas: current, ..Applied::default() };
+    let template = group.spec.template.as_ref().map(|template| template.parse());
+    match (&template, &observation.settings) {
+        (Some(Err(invalid)), Some(_)) => {
+            // The Deployment is left as it is (never scaled to zero for a typo) until the spec is fixed.
+            applied.refused = Some(Desired::new(
+                conditions::READY,
+                false,
+                conditions::reason::TEMPLATE_INVALID,
+                format!("{invalid}; fix spec.template"),
+            ));
+        }
+        (Some(Ok(template)), Some(settings)) => {
+            let Some(replicas) = plan.replicas.or(current) else { return Ok(WorkloadWrite::Done(applied)) };
+            let deployment = workload::deployment(group, template, &settings.bootstrap_servers, replicas);
+            let live = observation.workload.as_ref().and_then(|w| w.deployment.as_ref());
+            // Already as wanted: no write, and so no watch event that would reconcile again.
+            let written = match live {
+                Some(live) if workload::is_applied(&deployment, live) => Ok(()),
+                _ => apply_deployment(client, &deployment, read_version).await,
+            };
+            match written {
+                Ok(()) => {
+                    applied.replicas = Some(replicas);
+                    applied.scaled = current != Some(replicas);
+                }
+                Err(error) if is_conflict(&error) => return Ok(WorkloadWrite::Conflict),
+                // The apiserver refused the Deployment built from spec.template (a field the CRD
+                // schema leaves open, e.g. a malformed quantity): only a spec change fixes it.
+                // Server-side apply reports an undecodable field as a 500 "failed to convert".
+                Err(kube::Error::Api(status))
+                    if matches!(status.code, 400 | 422)
+                        || (status.code == 500 && status.message.contains("failed to convert")) =>
+                {
+                    applied.refused = Some(Desired::new(
+                        conditions::READY,
+                        false,
+                        conditions::reason::WORKLOAD_APPLY_FAILED,
+                        format!(
+                            "the Deployment built from spec.template was refused: {}; fix spec.template",
+                            status.message
+                        ),
+                    ));
+                }
+                Err(error) => return Err(Error::ApplyDeployment(error)),
+            }
+        }
+        _ => {
+            if let (Some(target), Some(replicas), Some(read_version)) =
+                (&group.spec.scale_target_ref, plan.replicas, read_version)
+                && current != Some(replicas)
+            {
+                let namespace = group.namespace().unwrap_or_default();
+                match scale_target(client, &namespace, target.kind, &target.name, replicas, &read_version).await {
+                    Ok(()) => {}
+                    Err(error) if is_conflict(&error) => return Ok(WorkloadWrite::Conflict),
+                    Err(error) => return Err(Error::ScaleWorkload(error)),
+                }
+                applied.replicas = Some(replicas);
+                applied.scaled = true;
+            }
+        }
+    }
+    Ok(WorkloadWrite::Done(applied))
+}
+
 /// Applies the owned Deployment. `read_version` is the resourceVersion of the Deployment as read
 /// (None: it did not exist, and the apply creates it).
-pub async fn apply_deployment(
+async fn apply_deployment(
     client: &Client,
     deployment: &Deployment,
     read_version: Option<String>,
@@ -35,13 +135,13 @@ pub async fn apply_deployment(
 }
 
 /// Whether a workload write was refused because the workload changed since it was read.
-pub fn is_conflict(error: &kube::Error) -> bool {
+fn is_conflict(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 409)
 }
 
 /// Sets only `spec.replicas` of a workload the operator does not own, if its scale subresource
 /// is still at `read_version`.
-pub async fn scale_target(
+async fn scale_target(
     client: &Client,
     namespace: &str,
     kind: ScaleTargetKind,
@@ -71,7 +171,7 @@ pub async fn scale_target(
 const MAX_STATUS_BYTES: usize = 512 << 10;
 
 /// Applies the status when it differs from what the object carries. Returns whether it wrote.
-pub async fn status(client: &Client, group: &ConsumerGroup, status: &ConsumerGroupStatus) -> Result<bool, kube::Error> {
+pub async fn status(client: &Client, group: &ConsumerGroup, status: &ConsumerGroupStatus) -> Result<bool, Error> {
     if group.status.as_ref() == Some(status) {
         return Ok(false);
     }
@@ -88,7 +188,9 @@ pub async fn status(client: &Client, group: &ConsumerGroup, status: &ConsumerGro
         tracing::warn!(group = %group.name_any(), size, "status too large; leaving the member list out");
         body["status"]["members"] = json!([]);
     }
-    api.patch_status(&group.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(body)).await?;
+    api.patch_status(&group.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(body))
+        .await
+        .map_err(Error::PatchStatus)?;
     Ok(true)
 }
 

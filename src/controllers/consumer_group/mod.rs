@@ -1,5 +1,8 @@
-//! The ConsumerGroup controller: a reconcile pipeline of observe (reads) -> plan/scaling (pure)
-//! -> act (writes).
+//! The ConsumerGroup controller: runs and scales a ConsumerGroup's workload and reports its group.
+//! Each reconcile is one straight line ([`reconcile_inner`]): `observe` (all reads, one
+//! `Observation`) -> `plan` (pure, with `scaling`'s replica decisions) -> `act::workload` (the
+//! workload write, returning what was applied) -> `status::build` (pure) -> `act::status` and
+//! `act::publish` (status only on change, Events only on transitions); `report` feeds /metrics.
 //!
 //! What it may do: read its ConsumerGroup, the workload and the group's part of its connection's
 //! observer snapshot (no Kafka request of its own, except the transaction-marker probe); write the
@@ -12,6 +15,7 @@ pub mod observe;
 pub mod plan;
 pub mod report;
 pub mod scaling;
+pub mod status;
 pub mod workload;
 
 use std::collections::HashMap;
@@ -26,42 +30,58 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::conditions;
 use crate::context::{Category, Context};
-use crate::crd::{ConsumerGroup, ConsumerGroupStatus, TopicStatus};
-use crate::kafka::observer::{GroupView, Interest};
-use crate::kafka::{GroupDescription, KafkaError};
-use crate::kafka_settings::{self, KafkaSettings};
+use crate::crd::ConsumerGroup;
 use crate::metrics::{GroupLabels, ResultLabels};
-use act::Happening;
-use plan::{KafkaObservation, Observed};
+use act::{Happening, WorkloadWrite};
+use observe::Observation;
+use plan::{KafkaObservation, Plan};
 use scaling::Recommendation;
 
-/// How soon a group that is not observed yet is looked at again (the observer's early poll waits
-/// 200 ms for others, then takes one round of requests).
-const AWAIT_OBSERVATION: Duration = Duration::from_millis(500);
-
-/// Errors a reconcile returns (everything else becomes a condition).
+/// Errors a reconcile returns (everything else becomes a condition), one per call that can fail,
+/// so that a log line says which one did.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("Kubernetes API request failed: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("Kafka request failed: {0}")]
-    Kafka(KafkaError),
+    #[error("reading the ConsumerGroup's Kafka settings (connection, Secret) failed: {0}")]
+    ResolveSettings(#[source] kube::Error),
+    #[error("reading the workload failed: {0}")]
+    GetWorkload(#[source] kube::Error),
+    #[error("reading the group's OffsetResets failed: {0}")]
+    GetResets(#[source] kube::Error),
+    #[error("applying the owned Deployment failed: {0}")]
+    ApplyDeployment(#[source] kube::Error),
+    #[error("scaling the workload failed: {0}")]
+    ScaleWorkload(#[source] kube::Error),
+    #[error("writing the ConsumerGroup's status failed: {0}")]
+    PatchStatus(#[source] kube::Error),
 }
 
 impl Error {
-    /// Stable label for metrics.
+    /// Stable label for metrics: every step is an apiserver request.
     pub fn label(&self) -> &'static str {
+        "kube_api"
+    }
+
+    /// The step that failed, for log lines.
+    pub fn step(&self) -> &'static str {
         match self {
-            Error::Kube(_) => "kube_api",
-            Error::Kafka(error) => error.label(),
+            Error::ResolveSettings(_) => "resolve_settings",
+            Error::GetWorkload(_) => "get_workload",
+            Error::GetResets(_) => "get_resets",
+            Error::ApplyDeployment(_) => "apply_deployment",
+            Error::ScaleWorkload(_) => "scale_workload",
+            Error::PatchStatus(_) => "patch_status",
         }
     }
 
     /// What kind of failure this is: it decides when to try again.
     pub fn category(&self) -> Category {
         match self {
-            Error::Kube(error) => Category::of_kube(error),
-            Error::Kafka(error) => Category::of_kafka(error),
+            Error::ResolveSettings(error)
+            | Error::GetWorkload(error)
+            | Error::GetResets(error)
+            | Error::ApplyDeployment(error)
+            | Error::ScaleWorkload(error)
+            | Error::PatchStatus(error) => Category::of_kube(error),
         }
     }
 }
@@ -85,7 +105,7 @@ impl Deref for GroupContext {
 }
 
 #[derive(Default)]
-struct GroupMemory {
+pub struct GroupMemory {
     recommendations: Vec<Recommendation>,
     /// The per-replica rate learned for time-to-drain scaling.
     rates: scaling::RateMemory,
@@ -183,7 +203,7 @@ pub fn error_policy(group: Arc<ConsumerGroup>, error: &Error, ctx: Arc<GroupCont
     let attempt = ctx.failures.lock().map(|mut f| bump(&mut f, ObjectRef::from(group.as_ref()))).unwrap_or(1);
     let category = error.category();
     let delay = category.retry_after(attempt, ctx.resync);
-    tracing::warn!(group = %group.name_any(), %error, label = error.label(), ?category, ?delay, "reconcile failed; retrying");
+    tracing::warn!(group = %group.name_any(), %error, step = error.step(), ?category, ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
 }
 
@@ -209,264 +229,67 @@ pub async fn reconcile(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> Res
     result
 }
 
+/// One reconcile: observe (reads) -> plan (pure) -> act on the workload -> status (pure) -> write
+/// status and Events -> when to look again.
 async fn reconcile_inner(
     group: Arc<ConsumerGroup>,
     key: ObjectRef<ConsumerGroup>,
     ctx: Arc<GroupContext>,
 ) -> Result<Action, Error> {
-    let namespace = group.namespace().unwrap_or_default();
-    // Whole seconds, as the API stores times: a finer time in memory would never equal the stored
-    // one, and every status comparison would find a change.
-    let now = Time(
-        k8s_openapi::jiff::Timestamp::from_second(k8s_openapi::jiff::Timestamp::now().as_second())
-            .expect("now is a valid time"),
-    );
-    let previous = group.status.clone().unwrap_or_default();
-
-    // Observe.
-    let conflict_with = crate::ownership::conflicting_owner(&ctx, &group);
-    let identified = crate::ownership::cluster_identified(&ctx, &group);
-    let mut connection = None;
-    let mut connection_problem = None;
-    if conflict_with.is_none() {
-        match kafka_settings::resolve(&ctx.client, &group, &ctx.defaults).await? {
-            Ok(c) => connection = Some(c),
-            Err(problem) => connection_problem = Some(problem),
-        }
-    }
-    if connection.is_none() {
-        ctx.forget_connection(&key);
-    }
-    let workload = observe::workload(&ctx.client, &group).await?;
-    let workload_replicas = match (&workload, &group.spec.scale_target_ref) {
-        (Some(w), _) => Ok(w.replicas),
-        (None, Some(target)) => Err(format!("{:?}/{}", target.kind, target.name)),
-        (None, None) => Ok(None),
-    };
+    let now = whole_seconds_now();
     let mut memory = ctx.take_memory(&key);
-    // Observed: read from the connection's observer (whose polls then reconcile the group).
-    let (observed, outcome) = match (&connection, &workload_replicas) {
-        (Some(connection), Ok(_)) => {
-            ctx.use_connection(&key, &connection.properties, &group.spec.group_id);
-            (true, observe_kafka(&ctx, &group, connection, &mut memory).await)
-        }
-        _ => (false, KafkaOutcome::default()),
-    };
-    if outcome.awaiting {
+    let Some(observation) = observe::observe(&ctx, &group, &key, &mut memory).await? else {
         ctx.put_memory(key, memory);
-        return Ok(Action::requeue(AWAIT_OBSERVATION));
-    }
-    // A first read of Kafka names the cluster by its id: another spelling of its bootstrap servers
-    // may turn out to be an older ConsumerGroup's cluster. Checked before anything is acted on
-    // (once the id was known at the first check, that check was already by id).
-    let (conflict_with, outcome) = match conflict_with {
-        None if observed && !identified => match crate::ownership::conflicting_owner(&ctx, &group) {
-            Some(owner) => {
-                ctx.forget_connection(&key);
-                connection = None;
-                (Some(owner), KafkaOutcome::default())
-            }
-            None => (None, outcome),
-        },
-        known => (known, outcome),
+        return Ok(Action::requeue(observe::AWAIT_OBSERVATION));
     };
-    let KafkaOutcome { kafka, description, described, lag: lag_summary, .. } = outcome;
-    if group.spec.scaling.is_some()
-        && let (Some(summary), Some(description)) = (&lag_summary, &description)
-        && let Some(recent) = &summary.recent_capacity
-    {
-        let stable = description.state == crate::kafka::GroupState::Stable;
-        memory.rates.observe(recent, &description.members, stable);
-    }
-    let rates = lag_summary.as_ref().map(|summary| plan::ScalingRates {
-        produced_per_second: summary.rates.map(|r| r.produced_per_second),
-        committed_per_second: summary.rates.and_then(|r| r.committed_per_second),
-        learned_per_replica: memory.rates.per_replica,
-    });
-
-    // Decide.
-    let resets = crate::reset_hold::hold_now(&ctx.client, &ctx.resets, &group).await?;
-    let held_by_reset = conditions::find(&previous.conditions, conditions::READY)
-        .is_some_and(|c| c.reason == conditions::reason::OFFSET_RESET_IN_PROGRESS);
-    let resume_after_reset = if held_by_reset && resets.holding.is_none() { resets.released_replicas } else { None };
-    let reset_in_progress = resets.holding;
-    let plan_conflict = conflict_with.is_some();
-    let plan = plan::plan(&Observed {
-        group: &group,
-        reset_in_progress,
-        resume_after_reset,
-        conflict_with,
-        connection: connection_problem,
-        workload_replicas: workload_replicas.clone(),
-        kafka: kafka.clone(),
-        scaling_lag: lag_summary.as_ref().map(|s| s.scaling_lag),
-        rates,
-        now_seconds: now.0.as_second(),
-        history: &memory.recommendations,
-    });
+    let previous = group.status.clone().unwrap_or_default();
+    let plan = plan::plan(&observation.plan_input(&group, &previous, &memory, now.0.as_second()));
     memory.recommendations = plan.history.clone();
     ctx.put_memory(key.clone(), memory);
 
-    // Act.
-    let current = workload_replicas.clone().ok().flatten();
+    let applied = match act::workload(&ctx.client, &group, &observation, &plan).await? {
+        WorkloadWrite::Done(applied) => applied,
+        WorkloadWrite::Conflict => return Ok(workload_changed(&group)),
+    };
+    let status = status::build(&group, &observation, &plan, &applied, &now, ctx.status_lag_interval.as_secs() as i64);
     let mut happenings = Vec::new();
-    let mut replicas_now = current;
-    let mut scaled = false;
-    let mut refused = None;
-    let template = group.spec.template.as_ref().map(|template| template.parse());
-    if let (Some(Err(invalid)), Some(_)) = (&template, &connection) {
-        // The Deployment is left as it is (never scaled to zero for a typo) until the spec is fixed.
-        refused = Some(conditions::Desired::new(
-            conditions::READY,
-            false,
-            conditions::reason::TEMPLATE_INVALID,
-            format!("{invalid}; fix spec.template"),
-        ));
-    } else if let (Some(Ok(template)), Some(connection)) = (&template, &connection) {
-        // Apply the template whenever the replica count is known, so template edits and hand edits
-        // are reconciled even while the replica decision is on hold.
-        if let Some(replicas) = plan.replicas.or(current) {
-            let deployment = workload::deployment(&group, template, &connection.bootstrap_servers, replicas);
-            let live = workload.as_ref().and_then(|w| w.deployment.as_ref());
-            let applied = match live {
-                // Already as wanted: no write, and so no watch event that would reconcile again.
-                Some(live) if workload::is_applied(&deployment, live) => Ok(()),
-                _ => {
-                    let read_version = workload.as_ref().and_then(|w| w.resource_version.clone());
-                    act::apply_deployment(&ctx.client, &deployment, read_version).await
-                }
-            };
-            match applied {
-                Ok(()) => {
-                    replicas_now = Some(replicas);
-                    scaled = current != Some(replicas);
-                }
-                // The apiserver refused the Deployment built from spec.template (a field the CRD
-                // schema leaves open, e.g. a malformed quantity): only a spec change fixes it.
-                // Server-side apply reports an undecodable field as a 500 "failed to convert".
-                Err(kube::Error::Api(status))
-                    if matches!(status.code, 400 | 422)
-                        || (status.code == 500 && status.message.contains("failed to convert")) =>
-                {
-                    refused = Some(conditions::Desired::new(
-                        conditions::READY,
-                        false,
-                        conditions::reason::WORKLOAD_APPLY_FAILED,
-                        format!(
-                            "the Deployment built from spec.template was refused: {}; fix spec.template",
-                            status.message
-                        ),
-                    ));
-                }
-                Err(error) if act::is_conflict(&error) => return Ok(workload_changed(&group)),
-                Err(error) => return Err(error.into()),
-            }
-        }
-    } else if let (Some(target), Some(replicas), Some(read_version)) =
-        (&group.spec.scale_target_ref, plan.replicas, workload.as_ref().and_then(|w| w.resource_version.as_deref()))
-        && current != Some(replicas)
+    if applied.scaled
+        && let Some(to) = applied.replicas
     {
-        match act::scale_target(&ctx.client, &namespace, target.kind, &target.name, replicas, read_version).await {
-            Ok(()) => {}
-            Err(error) if act::is_conflict(&error) => return Ok(workload_changed(&group)),
-            Err(error) => return Err(error.into()),
-        }
-        replicas_now = Some(replicas);
-        scaled = true;
+        let from = observation.workload_replicas.clone().ok().flatten();
+        tracing::info!(group = %group.name_any(), ?from, to, reason = %plan.scale_reason, "scaled workload");
+        happenings.push(Happening::Scaled { from, to, reason: plan.scale_reason.clone() });
     }
-    if scaled && let Some(to) = replicas_now {
-        tracing::info!(group = %group.name_any(), from = ?current, to, reason = %plan.scale_reason, "scaled workload");
-        happenings.push(Happening::Scaled { from: current, to, reason: plan.scale_reason.clone() });
-    }
-
-    // What the act step met is reported next to the plan, never written into it: a Deployment the
-    // apiserver refused replaces the plan's Ready condition, and only a spec change can fix it.
-    let mut desired_conditions = plan.conditions.clone();
-    if let Some(refused) = &refused {
-        desired_conditions.retain(|c| c.type_ != conditions::READY);
-        desired_conditions.push(refused.clone());
-    }
-    let conditions = conditions::merge(&previous.conditions, &desired_conditions, group.metadata.generation, &now);
-    happenings
-        .extend(conditions::transitions(&previous.conditions, &conditions).into_iter().map(Happening::Transition));
-    let kafka_seen = matches!(kafka, KafkaObservation::Seen { .. });
-    let kafka_seen_group = kafka_seen && described;
-    // A ConsumerGroup that does not own its groupId keeps nothing of the group's members or lag,
-    // not even from a time it did: they belong to the owner.
-    let previous = if plan_conflict {
-        ConsumerGroupStatus { group_state: None, member_count: None, members: Vec::new(), lag: None, ..previous }
-    } else {
-        previous
-    };
-    let status = ConsumerGroupStatus {
-        observed_generation: group.metadata.generation,
-        partitions: plan.partitions.or(previous.partitions),
-        topics: match &kafka {
-            KafkaObservation::Seen { partitions, .. } => {
-                partitions.iter().map(|(name, &partitions)| TopicStatus { name: name.clone(), partitions }).collect()
-            }
-            _ => previous.topics.clone(),
-        },
-        replicas: replicas_now,
-        desired_replicas: plan.desired_replicas.or(previous.desired_replicas),
-        selector: workload.as_ref().and_then(|w| w.selector.clone()),
-        group_state: if kafka_seen_group {
-            Some(description.as_ref().map_or("Dead".to_string(), |d| d.state.as_str().to_string()))
-        } else {
-            previous.group_state.clone()
-        },
-        member_count: if kafka_seen_group {
-            Some(description.as_ref().map_or(0, |d| d.members.len() as i32))
-        } else {
-            previous.member_count
-        },
-        members: if kafka_seen_group { report::members(description.as_ref()) } else { previous.members.clone() },
-        lag: match &lag_summary {
-            Some(summary) => Some(crate::lag::lag_for_status(
-                previous.lag.as_ref(),
-                &summary.lag_status(),
-                ctx.status_lag_interval.as_secs() as i64,
-            )),
-            None => previous.lag.clone(),
-        },
-        last_scale_time: if scaled { Some(now.clone()) } else { previous.last_scale_time.clone() },
-        autoscaling: None,
-        conditions,
-    };
-    // The autoscaling figures move every poll: refreshed with the lag figures, or when the
-    // decision itself changed.
-    let lag_refreshed = status.lag.as_ref().map(|l| &l.measured_at) != previous.lag.as_ref().map(|l| &l.measured_at);
-    let status = ConsumerGroupStatus {
-        autoscaling: match (&plan.autoscaling, &previous.autoscaling) {
-            (None, _) if group.spec.scaling.is_none() => None,
-            (None, kept) => kept.clone(),
-            (Some(fresh), Some(kept))
-                if !lag_refreshed
-                    && status.desired_replicas == previous.desired_replicas
-                    && fresh.rule == kept.rule =>
-            {
-                Some(kept.clone())
-            }
-            (Some(fresh), _) => Some(fresh.clone()),
-        },
-        ..status
-    };
-    let fresh_members = kafka_seen_group.then_some(status.member_count).flatten();
-    report::record_metrics(
-        &ctx.metrics,
-        &group,
-        &status,
-        fresh_members,
-        lag_summary.as_ref(),
-        plan.autoscaling_figures.as_ref(),
+    happenings.extend(
+        conditions::transitions(&previous.conditions, &status.conditions).into_iter().map(Happening::Transition),
     );
+    let fresh_members = status::fresh_member_count(&observation, &status);
+    let lag = observation.kafka.lag.as_ref();
+    report::record_metrics(&ctx.metrics, &group, &status, fresh_members, lag, plan.autoscaling_figures.as_ref());
     if act::status(&ctx.client, &group, &status).await? {
         ctx.remember_write(&group);
     }
     act::publish(&ctx.events, &group, happenings).await;
+    Ok(next_look(&ctx, &group, &key, &observation, &plan))
+}
 
-    // Schedule the next look.
-    let failed = matches!(kafka, KafkaObservation::Failed { .. });
+/// Now in whole seconds, as the API stores times: a finer time in memory would never equal the
+/// stored one, and every status comparison would find a change.
+fn whole_seconds_now() -> Time {
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    Time(k8s_openapi::jiff::Timestamp::from_second(now).expect("now is a valid time"))
+}
+
+/// When to reconcile again: backing off while Kafka fails, never for an error only a spec change
+/// fixes, else at the group's interval.
+fn next_look(
+    ctx: &GroupContext,
+    group: &ConsumerGroup,
+    key: &ObjectRef<ConsumerGroup>,
+    observation: &Observation,
+    plan: &Plan,
+) -> Action {
+    let failed = matches!(observation.kafka.kafka, KafkaObservation::Failed { .. });
     let attempt = ctx
         .failures
         .lock()
@@ -474,22 +297,22 @@ async fn reconcile_inner(
             if failed {
                 bump(&mut f, key.clone())
             } else {
-                f.remove(&key);
+                f.remove(key);
                 0
             }
         })
         .unwrap_or(0);
     // A refused template still has lag to report: only the workload waits for a spec change.
-    Ok(if plan.permanent {
+    if plan.permanent {
         Action::await_change()
     } else if failed {
         Action::requeue(Category::Transient.retry_after(attempt, ctx.resync).min(ctx.resync))
     } else {
-        let every = look_interval(&group, ctx.resync);
+        let every = look_interval(group, ctx.resync);
         // An observed group is reconciled by its observer's next poll (runtime's
         // groups_with_news): this later look is only for a poll that does not come.
-        Action::requeue(if observed { every * 2 } else { every })
-    })
+        Action::requeue(if observation.observed { every * 2 } else { every })
+    }
 }
 
 /// How soon a reconcile whose workload write met a newer workload decides again.
@@ -506,101 +329,6 @@ fn workload_changed(group: &ConsumerGroup) -> Action {
 fn look_interval(group: &ConsumerGroup, resync: Duration) -> Duration {
     let poll = group.spec.scaling.as_ref().map(|s| Duration::from_secs(s.poll_interval_seconds as u64));
     poll.map_or(resync, |p| p.min(resync))
-}
-
-/// What Kafka said about a ConsumerGroup this time.
-struct KafkaOutcome {
-    kafka: KafkaObservation,
-    /// The group is not in a snapshot yet; an early poll is coming.
-    awaiting: bool,
-    description: Option<GroupDescription>,
-    /// Whether the group's state was read this time (else status keeps the last known one).
-    described: bool,
-    lag: Option<Arc<crate::lag::Summary>>,
-}
-
-impl Default for KafkaOutcome {
-    fn default() -> Self {
-        KafkaOutcome {
-            kafka: KafkaObservation::NotQueried,
-            awaiting: false,
-            description: None,
-            described: false,
-            lag: None,
-        }
-    }
-}
-
-/// Reads the group's part of its connection's observer snapshot: the group's state and its lag
-/// as the observer summarized it. No Kafka I/O of its own.
-async fn observe_kafka(
-    ctx: &Context,
-    group: &ConsumerGroup,
-    connection: &KafkaSettings,
-    memory: &mut GroupMemory,
-) -> KafkaOutcome {
-    let failed = |error: KafkaError| {
-        let mut message = error.to_string();
-        if connection.defaults_withheld {
-            message = format!("{message}; {}", kafka_settings::DEFAULTS_WITHHELD);
-        }
-        KafkaOutcome {
-            kafka: KafkaObservation::Failed { reason: observe::failure_reason(&error), message },
-            ..KafkaOutcome::default()
-        }
-    };
-    let observer = match ctx.observer_for(connection).await {
-        Ok(observer) => observer,
-        Err(error) => return failed(error),
-    };
-    let scaling = group.spec.scaling.as_ref();
-    let interest = Interest {
-        topics: group.spec.topics.clone(),
-        every: look_interval(group, ctx.resync),
-        policy: group.spec.auto_offset_reset,
-        polls_kept: scaling.and_then(|s| s.exclude_persistent_lag_after_polls).map_or(0, |n| n.max(2) as usize),
-        learns_capacity: scaling.is_some(),
-    };
-    let Some(snapshot) = observer.latest(&group.spec.group_id, &interest) else {
-        // Not observed yet (a new group, or new topics): look again once the early poll is in,
-        // unless the observer has not answered for a while.
-        let since = *memory.awaiting_observation.get_or_insert_with(std::time::Instant::now);
-        if since.elapsed() > ctx.kafka_timeout * 3 {
-            memory.awaiting_observation = None;
-            return failed(KafkaError::Timeout("an observation of the group"));
-        }
-        return KafkaOutcome { awaiting: true, ..KafkaOutcome::default() };
-    };
-    memory.awaiting_observation = None;
-    let (partitions, group_read, lag) = match snapshot.view(&group.spec.group_id, &group.spec.topics) {
-        GroupView::Failed(error) => return failed(error),
-        GroupView::TopicsMissing(topics) => {
-            return KafkaOutcome { kafka: KafkaObservation::TopicsMissing(topics), ..KafkaOutcome::default() };
-        }
-        GroupView::Seen { partitions, group, lag, .. } => (partitions, group, lag),
-    };
-    let mut outcome = KafkaOutcome::default();
-    let mut group_unreadable = None;
-    match group_read {
-        Ok(found) => {
-            outcome.description = found;
-            outcome.described = true;
-        }
-        Err(error) => group_unreadable = Some(error.to_string()),
-    }
-    match lag {
-        Ok(summary) => outcome.lag = Some(summary),
-        Err(error) => {
-            tracing::warn!(group = %group.name_any(), %error, "lag could not be measured");
-            group_unreadable.get_or_insert_with(|| error.to_string());
-            // A listing that hides a group it may not describe reads as "Dead, no members":
-            // without its offsets, its state is not trusted either.
-            outcome.described = false;
-        }
-    }
-    let unbatched = observer.client().group_reader().err().map(ToString::to_string);
-    outcome.kafka = KafkaObservation::Seen { partitions, group_unreadable, unbatched };
-    outcome
 }
 
 #[cfg(test)]
