@@ -48,24 +48,52 @@ use target::{PartitionState, Target};
 /// `kafka_failed`).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("Kubernetes API request failed: {0}")]
-    Kube(#[from] kube::Error),
+    #[error("reading the OffsetReset failed: {0}")]
+    GetReset(#[source] kube::Error),
+    #[error("reading the ConsumerGroup failed: {0}")]
+    GetConsumerGroup(#[source] kube::Error),
+    #[error("reading the ConsumerGroup's Kafka settings (connection, Secret) failed: {0}")]
+    ResolveSettings(#[source] kube::Error),
+    #[error("reading the OffsetReset to roll back failed: {0}")]
+    GetRolledBack(#[source] kube::Error),
+    #[error("listing the workload's pods failed: {0}")]
+    ListPods(#[source] kube::Error),
+    #[error("writing the OffsetReset's status failed: {0}")]
+    PatchStatus(#[source] kube::Error),
     #[error("Kafka request failed: {0}")]
     Kafka(KafkaError),
 }
 
 impl Error {
-    /// Stable label for metrics.
+    /// Stable label for metrics: `kube_api` for every apiserver request.
     pub fn label(&self) -> &'static str {
         match self {
-            Error::Kube(_) => "kube_api",
             Error::Kafka(error) => error.label(),
+            _ => "kube_api",
+        }
+    }
+
+    /// The step that failed, for log lines.
+    pub fn step(&self) -> &'static str {
+        match self {
+            Error::GetReset(_) => "get_reset",
+            Error::GetConsumerGroup(_) => "get_consumer_group",
+            Error::ResolveSettings(_) => "resolve_settings",
+            Error::GetRolledBack(_) => "get_rolled_back",
+            Error::ListPods(_) => "list_pods",
+            Error::PatchStatus(_) => "patch_status",
+            Error::Kafka(_) => "kafka",
         }
     }
 
     pub fn category(&self) -> Category {
         match self {
-            Error::Kube(error) => Category::of_kube(error),
+            Error::GetReset(error)
+            | Error::GetConsumerGroup(error)
+            | Error::ResolveSettings(error)
+            | Error::GetRolledBack(error)
+            | Error::ListPods(error)
+            | Error::PatchStatus(error) => Category::of_kube(error),
             Error::Kafka(error) => Category::of_kafka(error),
         }
     }
@@ -78,7 +106,7 @@ pub fn error_policy(reset: Arc<OffsetReset>, error: &Error, ctx: Arc<Context>) -
     let category = error.category();
     let attempt = ctx.attempts.failed(&ObjectRef::from(reset.as_ref()).erase());
     let delay = category.retry_after(attempt, ctx.resync);
-    tracing::warn!(reset = %reset.name_any(), %error, ?category, attempt, ?delay, "offset reset step failed; retrying");
+    tracing::warn!(reset = %reset.name_any(), %error, step = error.step(), ?category, attempt, ?delay, "offset reset step failed; retrying");
     Action::requeue(delay)
 }
 
@@ -95,7 +123,7 @@ fn not_the_owner(group: &ConsumerGroup, owner: &str) -> String {
 /// was made on, so a stale cache or a deposed leader gets a conflict (and a fresh read on the retry)
 /// instead of moving a phase back or re-resolving a relative target after its commit.
 async fn write_status(ctx: &Context, reset: &OffsetReset, status: &OffsetResetStatus) -> Result<(), Error> {
-    apply_status(&ctx.client, reset, status).await?;
+    apply_status(&ctx.client, reset, status).await.map_err(Error::PatchStatus)?;
     Ok(())
 }
 
@@ -155,7 +183,9 @@ pub async fn reconcile(cached: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Ac
     // conditional on this read's resourceVersion (see `write_status`).
     let namespace = cached.namespace().unwrap_or_default();
     let api: Api<OffsetReset> = Api::namespaced(ctx.client.clone(), &namespace);
-    let Some(reset) = api.get_opt(&cached.name_any()).await? else { return Ok(Action::await_change()) };
+    let Some(reset) = api.get_opt(&cached.name_any()).await.map_err(Error::GetReset)? else {
+        return Ok(Action::await_change());
+    };
     if crate::reset_hold::settled(&reset) {
         return Ok(Action::await_change());
     }
@@ -164,7 +194,7 @@ pub async fn reconcile(cached: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Ac
     let mut status = OffsetResetStatus { observed_generation: reset.metadata.generation, ..status };
 
     let groups: Api<ConsumerGroup> = Api::namespaced(ctx.client.clone(), &namespace);
-    let Some(group) = groups.get_opt(&reset.spec.consumer_group).await? else {
+    let Some(group) = groups.get_opt(&reset.spec.consumer_group).await.map_err(Error::GetConsumerGroup)? else {
         let message = format!("ConsumerGroup {:?} does not exist in this namespace", reset.spec.consumer_group);
         write_status(&ctx, &reset, &finished(&status, ResetPhase::Failed, message)).await?;
         return Ok(Action::await_change());
@@ -176,13 +206,14 @@ pub async fn reconcile(cached: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Ac
     if starting && let Some(owner) = crate::ownership::conflicting_owner(&ctx, &group) {
         return fail(&ctx, &reset, &status, not_the_owner(&group, &owner)).await;
     }
-    let connection = match kafka_settings::resolve(&ctx.client, &group, &ctx.defaults).await? {
-        Ok(connection) => connection,
-        Err(problem) => {
-            let error = KafkaError::Config(format!("ConsumerGroup {}: {problem}", group.name_any()));
-            return kafka_failed(&ctx, &reset, status, error).await;
-        }
-    };
+    let connection =
+        match kafka_settings::resolve(&ctx.client, &group, &ctx.defaults).await.map_err(Error::ResolveSettings)? {
+            Ok(connection) => connection,
+            Err(problem) => {
+                let error = KafkaError::Config(format!("ConsumerGroup {}: {problem}", group.name_any()));
+                return kafka_failed(&ctx, &reset, status, error).await;
+            }
+        };
     let client = match ctx.kafka.get_or_create(&connection.properties).await {
         Ok(client) => client,
         Err(error) => return kafka_failed(&ctx, &reset, status, error).await,
@@ -222,7 +253,7 @@ pub async fn reconcile(cached: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Ac
                 Ok(Action::await_change())
             }
             Err(PlanError::Kafka(error)) => Err(Error::Kafka(error)),
-            Err(PlanError::Kube(error)) => Err(Error::Kube(error)),
+            Err(PlanError::Kube(error)) => Err(Error::GetRolledBack(error)),
         },
         (ResetMode::Execute, None | Some(ResetPhase::Pending | ResetPhase::Planned)) => {
             start(&ctx, &client, &group, &reset, status).await
@@ -315,7 +346,7 @@ async fn start(
             return fail(ctx, reset, &status, format!("{message}; nothing was stopped or changed")).await;
         }
         Err(PlanError::Kafka(error)) => return Err(Error::Kafka(error)),
-        Err(PlanError::Kube(error)) => return Err(Error::Kube(error)),
+        Err(PlanError::Kube(error)) => return Err(Error::GetRolledBack(error)),
     }
     status.phase = Some(ResetPhase::Quiescing);
     status.previous_replicas = group.status.as_ref().and_then(|s| s.replicas);
@@ -386,7 +417,7 @@ fn describe_members(members: &[MemberDescription]) -> String {
 async fn workload_pods(ctx: &Context, group: &ConsumerGroup) -> Result<Option<usize>, Error> {
     let Some(selector) = group.status.as_ref().and_then(|s| s.selector.clone()) else { return Ok(None) };
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &group.namespace().unwrap_or_default());
-    let list = pods.list_metadata(&ListParams::default().labels(&selector)).await?;
+    let list = pods.list_metadata(&ListParams::default().labels(&selector)).await.map_err(Error::ListPods)?;
     Ok(Some(list.items.len()))
 }
 
@@ -423,49 +454,90 @@ async fn quiesce(
                 fail(ctx, reset, &status, format!("the plan could not be resolved: {message}; no offset changed")).await
             }
             Err(PlanError::Kafka(error)) => Err(Error::Kafka(error)),
-            Err(PlanError::Kube(error)) => Err(Error::Kube(error)),
+            Err(PlanError::Kube(error)) => Err(Error::GetRolledBack(error)),
         };
     }
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let names = describe_members(&members);
-    // Members that outlive the workload's pods by a session timeout are consumers it does not
-    // run: waiting longer cannot empty the group.
-    let workload_gone = workload_stopped && !members.is_empty() && workload_pods(ctx, group).await? == Some(0);
-    if workload_gone {
-        let since = status.workload_gone_at.get_or_insert(Time(now)).0;
-        let gone_for = now.as_second() - since.as_second();
-        if gone_for >= i64::from(reset.spec.session_timeout_seconds) {
+    // Members that outlive the workload's pods are consumers it does not run: its pods are
+    // listed only then.
+    let no_pods = workload_stopped && !members.is_empty() && workload_pods(ctx, group).await? == Some(0);
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let view = QuiesceView {
+        members: &members,
+        no_pods,
+        now,
+        started_at: status.started_at.as_ref().map_or(0, |t| t.0.as_second()),
+        pods_gone_since: status.workload_gone_at.as_ref().map(|t| t.0.as_second()),
+        session_timeout_seconds: i64::from(reset.spec.session_timeout_seconds),
+        quiesce_timeout_seconds: i64::from(reset.spec.quiesce_timeout_seconds),
+    };
+    let (step, pods_gone_since) = quiesce_step(&view);
+    status.workload_gone_at = pods_gone_since.and_then(|s| k8s_openapi::jiff::Timestamp::from_second(s).ok()).map(Time);
+    match step {
+        QuiesceStep::Fail(message) => return fail(ctx, reset, &status, message).await,
+        QuiesceStep::Wait(Some(message)) => status.message = Some(message),
+        QuiesceStep::Wait(None) => {}
+    }
+    write_if_changed(ctx, reset, &status).await?;
+    Ok(Action::requeue(Duration::from_secs(1)))
+}
+
+/// What quiescing saw this time, once the group is not yet empty and stopped.
+struct QuiesceView<'a> {
+    members: &'a [MemberDescription],
+    /// The workload is stopped and has no pods, yet the group has members.
+    no_pods: bool,
+    now: i64,
+    started_at: i64,
+    /// Since when the workload has had no pods while members stayed (seconds), as recorded.
+    pods_gone_since: Option<i64>,
+    session_timeout_seconds: i64,
+    quiesce_timeout_seconds: i64,
+}
+
+#[derive(Debug, PartialEq)]
+enum QuiesceStep {
+    /// Keep waiting, with a new status message (None keeps the last one).
+    Wait(Option<String>),
+    /// Give up: the workload resumes, no offset changed.
+    Fail(String),
+}
+
+/// The quiescing rule, pure: members that outlive the workload's pods by a session timeout are
+/// consumers the operator does not run (waiting longer cannot empty the group), and nothing waits
+/// past quiesceTimeoutSeconds. Returns the step and the no-pods-since time to record.
+fn quiesce_step(view: &QuiesceView) -> (QuiesceStep, Option<i64>) {
+    let names = describe_members(view.members);
+    let mut message = None;
+    let pods_gone_since = view.no_pods.then(|| view.pods_gone_since.unwrap_or(view.now));
+    if let Some(since) = pods_gone_since {
+        let gone_for = view.now - since;
+        if gone_for >= view.session_timeout_seconds {
             let message = format!(
                 "the workload has no pods, yet after {gone_for}s (sessionTimeoutSeconds: {}) the group still has {names}: consumers outside the workload. Stop them and create a new OffsetReset. The workload resumes; no offset changed",
-                reset.spec.session_timeout_seconds
+                view.session_timeout_seconds
             );
-            return fail(ctx, reset, &status, message).await;
+            return (QuiesceStep::Fail(message), pods_gone_since);
         }
-        status.message = Some(format!(
+        message = Some(format!(
             "the workload has no pods; waiting up to sessionTimeoutSeconds ({}s) for the group's {names} to leave",
-            reset.spec.session_timeout_seconds
+            view.session_timeout_seconds
         ));
-    } else {
-        status.workload_gone_at = None;
     }
-    let started = status.started_at.as_ref().map_or(0, |t| t.0.as_second());
-    let waited = now.as_second() - started;
-    if waited >= i64::from(reset.spec.quiesce_timeout_seconds) {
-        let message = if members.is_empty() {
+    if view.now - view.started_at >= view.quiesce_timeout_seconds {
+        let message = if view.members.is_empty() {
             format!(
                 "the workload did not stop within {}s. The workload resumes; no offset changed",
-                reset.spec.quiesce_timeout_seconds
+                view.quiesce_timeout_seconds
             )
         } else {
             format!(
                 "the group still has {names} after {}s that the operator does not control; stop them and create a new OffsetReset. The workload resumes; no offset changed",
-                reset.spec.quiesce_timeout_seconds
+                view.quiesce_timeout_seconds
             )
         };
-        return fail(ctx, reset, &status, message).await;
+        return (QuiesceStep::Fail(message), pods_gone_since);
     }
-    write_if_changed(ctx, reset, &status).await?;
-    Ok(Action::requeue(Duration::from_secs(1)))
+    (QuiesceStep::Wait(message), pods_gone_since)
 }
 
 async fn commit(
@@ -692,4 +764,58 @@ async fn plan_now(
     target::check_size(reset, &plan).map_err(PlanError::Invalid)?;
     let members = description.into_iter().next().map(|d| d.members).unwrap_or_default();
     Ok(Planned { offsets: plan, members })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member() -> MemberDescription {
+        MemberDescription {
+            member_id: "m-1".into(),
+            client_id: "outside".into(),
+            host: "/10.0.0.9".into(),
+            assignment: vec![],
+        }
+    }
+
+    fn view(members: &[MemberDescription], no_pods: bool, now: i64, pods_gone_since: Option<i64>) -> QuiesceView<'_> {
+        QuiesceView {
+            members,
+            no_pods,
+            now,
+            started_at: 1_000,
+            pods_gone_since,
+            session_timeout_seconds: 45,
+            quiesce_timeout_seconds: 300,
+        }
+    }
+
+    #[test]
+    fn quiescing_waits_while_the_workload_stops_and_gives_up_at_the_quiesce_timeout() {
+        assert_eq!(quiesce_step(&view(&[], false, 1_010, None)), (QuiesceStep::Wait(None), None));
+        let (step, gone) = quiesce_step(&view(&[], false, 1_300, None));
+        assert!(matches!(&step, QuiesceStep::Fail(m) if m.contains("did not stop within 300s")), "{step:?}");
+        assert_eq!(gone, None);
+        let members = [member()];
+        let (step, _) = quiesce_step(&view(&members, false, 1_300, None));
+        assert!(matches!(&step, QuiesceStep::Fail(m) if m.contains("outside") && m.contains("300s")), "{step:?}");
+    }
+
+    #[test]
+    fn members_that_outlive_the_pods_by_a_session_timeout_fail_the_reset_naming_them() {
+        let members = [member()];
+        let (step, gone) = quiesce_step(&view(&members, true, 1_010, None));
+        assert!(matches!(&step, QuiesceStep::Wait(Some(m)) if m.contains("no pods")), "{step:?}");
+        assert_eq!(gone, Some(1_010), "the first time without pods is recorded");
+        let (step, gone) = quiesce_step(&view(&members, true, 1_054, Some(1_010)));
+        assert!(matches!(step, QuiesceStep::Wait(Some(_))), "44 s is within the 45 s session timeout");
+        assert_eq!(gone, Some(1_010), "and kept");
+        let (step, _) = quiesce_step(&view(&members, true, 1_055, Some(1_010)));
+        assert!(
+            matches!(&step, QuiesceStep::Fail(m) if m.contains("consumers outside the workload") && m.contains("outside")),
+            "{step:?}"
+        );
+        assert_eq!(quiesce_step(&view(&members, false, 1_055, Some(1_010))).1, None, "pods came back");
+    }
 }
