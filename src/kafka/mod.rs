@@ -440,7 +440,7 @@ pub struct AbsentTopics {
 }
 
 /// The transient error of topics that exist but cannot be read yet.
-pub fn topics_not_ready<'a>(topics: impl IntoIterator<Item = &'a (String, String)>) -> KafkaError {
+pub fn topics_not_ready<'a>(topics: impl IntoIterator<Item = (&'a String, &'a String)>) -> KafkaError {
     let named: Vec<String> = topics.into_iter().map(|(topic, why)| format!("{topic} ({why})")).collect();
     KafkaError::Request(format!("topics not ready: {}; retrying", named.join(", ")))
 }
@@ -770,7 +770,7 @@ impl KafkaClient {
             match (refused.is_empty(), missing.is_empty(), not_ready.is_empty()) {
                 (false, _, _) => Err(KafkaError::TopicsNotAuthorized(refused)),
                 (true, false, _) => Err(KafkaError::UnknownTopics(missing)),
-                (true, true, false) => Err(topics_not_ready(&not_ready)),
+                (true, true, false) => Err(topics_not_ready(not_ready.iter().map(|(topic, why)| (topic, why)))),
                 (true, true, true) => Ok(counts),
             }
         })

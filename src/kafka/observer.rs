@@ -182,8 +182,7 @@ impl Snapshot {
             missing.into_iter().partition(|topic| self.absent.not_ready.contains_key(topic));
         if !not_ready.is_empty() {
             let why = self.absent.not_ready.iter().filter(|(topic, _)| not_ready.contains(topic));
-            let why: Vec<(String, String)> = why.map(|(t, w)| (t.clone(), w.clone())).collect();
-            return GroupView::Failed(topics_not_ready(&why));
+            return GroupView::Failed(topics_not_ready(why));
         }
         if !missing.is_empty() {
             return GroupView::TopicsMissing(missing);

@@ -208,6 +208,13 @@ pub struct KafkaOutcome {
     pub lag: Option<Arc<crate::lag::Summary>>,
 }
 
+impl KafkaOutcome {
+    /// Whether Kafka answered for the group's state this time (else status keeps the last one).
+    pub fn group_read(&self) -> bool {
+        matches!(self.kafka, KafkaObservation::Seen { .. }) && self.described
+    }
+}
+
 impl Default for KafkaOutcome {
     fn default() -> Self {
         KafkaOutcome {

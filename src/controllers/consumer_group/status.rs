@@ -31,7 +31,7 @@ pub fn build(
     }
     let conditions = conditions::merge(&previous.conditions, &desired_conditions, group.metadata.generation, now);
     let kafka = &observation.kafka;
-    let seen_group = matches!(kafka.kafka, KafkaObservation::Seen { .. }) && kafka.described;
+    let seen_group = kafka.group_read();
     // A ConsumerGroup that does not own its groupId keeps nothing of the group's members or lag,
     // not even from a time it did: they belong to the owner.
     let previous = if observation.conflict_with.is_some() {
@@ -91,9 +91,7 @@ pub fn build(
 
 /// The member count read from Kafka this time (None: status keeps an older one), for metrics.
 pub fn fresh_member_count(observation: &Observation, status: &ConsumerGroupStatus) -> Option<i32> {
-    let kafka = &observation.kafka;
-    let seen_group = matches!(kafka.kafka, KafkaObservation::Seen { .. }) && kafka.described;
-    seen_group.then_some(status.member_count).flatten()
+    observation.kafka.group_read().then_some(status.member_count).flatten()
 }
 
 #[cfg(test)]
