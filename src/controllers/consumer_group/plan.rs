@@ -99,6 +99,9 @@ fn resume_after_reset(o: &Observed, plan: &mut Plan) {
     }
 }
 
+/// Decides in the order the fault rules need: what keeps the operator from acting first (a
+/// groupId conflict, a connection problem, a running reset, a missing scale target), then what
+/// Kafka answered, then the replicas within the cap.
 pub fn plan(o: &Observed) -> Plan {
     let mut plan = Plan {
         replicas: None,
@@ -112,42 +115,9 @@ pub fn plan(o: &Observed) -> Plan {
         autoscaling_figures: None,
     };
     let spec = &o.group.spec;
-
-    if let Some(owner) = &o.conflict_with {
-        // Not permanent: the other ConsumerGroup may go away, and this one must then take over
-        // within a resync without anyone editing it.
-        plan.conditions.push(Desired::new(
-            READY,
-            false,
-            reason::GROUP_ID_CONFLICT,
-            format!(
-                "groupId {:?} in this Kafka cluster is already managed by ConsumerGroup {owner}; this one is not acted on. Use another groupId or delete one of them",
-                spec.group_id
-            ),
-        ));
+    if held_back(o, &mut plan) {
         return plan;
     }
-
-    if let Some(problem) = &o.connection {
-        plan.permanent = matches!(problem, ConnectionProblem::NoBootstrapServers);
-        plan.conditions.push(Desired::new(READY, false, problem.reason(), problem.to_string()));
-        return plan;
-    }
-
-    if let Some(reset) = &o.reset_in_progress {
-        plan.replicas = Some(0);
-        plan.scale_reason = format!("OffsetReset {reset} needs the consumers stopped");
-        plan.conditions.push(Desired::new(
-            READY,
-            false,
-            reason::OFFSET_RESET_IN_PROGRESS,
-            format!(
-                "OffsetReset {reset} is changing the group's offsets: workload held at zero, autoscaling suspended"
-            ),
-        ));
-        return plan;
-    }
-
     let current = match &o.workload_replicas {
         Ok(current) => *current,
         Err(missing) => {
@@ -162,9 +132,92 @@ pub fn plan(o: &Observed) -> Plan {
             return plan;
         }
     };
+    let Some(partitions) = kafka_partitions(o, &mut plan) else { return plan };
+    let cap: i32 = partitions.values().sum();
+    plan.partitions = Some(cap);
 
-    let partitions = match &o.kafka {
-        KafkaObservation::NotQueried => return plan,
+    let decision = match &spec.scaling {
+        None => {
+            plan.scale_reason = format!("spec.replicas is {}", spec.replicas);
+            Some(scaling::manual(spec.replicas, cap))
+        }
+        Some(scaling) => lag_decision(o, &mut plan, scaling, current.unwrap_or(0), cap),
+    };
+    let Some(decision) = decision else {
+        plan.conditions.push(Desired::new(
+            READY,
+            false,
+            reason::LAG_UNAVAILABLE,
+            "lag could not be measured; keeping the current replicas",
+        ));
+        resume_after_reset(o, &mut plan);
+        return plan;
+    };
+    plan.desired_replicas = Some(decision.desired);
+    plan.conditions.push(cap_condition(&decision, partitions));
+
+    if spec.paused {
+        plan.conditions.push(Desired::new(
+            READY,
+            true,
+            reason::PAUSED,
+            format!("spec.paused is true: replicas frozen (the operator would set {})", decision.desired),
+        ));
+        return plan;
+    }
+    plan.replicas = Some(decision.desired);
+    plan.conditions.push(Desired::new(
+        READY,
+        true,
+        reason::RECONCILED,
+        format!("workload runs {} of {cap} possible replicas", decision.desired),
+    ));
+    plan
+}
+
+/// What keeps the operator from acting on the group at all, as a Ready condition (and, for a
+/// running reset, the workload held at zero). True when the plan is complete.
+fn held_back(o: &Observed, plan: &mut Plan) -> bool {
+    if let Some(owner) = &o.conflict_with {
+        // Not permanent: the other ConsumerGroup may go away, and this one must then take over
+        // within a resync without anyone editing it.
+        plan.conditions.push(Desired::new(
+            READY,
+            false,
+            reason::GROUP_ID_CONFLICT,
+            format!(
+                "groupId {:?} in this Kafka cluster is already managed by ConsumerGroup {owner}; this one is not acted on. Use another groupId or delete one of them",
+                o.group.spec.group_id
+            ),
+        ));
+        return true;
+    }
+    if let Some(problem) = &o.connection {
+        plan.permanent = matches!(problem, ConnectionProblem::NoBootstrapServers);
+        plan.conditions.push(Desired::new(READY, false, problem.reason(), problem.to_string()));
+        return true;
+    }
+    if let Some(reset) = &o.reset_in_progress {
+        plan.replicas = Some(0);
+        plan.scale_reason = format!("OffsetReset {reset} needs the consumers stopped");
+        plan.conditions.push(Desired::new(
+            READY,
+            false,
+            reason::OFFSET_RESET_IN_PROGRESS,
+            format!(
+                "OffsetReset {reset} is changing the group's offsets: workload held at zero, autoscaling suspended"
+            ),
+        ));
+        return true;
+    }
+    false
+}
+
+/// The subscribed topics' partition counts when Kafka answered; otherwise the conditions saying
+/// what failed (the replicas are left as they are, or as a reset found them) and None.
+fn kafka_partitions<'a>(o: &'a Observed, plan: &mut Plan) -> Option<&'a BTreeMap<String, i32>> {
+    match &o.kafka {
+        KafkaObservation::NotQueried => None,
         KafkaObservation::Failed { reason, message } => {
             let until = if *reason == reason::KAFKA_CONFIG_INVALID {
                 "the client properties are fixed"
@@ -174,8 +227,8 @@ pub fn plan(o: &Observed) -> Plan {
             let message = format!("{message}; keeping the current replicas until {until}");
             plan.conditions.push(Desired::new(KAFKA_REACHABLE, false, reason, message.clone()));
             plan.conditions.push(Desired::new(READY, false, reason, message));
-            resume_after_reset(o, &mut plan);
-            return plan;
+            resume_after_reset(o, plan);
+            None
         }
         KafkaObservation::TopicsMissing(topics) => {
             plan.conditions.push(Desired::new(KAFKA_REACHABLE, true, reason::CONNECTED, "metadata read"));
@@ -188,7 +241,7 @@ pub fn plan(o: &Observed) -> Plan {
                     topics.join(", ")
                 ),
             ));
-            return plan;
+            None
         }
         KafkaObservation::Seen { partitions, group_unreadable, unbatched } => {
             plan.conditions.push(match (group_unreadable, unbatched) {
@@ -212,85 +265,77 @@ pub fn plan(o: &Observed) -> Plan {
                     ),
                 ),
             });
-            partitions
+            Some(partitions)
         }
-    };
+    }
+}
+
+/// Lag autoscaling's decision, with its reasons and figures in the plan; None when the lag was
+/// not measured this time (nothing is decided on missing data).
+fn lag_decision(
+    o: &Observed,
+    plan: &mut Plan,
+    scaling: &crate::crd::ScalingSpec,
+    current: i32,
+    cap: i32,
+) -> Option<scaling::ReplicaDecision> {
+    let lag = o.scaling_lag?;
+    let rates = o.rates.unwrap_or_default();
+    let expected = scaling.expected_messages_per_second_per_replica.map(|r| r as f64);
+    let per_replica = rates.learned_per_replica.or(expected);
+    let drain = scaling.target_drain_seconds.zip(per_replica).map(|(target, per_replica)| scaling::DrainRates {
+        target_seconds: i64::from(target),
+        production_per_second: rates.produced_per_second.unwrap_or(0.0),
+        per_replica_per_second: per_replica,
+    });
+    let (decision, history) = scaling::autoscale(&scaling::LagInput {
+        scaling,
+        total_lag: lag,
+        drain,
+        current_replicas: current,
+        partitions: cap,
+        now_seconds: o.now_seconds,
+        history: o.history,
+    });
+    plan.history = history;
+    plan.scale_reason = autoscaling_reason(scaling, lag, current, drain, &decision);
+    let seconds_to_drain = crate::lag::seconds_to_drain(lag, rates.produced_per_second, rates.committed_per_second);
+    plan.autoscaling = Some(AutoscalingStatus {
+        rule: if drain.is_some() { "TimeToDrain" } else { "LagThreshold" }.to_string(),
+        reason: plan.scale_reason.clone(),
+        production_rate: rates.produced_per_second.map(rate_text),
+        consumption_rate: rates.committed_per_second.map(rate_text),
+        per_replica_rate: per_replica.map(rate_text),
+        seconds_to_drain: seconds_to_drain.map(|s| s.ceil() as i64),
+    });
+    plan.autoscaling_figures = Some(AutoscalingFigures { per_replica_per_second: per_replica, seconds_to_drain });
+    Some(decision)
+}
+
+/// The ReplicasCapped condition: which limit, if any, held the requested replicas back.
+fn cap_condition(decision: &scaling::ReplicaDecision, partitions: &BTreeMap<String, i32>) -> Desired {
     let cap: i32 = partitions.values().sum();
-    plan.partitions = Some(cap);
-    let per_topic = partitions.iter().map(|(t, p)| format!("{t}: {p}")).collect::<Vec<_>>().join(", ");
-
-    let decision = match &spec.scaling {
-        None => {
-            plan.scale_reason = format!("spec.replicas is {}", spec.replicas);
-            Some(scaling::manual(spec.replicas, cap))
+    match decision.limited_by {
+        Some(Limit::Partitions) => {
+            let per_topic = partitions.iter().map(|(t, p)| format!("{t}: {p}")).collect::<Vec<_>>().join(", ");
+            Desired::new(
+                REPLICAS_CAPPED,
+                true,
+                reason::PARTITION_CAP,
+                format!(
+                    "requested {} replicas, allowed {}: the subscribed topics have {cap} partitions ({per_topic}) and a consumer beyond that would sit idle",
+                    decision.requested, decision.desired
+                ),
+            )
         }
-        Some(scaling) => match o.scaling_lag {
-            Some(lag) => {
-                let rates = o.rates.unwrap_or_default();
-                let expected = scaling.expected_messages_per_second_per_replica.map(|r| r as f64);
-                let per_replica = rates.learned_per_replica.or(expected);
-                let drain =
-                    scaling.target_drain_seconds.zip(per_replica).map(|(target, per_replica)| scaling::DrainRates {
-                        target_seconds: i64::from(target),
-                        production_per_second: rates.produced_per_second.unwrap_or(0.0),
-                        per_replica_per_second: per_replica,
-                    });
-                let current = current.unwrap_or(0);
-                let (decision, history) = scaling::autoscale(&scaling::LagInput {
-                    scaling,
-                    total_lag: lag,
-                    drain,
-                    current_replicas: current,
-                    partitions: cap,
-                    now_seconds: o.now_seconds,
-                    history: o.history,
-                });
-                plan.history = history;
-                plan.scale_reason = autoscaling_reason(scaling, lag, current, drain, &decision);
-                let seconds_to_drain =
-                    crate::lag::seconds_to_drain(lag, rates.produced_per_second, rates.committed_per_second);
-                plan.autoscaling = Some(AutoscalingStatus {
-                    rule: if drain.is_some() { "TimeToDrain" } else { "LagThreshold" }.to_string(),
-                    reason: plan.scale_reason.clone(),
-                    production_rate: rates.produced_per_second.map(rate_text),
-                    consumption_rate: rates.committed_per_second.map(rate_text),
-                    per_replica_rate: per_replica.map(rate_text),
-                    seconds_to_drain: seconds_to_drain.map(|s| s.ceil() as i64),
-                });
-                plan.autoscaling_figures =
-                    Some(AutoscalingFigures { per_replica_per_second: per_replica, seconds_to_drain });
-                Some(decision)
-            }
-            None => None,
-        },
-    };
-
-    let Some(decision) = decision else {
-        plan.conditions.push(Desired::new(
-            READY,
-            false,
-            reason::LAG_UNAVAILABLE,
-            "lag could not be measured; keeping the current replicas",
-        ));
-        resume_after_reset(o, &mut plan);
-        return plan;
-    };
-    plan.desired_replicas = Some(decision.desired);
-    plan.conditions.push(match decision.limited_by {
-        Some(Limit::Partitions) => Desired::new(
-            REPLICAS_CAPPED,
-            true,
-            reason::PARTITION_CAP,
-            format!(
-                "requested {} replicas, allowed {}: the subscribed topics have {cap} partitions ({per_topic}) and a consumer beyond that would sit idle",
-                decision.requested, decision.desired
-            ),
-        ),
         Some(Limit::MaxReplicas) => Desired::new(
             REPLICAS_CAPPED,
             true,
             reason::MAX_REPLICAS,
-            format!("requested {} replicas, allowed {} by spec.scaling.maxReplicas", decision.requested, decision.desired),
+            format!(
+                "requested {} replicas, allowed {} by spec.scaling.maxReplicas",
+                decision.requested, decision.desired
+            ),
         ),
         None => Desired::new(
             REPLICAS_CAPPED,
@@ -298,25 +343,7 @@ pub fn plan(o: &Observed) -> Plan {
             reason::WITHIN_LIMITS,
             format!("requested {} replicas, within the {cap} partitions", decision.requested),
         ),
-    });
-
-    if spec.paused {
-        plan.conditions.push(Desired::new(
-            READY,
-            true,
-            reason::PAUSED,
-            format!("spec.paused is true: replicas frozen (the operator would set {})", decision.desired),
-        ));
-        return plan;
     }
-    plan.replicas = Some(decision.desired);
-    plan.conditions.push(Desired::new(
-        READY,
-        true,
-        reason::RECONCILED,
-        format!("workload runs {} of {cap} possible replicas", decision.desired),
-    ));
-    plan
 }
 
 /// A rate as status shows it: three significant figures, as decimal text.
