@@ -10,6 +10,7 @@ pub mod external_metrics;
 mod fault;
 mod http;
 pub mod kafka;
+pub mod kafka_connections;
 pub mod kafka_settings;
 pub mod lag;
 pub mod metrics;

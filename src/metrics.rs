@@ -222,6 +222,8 @@ pub struct Metrics {
     pub kafka_requests: Family<RequestLabels, Counter>,
     /// Open Kafka connections (one per distinct connection settings in use).
     pub kafka_connections: Gauge,
+    /// ConsumerGroups the operator keeps state for (its registry): follows the live ones.
+    pub groups_kept: Gauge,
     /// 1 while this instance acts (leader, or no leader election), 0 while it waits as a follower.
     pub leader: Gauge,
     pub reconcile_duration: Histogram,
@@ -245,6 +247,7 @@ impl Metrics {
         let errors = Family::<ErrorLabels, Counter>::default();
         let kafka_requests = Family::<RequestLabels, Counter>::default();
         let kafka_connections = Gauge::default();
+        let groups_kept = Gauge::default();
         let leader = Gauge::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let lag_collection_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
@@ -261,6 +264,11 @@ impl Metrics {
             "consumergroup_operator_kafka_connections",
             "Open Kafka connections: one per distinct connection settings in use; a rotated credential or a deleted ConsumerGroup closes its connection",
             kafka_connections.clone(),
+        );
+        registry.register(
+            "consumergroup_operator_groups_kept",
+            "ConsumerGroups the operator keeps state for between reconciles; a deleted ConsumerGroup leaves at its delete event",
+            groups_kept.clone(),
         );
         registry.register(
             "consumergroup_operator_leader",
@@ -290,6 +298,7 @@ impl Metrics {
             errors,
             kafka_requests,
             kafka_connections,
+            groups_kept,
             leader,
             reconcile_duration,
             lag_collection_duration,

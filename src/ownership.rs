@@ -44,7 +44,7 @@ pub fn conflicting_owner(ctx: &Context, group: &ConsumerGroup) -> Option<String>
 pub fn cluster_of(ctx: &Context, group: &ConsumerGroup) -> Option<String> {
     let default = ctx.defaults.bootstrap_servers.as_deref();
     let key = kafka_settings::cluster_key(&kafka_settings::bootstrap_servers(group, default, &ctx.connections_cache)?);
-    Some(match ctx.cluster_id(&key) {
+    Some(match ctx.kafka.cluster_id(&key) {
         Some(id) => format!("id:{id}"),
         None => format!("servers:{key}"),
     })

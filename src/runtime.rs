@@ -15,9 +15,11 @@ use kube::{Client, ResourceExt};
 use tokio::sync::broadcast;
 
 use crate::cli::RunArgs;
-use crate::context::{Context, MANAGER, Observed};
+use crate::context::{Context, MANAGER};
+use crate::controllers::consumer_group::registry::Registry;
 use crate::controllers::consumer_group::{GroupContext, workload};
 use crate::crd::{ClusterKafkaConnection, ConnectionKind, ConsumerGroup, KafkaConnection, OffsetReset};
+use crate::kafka_connections::PollNews;
 use crate::kafka_settings::ConnectionStores;
 use crate::metrics::Metrics;
 
@@ -337,7 +339,7 @@ pub async fn run_with_client(
         .iter()
         .map(|scope| {
             let (reader, writer) = reflector::store();
-            let resets = cached_spec_changes(scoped_api::<OffsetReset>(&client, scope), writer, "reset-cache");
+            let resets = cached_spec_changes(scoped_api::<OffsetReset>(&client, scope), writer, "reset-cache", |_| {});
             Controller::for_stream(resets, reader).graceful_shutdown_on(shutdown.clone())
         })
         .collect();
@@ -348,29 +350,44 @@ pub async fn run_with_client(
         .map(|scope| {
             let (reader, writer) = reflector::store();
             let connections =
-                cached_spec_changes(scoped_api::<KafkaConnection>(&client, scope), writer, "connection-cache");
+                cached_spec_changes(scoped_api::<KafkaConnection>(&client, scope), writer, "connection-cache", |_| {});
             Controller::for_stream(connections, reader).graceful_shutdown_on(shutdown.clone())
         })
         .collect();
     let cluster_connection_controller = {
         let (reader, writer) = reflector::store();
         let connections =
-            cached_spec_changes(Api::<ClusterKafkaConnection>::all(client.clone()), writer, "connection-cache");
+            cached_spec_changes(Api::<ClusterKafkaConnection>::all(client.clone()), writer, "connection-cache", |_| {});
         Controller::for_stream(connections, reader).graceful_shutdown_on(shutdown.clone())
     };
     let connection_stores = ConnectionStores {
         namespaced: connection_controllers.iter().map(|c| c.store()).collect(),
         cluster: Some(cluster_connection_controller.store()),
     };
-    let (observed, _) = broadcast::channel(OBSERVED_BACKLOG);
+    let (news, _) = broadcast::channel(OBSERVED_BACKLOG);
+    let registry = Arc::new(Registry::default());
+    // Deletions (and relists, which replace what a broken watch missed) as the caches see them:
+    // what the operator keeps of a group goes with the group.
+    let (gone, mut deletions) = tokio::sync::mpsc::unbounded_channel::<Deletion>();
     let controllers: Vec<_> = scopes
         .iter()
         .map(|scope| {
             let (reader, writer) = reflector::store();
-            let groups = cached_spec_changes(scoped_api::<ConsumerGroup>(&client, scope), writer, "group-cache");
+            let gone = gone.clone();
+            let on_event = move |event: &watcher::Event<ConsumerGroup>| {
+                let deletion = match event {
+                    watcher::Event::Delete(group) => Deletion::Deleted(ObjectRef::from(group)),
+                    watcher::Event::InitDone => Deletion::Relisted,
+                    _ => return,
+                };
+                // Refused only once the deletions task has ended (shutting down).
+                let _ = gone.send(deletion);
+            };
+            let groups =
+                cached_spec_changes(scoped_api::<ConsumerGroup>(&client, scope), writer, "group-cache", on_event);
             let connections = scoped_api::<KafkaConnection>(&client, scope);
             let (users_of, users_of_cluster) = (reader.clone(), reader.clone());
-            let with_news = groups_with_news(observed.subscribe(), reader.clone());
+            let with_news = groups_with_news(news.subscribe(), reader.clone(), registry.clone());
             Controller::for_stream(groups, reader)
                 // At a resync every ConsumerGroup is due at once: a bounded number of reconciles
                 // in flight keeps the memory they hold (and the apiserver's load) flat.
@@ -443,15 +460,26 @@ pub async fn run_with_client(
             }
         });
     }
-    let context = Arc::new(Context::new(client, stores, reset_stores, connection_stores, metrics, observed, &args));
-    let groups = Arc::new(GroupContext::new(context.clone()));
+    let context = Arc::new(Context::new(client, stores, reset_stores, connection_stores, metrics, news, &args));
+    let groups = Arc::new(GroupContext::new(context.clone(), registry));
+    let forgetting = {
+        let groups = groups.clone();
+        tokio::spawn(async move {
+            while let Some(deletion) = deletions.recv().await {
+                match deletion {
+                    Deletion::Deleted(key) => groups.forget(&key),
+                    Deletion::Relisted => groups.forget_missing(),
+                }
+            }
+        })
+    };
     let mut sweeper = {
         let groups = groups.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(groups.resync.min(Duration::from_secs(10)));
             loop {
                 tick.tick().await;
-                groups.sweep();
+                groups.sweep_connections();
                 return_freed_memory();
             }
         })
@@ -523,6 +551,7 @@ pub async fn run_with_client(
         }
     }
     sweeper.abort();
+    forgetting.abort();
     tracing::info!("consumer-group-operator stopped");
     Ok(())
 }
@@ -548,13 +577,22 @@ where
     std::future::ready(())
 }
 
+/// A ConsumerGroup the caches no longer hold, as their watch events say.
+enum Deletion {
+    Deleted(ObjectRef<ConsumerGroup>),
+    /// The watch listed everything again (after it broke): deletions meanwhile came as none.
+    Relisted,
+}
+
 /// A watch that fills a cache with slimmed objects and yields those whose spec changed
-/// (metadata.generation): the operator's own status writes are not work. `fault_point` names the
-/// cache for the fault-injection tests (which delay its events to make it lag).
+/// (metadata.generation): the operator's own status writes are not work. `on_event` sees each
+/// event once the cache holds it. `fault_point` names the cache for the fault-injection tests
+/// (which delay its events to make it lag).
 fn cached_spec_changes<K>(
     api: Api<K>,
     writer: reflector::store::Writer<K>,
     fault_point: &'static str,
+    on_event: impl Fn(&watcher::Event<K>) + Send + 'static,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
@@ -567,6 +605,11 @@ where
         })
         .modify(slim)
         .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                on_event(event);
+            }
+        })
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default())
 }
@@ -575,22 +618,24 @@ where
 /// controller that falls behind by [`OBSERVED_BACKLOG`] polls skips the oldest: their groups
 /// are reconciled at the next poll or by their fallback requeue.
 fn groups_with_news(
-    receiver: broadcast::Receiver<Observed>,
+    receiver: broadcast::Receiver<Arc<PollNews>>,
     store: Store<ConsumerGroup>,
+    registry: Arc<Registry>,
 ) -> impl futures::Stream<Item = ObjectRef<ConsumerGroup>> + Send + 'static {
     futures::stream::unfold(receiver, |mut receiver| async move {
         loop {
             match receiver.recv().await {
-                Ok(groups) => return Some((groups, receiver)),
+                Ok(news) => return Some((news, receiver)),
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     })
-    .flat_map(move |groups| {
-        let in_scope: Vec<ObjectRef<ConsumerGroup>> =
-            groups.iter().filter(|g| store.get(g).is_some()).cloned().collect();
-        futures::stream::iter(in_scope)
+    .flat_map(move |news| {
+        let group_ids = news.group_ids.iter().map(String::as_str).collect();
+        let mut readers = registry.readers_of(&news.connection, &group_ids);
+        readers.retain(|group| store.get(group).is_some());
+        futures::stream::iter(readers)
     })
 }
 

@@ -291,7 +291,7 @@ async fn an_observer_poll_costs_a_few_requests_per_broker_whatever_the_groups() 
     for (group, reads) in &groups {
         observer.observe(group, &interest(reads), TIMEOUT * 2).await.expect("an early poll covers a new group");
     }
-    assert!(client.group_reader().is_ok(), "PLAINTEXT: the batched reader reads the groups");
+    assert!(client.unbatched_reason().is_none(), "PLAINTEXT: the batched reader reads the groups");
     let before = common::settled_requests(&client).await;
     let snapshot = observer.poll_once().await;
     let sent = delta(&common::settled_requests(&client).await, &before);

@@ -578,3 +578,35 @@ async fn a_large_scrape_streams_whole() {
     assert_eq!(lines, 12_000);
     assert!(scraped.ends_with("# EOF\n"));
 }
+
+#[tokio::test]
+async fn a_deleted_consumer_group_leaves_nothing_behind_in_the_operator() {
+    let env = common::shared_env().await;
+    let (client, namespace, groups, _) = setup("lag-gone").await;
+    let bootstrap = env.kafka.bootstrap_servers();
+    let topic = create_topic(&bootstrap, 1).await;
+    let operator = start_operator(&client, &namespace, &bootstrap).await;
+    for name in ["stays", "goes"] {
+        let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "replicas": 1, "template": template()});
+        groups.create(&PostParams::default(), &common::consumer_group(name, spec)).await.unwrap();
+    }
+    let lag_sum =
+        |name: &str| format!("kafka_consumergroup_lag_sum{{namespace=\"{namespace}\",consumergroup=\"{name}\"}}");
+    let both = common::eventually(WAIT, || async {
+        let metrics = http_get(operator.metrics_address, "/metrics").await;
+        let kept = operator.metric("consumergroup_operator_groups_kept").await?;
+        (metrics.contains(&lag_sum("stays")) && metrics.contains(&lag_sum("goes")) && kept == 2.0).then_some(())
+    })
+    .await;
+    assert!(both.is_some(), "both groups are measured and kept");
+
+    groups.delete("goes", &Default::default()).await.unwrap();
+    let left = common::eventually(WAIT, || async {
+        let metrics = http_get(operator.metrics_address, "/metrics").await;
+        let kept = operator.metric("consumergroup_operator_groups_kept").await?;
+        (!metrics.contains("consumergroup=\"goes\"") && kept == 1.0).then_some(metrics)
+    })
+    .await
+    .expect("the deleted group's series and state go with its delete event");
+    assert!(left.contains(&lag_sum("stays")), "the other group is still measured");
+}

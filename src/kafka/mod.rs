@@ -2,6 +2,13 @@
 //! admin, consumers), and a small safe wrapper over `rdkafka-sys` (`ffi`, the only `unsafe` code)
 //! for the consumer-group and ListOffsets admin calls it lacks. Every call is batched: one request
 //! per call (librdkafka splits it per broker where the protocol needs it), never one per partition.
+//!
+//! Group reads (descriptions, committed offsets, the cluster's feature levels) have two possible
+//! clients: the batched reader ([`protocol`]), or librdkafka where the reader cannot honour the
+//! connection's settings (GSSAPI so far). The choice is made once per connection, when its
+//! [`KafkaClient`] is created; callers see one interface ([`KafkaClient::describe_groups`],
+//! [`KafkaClient::committed_by_topic`], [`KafkaClient::cluster_features`]) and learn only why
+//! reads are unbatched ([`KafkaClient::unbatched_reason`]), to report it.
 
 mod cache;
 mod ffi;
@@ -16,6 +23,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -584,6 +592,32 @@ fn is_secret_key(key: &str) -> bool {
 pub const LIST_OFFSETS_BATCH: usize = 2_000;
 
 /// How a group Kafka does not know is described (as Kafka's own tool shows it: Dead, no members).
+/// OffsetFetch requests in flight at once where librdkafka reads one group per request.
+const OFFSET_FETCH_CONCURRENCY: usize = 16;
+
+fn partitions_of(topics: &BTreeMap<String, i32>) -> Vec<TopicPartition> {
+    topics
+        .iter()
+        .flat_map(|(topic, &count)| (0..count).map(move |partition| TopicPartition { topic: topic.clone(), partition }))
+        .collect()
+}
+
+/// librdkafka's answer, by topic and partition index.
+fn topic_offsets(
+    topics: &BTreeMap<String, i32>,
+    offsets: &BTreeMap<TopicPartition, Option<i64>>,
+) -> protocol::TopicOffsets {
+    topics
+        .iter()
+        .map(|(topic, &count)| {
+            let by_partition = (0..count)
+                .map(|partition| offsets.get(&TopicPartition { topic: topic.clone(), partition }).copied().flatten())
+                .collect();
+            (topic.clone(), by_partition)
+        })
+        .collect()
+}
+
 fn unknown_group(group: &str) -> GroupDescription {
     GroupDescription {
         group_id: group.to_string(),
@@ -692,9 +726,80 @@ impl KafkaClient {
             .ok_or(KafkaError::Timeout("Metadata (the cluster id)"))
     }
 
-    /// The batched group reader, or why this connection's settings need librdkafka instead.
-    pub fn group_reader(&self) -> Result<&protocol::GroupReader, &KafkaError> {
-        self.reader.as_ref()
+    /// Why this connection's group reads go through librdkafka (settings the batched reader cannot
+    /// honour, such as GSSAPI), or None when the batched reader serves them. Chosen once, when
+    /// the client is created: callers never choose, they only report it.
+    pub fn unbatched_reason(&self) -> Option<&KafkaError> {
+        self.reader.as_ref().err()
+    }
+
+    /// The cluster's feature levels (one ApiVersions request), or None where the batched reader
+    /// does not serve this connection (librdkafka does not expose them).
+    pub async fn cluster_features(&self, timeout: Duration) -> Option<Result<protocol::ClusterFeatures, KafkaError>> {
+        match &self.reader {
+            Ok(reader) => Some(reader.cluster_features(timeout).await),
+            Err(_) => None,
+        }
+    }
+
+    /// Describes each group (None for a group Kafka does not know). Batched reader: one
+    /// ConsumerGroupDescribe and at most one DescribeGroups per coordinator; librdkafka: one
+    /// ListGroups and one DescribeGroups per broker, for every group of the cluster.
+    pub async fn describe_groups(
+        &self,
+        group_ids: &[String],
+        timeout: Duration,
+    ) -> BTreeMap<String, Result<Option<GroupDescription>, KafkaError>> {
+        if let Ok(reader) = &self.reader {
+            return reader.describe_groups(group_ids, timeout).await;
+        }
+        let described = self.describe_all_groups(timeout).await;
+        group_ids
+            .iter()
+            .map(|group_id| {
+                let description = match &described {
+                    Ok(all) => all.get(group_id).cloned().transpose(),
+                    Err(error) => Err(error.clone()),
+                };
+                (group_id.clone(), description)
+            })
+            .collect()
+    }
+
+    /// Each group's committed offsets of the topics in its scope (topic -> partition count), by
+    /// topic and partition index. Batched reader: one OffsetFetch per coordinator (per 5,000
+    /// partitions); librdkafka: one FindCoordinator and one OffsetFetch per group,
+    /// [`OFFSET_FETCH_CONCURRENCY`] at once.
+    pub async fn committed_by_topic(
+        self: &Arc<Self>,
+        scopes: BTreeMap<String, BTreeMap<String, i32>>,
+        timeout: Duration,
+    ) -> BTreeMap<String, Result<protocol::TopicOffsets, KafkaError>> {
+        if let Ok(reader) = &self.reader {
+            return reader.committed_by_topic(&scopes, timeout).await;
+        }
+        // Owned jobs: a stream of borrowed ones makes the spawned poll's future not `Send` for
+        // every lifetime (a known limit of async closures over references).
+        let client = self.clone();
+        futures::stream::iter(scopes)
+            .map(move |(group_id, topics)| {
+                let client = client.clone();
+                async move {
+                    let scope = partitions_of(&topics);
+                    let offsets = if scope.is_empty() {
+                        Ok(protocol::TopicOffsets::new())
+                    } else {
+                        client
+                            .list_consumer_group_offsets(&group_id, Some(&scope), timeout)
+                            .await
+                            .map(|offsets| topic_offsets(&topics, &offsets))
+                    };
+                    (group_id, offsets)
+                }
+            })
+            .buffer_unordered(OFFSET_FETCH_CONCURRENCY)
+            .collect()
+            .await
     }
 
     /// Requests sent since the previous call (for the requests counter of `/metrics`).
@@ -870,7 +975,7 @@ impl KafkaClient {
 
     /// Every group of the cluster, described: librdkafka's group listing without a group name
     /// sends one ListGroups and one DescribeGroups per broker, however many groups there are.
-    pub async fn describe_all_groups(
+    async fn describe_all_groups(
         &self,
         timeout: Duration,
     ) -> Result<BTreeMap<String, Result<GroupDescription, KafkaError>>, KafkaError> {

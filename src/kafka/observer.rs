@@ -24,13 +24,13 @@
 //!
 //! A group registers its interest (topics and how often it wants a look) when its reconcile asks
 //! for a view; a new or changed interest wakes the observer for an early poll instead of waiting
-//! for the next one. Interests not renewed for a while (a deleted ConsumerGroup) are dropped.
+//! for the next one. A deleted ConsumerGroup withdraws its interest; interests not renewed for a
+//! while (a reader that went without saying) are dropped too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use tokio::sync::{Notify, watch};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -40,9 +40,6 @@ use super::protocol::TopicOffsets;
 use super::{AbsentTopics, GroupDescription, KafkaClient, KafkaError, TopicPartition, markers, topics_not_ready};
 use crate::crd::AutoOffsetReset;
 use crate::lag::{GroupHistory, LogEndHistory, PartitionOffsets, Summary};
-
-/// OffsetFetch requests in flight at once during a poll.
-const OFFSET_FETCH_CONCURRENCY: usize = 16;
 
 /// How long an early poll waits for other groups registering at the same moment.
 const EARLY_POLL_DELAY: Duration = Duration::from_millis(200);
@@ -160,6 +157,11 @@ impl Snapshot {
     /// Whether this poll measured `group_id`'s lag anew or failed to: what its reconcile acts on.
     pub fn has_news_of(&self, group_id: &str) -> bool {
         self.news.contains(group_id)
+    }
+
+    /// The groups this poll has news of.
+    pub fn groups_with_news(&self) -> BTreeSet<String> {
+        self.news.clone()
     }
 
     fn covers(&self, group_id: &str, topics: &BTreeSet<String>) -> bool {
@@ -323,6 +325,12 @@ impl Observer {
         }
     }
 
+    /// Drops the group's interest: it is not read from the next poll on, and what the observer
+    /// kept for it (its last polls) goes with that poll.
+    pub fn withdraw(&self, group_id: &str) {
+        self.interests.lock().expect("interests lock").remove(group_id);
+    }
+
     /// [`Observer::latest`], waiting up to `wait` for a snapshot that covers the group.
     pub async fn observe(
         &self,
@@ -382,13 +390,11 @@ impl Observer {
         };
         let group_ids: Vec<String> = interests.keys().cloned().collect();
         let groups = async {
-            // Metadata failed: the cluster is not answering; do not wait on it three times.
-            let described = match (&topics, self.client.group_reader()) {
-                (Err(error), _) => Err(error.clone()),
-                (Ok(_), Ok(reader)) => return reader.describe_groups(&group_ids, timeout).await,
-                (Ok(_), Err(_)) => self.client.describe_all_groups(timeout).await,
-            };
-            each_group(&group_ids, described)
+            match &topics {
+                // Metadata failed: the cluster is not answering; do not wait on it three times.
+                Err(error) => group_ids.iter().map(|g| (g.clone(), Err(error.clone()))).collect(),
+                Ok(_) => self.client.describe_groups(&group_ids, timeout).await,
+            }
         };
         let ranges = async {
             match &topics {
@@ -408,33 +414,7 @@ impl Observer {
                     return interests.keys().map(|g| (g.clone(), Err(error.clone()))).collect::<BTreeMap<_, _>>();
                 }
             };
-            let scopes = group_scopes(&interests, counts);
-            if let Ok(reader) = self.client.group_reader() {
-                return reader.committed_by_topic(&scopes, timeout).await;
-            }
-            // Owned jobs: a stream of borrowed ones makes the spawned poll's future not `Send`
-            // for every lifetime (a known limit of async closures over references).
-            let jobs: Vec<(String, BTreeMap<String, i32>)> = scopes.into_iter().collect();
-            let client = self.client.clone();
-            futures::stream::iter(jobs)
-                .map(move |(group_id, topics)| {
-                    let client = client.clone();
-                    async move {
-                        let scope = partitions_of(&topics);
-                        let offsets = if scope.is_empty() {
-                            Ok(TopicOffsets::new())
-                        } else {
-                            client
-                                .list_consumer_group_offsets(&group_id, Some(&scope), timeout)
-                                .await
-                                .map(|offsets| topic_offsets(&topics, &offsets))
-                        };
-                        (group_id, offsets)
-                    }
-                })
-                .buffer_unordered(OFFSET_FETCH_CONCURRENCY)
-                .collect::<BTreeMap<_, _>>()
-                .await
+            self.client.committed_by_topic(group_scopes(&interests, counts), timeout).await
         };
         // Topics a group names that the listing lacks: missing, hidden from this principal, or
         // without a leader yet.
@@ -639,23 +619,6 @@ impl Observer {
     }
 }
 
-/// Each group's part of a listing of every group (the librdkafka path).
-fn each_group(
-    group_ids: &[String],
-    described: Result<BTreeMap<String, Result<GroupDescription, KafkaError>>, KafkaError>,
-) -> BTreeMap<String, Result<Option<GroupDescription>, KafkaError>> {
-    group_ids
-        .iter()
-        .map(|group_id| {
-            let description = match &described {
-                Ok(all) => all.get(group_id).cloned().transpose(),
-                Err(error) => Err(error.clone()),
-            };
-            (group_id.clone(), description)
-        })
-        .collect()
-}
-
 /// Each group's topics that exist, with their partition counts.
 fn group_scopes(
     interests: &BTreeMap<String, Registered>,
@@ -670,26 +633,6 @@ fn group_scopes(
                 .filter_map(|topic| counts.get(topic).map(|&count| (topic.clone(), count)))
                 .collect();
             (group_id.clone(), topics)
-        })
-        .collect()
-}
-
-fn partitions_of(topics: &BTreeMap<String, i32>) -> Vec<TopicPartition> {
-    topics
-        .iter()
-        .flat_map(|(topic, &count)| (0..count).map(move |partition| TopicPartition { topic: topic.clone(), partition }))
-        .collect()
-}
-
-/// librdkafka's answer, by topic and partition index.
-fn topic_offsets(topics: &BTreeMap<String, i32>, offsets: &BTreeMap<TopicPartition, Option<i64>>) -> TopicOffsets {
-    topics
-        .iter()
-        .map(|(topic, &count)| {
-            let by_partition = (0..count)
-                .map(|partition| offsets.get(&TopicPartition { topic: topic.clone(), partition }).copied().flatten())
-                .collect();
-            (topic.clone(), by_partition)
         })
         .collect()
 }

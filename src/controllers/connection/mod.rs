@@ -113,16 +113,15 @@ async fn observe(
     let (brokers, condition) = match resolved {
         Err(problem) => (None, Desired::new(REACHABLE, false, problem.reason(), problem.to_string())),
         Ok(connection) => {
-            let brokers = match ctx.kafka.get_or_create(&connection.properties).await {
+            let brokers = match ctx.kafka.client(&connection.properties).await {
                 Ok(client) => {
                     let brokers = client.broker_count(ctx.kafka_timeout).await;
                     // Settings the batched reader refuses (e.g. GSSAPI) leave the levels unknown.
-                    if brokers.is_ok()
-                        && let Ok(reader) = client.group_reader()
-                    {
-                        match reader.cluster_features(ctx.kafka_timeout).await {
-                            Ok(read) => features = Some(read),
-                            Err(error) => tracing::debug!(%error, "could not read the cluster's feature levels"),
+                    if brokers.is_ok() {
+                        match client.cluster_features(ctx.kafka_timeout).await {
+                            Some(Ok(read)) => features = Some(read),
+                            Some(Err(error)) => tracing::debug!(%error, "could not read the cluster's feature levels"),
+                            None => {}
                         }
                     }
                     brokers

@@ -13,14 +13,14 @@
 pub mod act;
 pub mod observe;
 pub mod plan;
+pub mod registry;
 pub mod report;
 pub mod scaling;
 pub mod status;
 pub mod workload;
 
-use std::collections::HashMap;
 use std::ops::Deref;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -35,7 +35,7 @@ use crate::metrics::{GroupLabels, ResultLabels};
 use act::{Happening, WorkloadWrite};
 use observe::Observation;
 use plan::{KafkaObservation, Plan};
-use scaling::Recommendation;
+use registry::{Reads, Registry};
 
 /// Errors a reconcile returns (everything else becomes a condition), one per call that can fail,
 /// so that a log line says which one did.
@@ -89,11 +89,8 @@ impl Error {
 /// The ConsumerGroup controller's own state, next to the shared [`Context`] it dereferences to.
 pub struct GroupContext {
     shared: Arc<Context>,
-    /// Consecutive failures per object, for backoff.
-    failures: Mutex<HashMap<ObjectRef<ConsumerGroup>, u32>>,
-    /// What the operator remembers per ConsumerGroup between reconciles (in memory: a restart
-    /// starts new windows, which only delays a scale-down or a health verdict).
-    memory: Mutex<HashMap<ObjectRef<ConsumerGroup>, GroupMemory>>,
+    /// Everything kept per ConsumerGroup between reconciles.
+    pub registry: Arc<Registry>,
 }
 
 impl Deref for GroupContext {
@@ -104,125 +101,81 @@ impl Deref for GroupContext {
     }
 }
 
-#[derive(Default)]
-pub struct GroupMemory {
-    recommendations: Vec<Recommendation>,
-    /// The per-replica rate learned for time-to-drain scaling.
-    rates: scaling::RateMemory,
-    /// Since when the group has waited for its first observation.
-    awaiting_observation: Option<std::time::Instant>,
-    /// The status write the watch cache may not show yet.
-    last_write: Option<LastWrite>,
-}
-
-/// A status write, until the watch cache shows it. A reconcile triggered by something else (the
-/// Deployment's watch event, the observer) can run before the write's own event arrives; deciding
-/// again from the older object would repeat a transition's Event and write older fields back.
-struct LastWrite {
-    /// The resource version the write was decided on: the cache only moves forward, so while it
-    /// holds the object at this version it is behind the write.
-    decided_on: String,
-    at: std::time::Instant,
-}
-
 /// How soon a reconcile that met a cache behind its last status write tries again.
 const CACHE_BEHIND_RETRY: Duration = Duration::from_millis(500);
 
-/// How long a cache behind a write is waited for before deciding from it anyway (its watch broke
-/// and is being restarted): a repeated Event is better than a ConsumerGroup left alone.
-const CACHE_BEHIND_PATIENCE: Duration = Duration::from_secs(10);
-
-impl LastWrite {
-    fn is_ahead_of(&self, cached: Option<&str>, now: std::time::Instant) -> bool {
-        cached == Some(self.decided_on.as_str()) && now.duration_since(self.at) < CACHE_BEHIND_PATIENCE
-    }
-}
-
 impl GroupContext {
-    pub fn new(shared: Arc<Context>) -> GroupContext {
-        GroupContext { shared, failures: Mutex::default(), memory: Mutex::default() }
+    pub fn new(shared: Arc<Context>, registry: Arc<Registry>) -> GroupContext {
+        GroupContext { shared, registry }
     }
 
-    fn take_memory(&self, key: &ObjectRef<ConsumerGroup>) -> GroupMemory {
-        self.memory.lock().ok().and_then(|mut m| m.remove(key)).unwrap_or_default()
-    }
-
-    fn put_memory(&self, key: ObjectRef<ConsumerGroup>, memory: GroupMemory) {
-        if let Ok(mut m) = self.memory.lock() {
-            m.insert(key, memory);
+    /// Records what a ConsumerGroup reads now (None: nothing, its connection was refused or its
+    /// groupId is another's); what it read before, if different, leaves that observer.
+    pub fn reads(&self, key: &ObjectRef<ConsumerGroup>, reads: Option<Reads>) {
+        if let Some(before) = self.registry.set_reads(key, reads) {
+            self.kafka.withdraw(&before.properties, &before.group_id);
         }
     }
 
-    /// Whether the cached ConsumerGroup is still the one this controller's last status write was
-    /// decided on. Forgets the write once the cache has moved past it.
-    fn cache_behind(&self, key: &ObjectRef<ConsumerGroup>, group: &ConsumerGroup) -> bool {
-        let Ok(mut memory) = self.memory.lock() else { return false };
-        let Some(entry) = memory.get_mut(key) else { return false };
-        let cached = group.metadata.resource_version.as_deref();
-        if entry.last_write.as_ref().is_some_and(|w| w.is_ahead_of(cached, std::time::Instant::now())) {
-            return true;
+    /// Drops all the operator keeps of a ConsumerGroup: its registry entry, its interest in its
+    /// observer and its /metrics series. Called on its delete event, on a relist, and after a
+    /// reconcile that raced with its deletion.
+    pub fn forget(&self, key: &ObjectRef<ConsumerGroup>) {
+        if let Some(forgotten) = self.registry.forget(key)
+            && let Some(reads) = forgotten.reads
+        {
+            self.kafka.withdraw(&reads.properties, &reads.group_id);
         }
-        entry.last_write = None;
-        false
+        self.metrics.forget_group(&GroupLabels {
+            namespace: key.namespace.clone().unwrap_or_default(),
+            consumergroup: key.name.clone(),
+        });
     }
 
-    fn remember_write(&self, group: &ConsumerGroup) {
-        let Ok(mut memory) = self.memory.lock() else { return };
-        let entry = memory.entry(ObjectRef::from(group)).or_default();
-        entry.last_write = group
-            .metadata
-            .resource_version
-            .clone()
-            .map(|decided_on| LastWrite { decided_on, at: std::time::Instant::now() });
+    /// After a relist (the watch broke, deletions may have been missed): forgets every group the
+    /// caches no longer hold.
+    pub fn forget_missing(&self) {
+        for key in self.registry.gone(|key| self.is_live(key)) {
+            self.forget(&key);
+        }
     }
 
-    /// Drops the memory, failure counts and metrics of ConsumerGroups that no longer exist, then
-    /// the Kafka connections nobody uses any more.
-    pub fn sweep(&self) {
-        let live = self.live_groups();
-        let gone: Vec<ObjectRef<ConsumerGroup>> =
-            self.memory.lock().map(|m| m.keys().filter(|k| !live.contains(*k)).cloned().collect()).unwrap_or_default();
-        for key in gone {
-            if let Ok(mut m) = self.memory.lock() {
-                m.remove(&key);
-            }
-            if let Ok(mut f) = self.failures.lock() {
-                f.remove(&key);
-            }
-            self.metrics.forget_group(&GroupLabels {
-                namespace: key.namespace.clone().unwrap_or_default(),
-                consumergroup: key.name.clone(),
-            });
-        }
-        self.sweep_connections(&live);
+    /// Closes the Kafka connections no ConsumerGroup reads any more, and publishes how many
+    /// groups the registry keeps.
+    pub fn sweep_connections(&self) {
+        self.kafka.sweep(&self.registry.connections_in_use());
+        self.metrics.groups_kept.set(self.registry.len() as i64);
     }
 }
 
 pub fn error_policy(group: Arc<ConsumerGroup>, error: &Error, ctx: Arc<GroupContext>) -> Action {
     ctx.metrics.errors.get_or_create(&crate::metrics::ErrorLabels { reason: error.label().to_string() }).inc();
-    let attempt = ctx.failures.lock().map(|mut f| bump(&mut f, ObjectRef::from(group.as_ref()))).unwrap_or(1);
+    let key = ObjectRef::from(group.as_ref());
+    let attempt = ctx.registry.failed(&key);
+    if !ctx.is_live(&key) {
+        ctx.forget(&key);
+    }
     let category = error.category();
     let delay = category.retry_after(attempt, ctx.resync);
     tracing::warn!(group = %group.name_any(), %error, step = error.step(), ?category, ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
 }
 
-fn bump(failures: &mut HashMap<ObjectRef<ConsumerGroup>, u32>, key: ObjectRef<ConsumerGroup>) -> u32 {
-    let count = failures.entry(key).or_default();
-    *count = count.saturating_add(1);
-    *count
-}
-
 pub async fn reconcile(group: Arc<ConsumerGroup>, ctx: Arc<GroupContext>) -> Result<Action, Error> {
     let key = ObjectRef::from(group.as_ref());
-    if ctx.cache_behind(&key, &group) {
+    if ctx.registry.cache_behind(&key, group.metadata.resource_version.as_deref(), std::time::Instant::now()) {
         // Counted apart: nothing was observed or decided, so it is not a reconcile.
         tracing::debug!(group = %group.name_any(), "the cache does not show the last status write yet");
         ctx.metrics.reconciles.get_or_create(&ResultLabels { result: "deferred".to_string() }).inc();
         return Ok(Action::requeue(CACHE_BEHIND_RETRY));
     }
     let started = std::time::Instant::now();
-    let result = reconcile_inner(group, key, ctx.clone()).await;
+    let result = reconcile_inner(group, key.clone(), ctx.clone()).await;
+    // Deleted while it ran: its delete event may have been handled before this reconcile kept
+    // its memory, interest and series again.
+    if !ctx.is_live(&key) {
+        ctx.forget(&key);
+    }
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
     let outcome = if result.is_ok() { "success" } else { "error" };
     ctx.metrics.reconciles.get_or_create(&ResultLabels { result: outcome.to_string() }).inc();
@@ -237,15 +190,15 @@ async fn reconcile_inner(
     ctx: Arc<GroupContext>,
 ) -> Result<Action, Error> {
     let now = whole_seconds_now();
-    let mut memory = ctx.take_memory(&key);
+    let mut memory = ctx.registry.take_memory(&key);
     let Some(observation) = observe::observe(&ctx, &group, &key, &mut memory).await? else {
-        ctx.put_memory(key, memory);
+        ctx.registry.put_memory(&key, memory);
         return Ok(Action::requeue(observe::AWAIT_OBSERVATION));
     };
     let previous = group.status.clone().unwrap_or_default();
     let plan = plan::plan(&observation.plan_input(&group, &previous, &memory, now.0.as_second()));
     memory.recommendations = plan.history.clone();
-    ctx.put_memory(key.clone(), memory);
+    ctx.registry.put_memory(&key, memory);
 
     let applied = match act::workload(&ctx.client, &group, &observation, &plan).await? {
         WorkloadWrite::Done(applied) => applied,
@@ -267,7 +220,7 @@ async fn reconcile_inner(
     let lag = observation.kafka.lag.as_ref();
     report::record_metrics(&ctx.metrics, &group, &status, fresh_members, lag, plan.autoscaling_figures.as_ref());
     if act::status(&ctx.client, &group, &status).await? {
-        ctx.remember_write(&group);
+        ctx.registry.remember_write(&key, group.metadata.resource_version.clone(), std::time::Instant::now());
     }
     act::publish(&ctx.events, &group, happenings).await;
     Ok(next_look(&ctx, &group, &key, &observation, &plan))
@@ -290,18 +243,12 @@ fn next_look(
     plan: &Plan,
 ) -> Action {
     let failed = matches!(observation.kafka.kafka, KafkaObservation::Failed { .. });
-    let attempt = ctx
-        .failures
-        .lock()
-        .map(|mut f| {
-            if failed {
-                bump(&mut f, key.clone())
-            } else {
-                f.remove(key);
-                0
-            }
-        })
-        .unwrap_or(0);
+    let attempt = if failed {
+        ctx.registry.failed(key)
+    } else {
+        ctx.registry.succeeded(key);
+        0
+    };
     // A refused template still has lag to report: only the workload waits for a spec change.
     if plan.permanent {
         Action::await_change()
@@ -329,21 +276,4 @@ fn workload_changed(group: &ConsumerGroup) -> Action {
 fn look_interval(group: &ConsumerGroup, resync: Duration) -> Duration {
     let poll = group.spec.scaling.as_ref().map(|s| Duration::from_secs(s.poll_interval_seconds as u64));
     poll.map_or(resync, |p| p.min(resync))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Instant;
-
-    #[test]
-    fn a_write_is_ahead_of_the_version_it_was_decided_on_until_patience_runs_out() {
-        let at = Instant::now();
-        let write = LastWrite { decided_on: "10".into(), at };
-        assert!(write.is_ahead_of(Some("10"), at), "the cache still holds what the write was decided on");
-        assert!(write.is_ahead_of(Some("10"), at + CACHE_BEHIND_PATIENCE - Duration::from_millis(1)));
-        assert!(!write.is_ahead_of(Some("10"), at + CACHE_BEHIND_PATIENCE), "a broken watch is not waited for");
-        assert!(!write.is_ahead_of(Some("11"), at), "the cache moved on: the write or something newer");
-        assert!(!write.is_ahead_of(None, at));
-    }
 }

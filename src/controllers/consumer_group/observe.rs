@@ -11,7 +11,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 
 use super::plan::{self, KafkaObservation};
-use super::{Error, GroupContext, GroupMemory};
+use super::registry::{GroupMemory, Reads};
+use super::{Error, GroupContext};
 use crate::conditions;
 use crate::context::Context;
 use crate::crd::{ConsumerGroup, ConsumerGroupStatus, ScaleTargetKind};
@@ -96,7 +97,7 @@ pub async fn observe(
         }
     }
     if settings.is_none() {
-        ctx.forget_connection(key);
+        ctx.reads(key, None);
     }
     let workload = workload(&ctx.client, group).await.map_err(Error::GetWorkload)?;
     let workload_replicas = match (&workload, &group.spec.scale_target_ref) {
@@ -106,7 +107,8 @@ pub async fn observe(
     };
     let (observed, mut kafka) = match (&settings, &workload_replicas) {
         (Some(settings), Ok(_)) => {
-            ctx.use_connection(key, &settings.properties, &group.spec.group_id);
+            let reads = Reads { properties: settings.properties.clone(), group_id: group.spec.group_id.clone() };
+            ctx.reads(key, Some(reads));
             (true, observe_kafka(ctx, group, settings, memory).await)
         }
         _ => (false, KafkaOutcome::default()),
@@ -123,7 +125,7 @@ pub async fn observe(
         && !identified
         && let Some(owner) = crate::ownership::conflicting_owner(ctx, group)
     {
-        ctx.forget_connection(key);
+        ctx.reads(key, None);
         settings = None;
         kafka = KafkaOutcome::default();
         conflict_with = Some(owner);
@@ -245,7 +247,7 @@ async fn observe_kafka(
             ..KafkaOutcome::default()
         }
     };
-    let observer = match ctx.observer_for(settings).await {
+    let observer = match ctx.kafka.observer_for(settings).await {
         Ok(observer) => observer,
         Err(error) => return failed(error),
     };
@@ -294,7 +296,7 @@ async fn observe_kafka(
             outcome.described = false;
         }
     }
-    let unbatched = observer.client().group_reader().err().map(ToString::to_string);
+    let unbatched = observer.client().unbatched_reason().map(ToString::to_string);
     outcome.kafka = KafkaObservation::Seen { partitions, group_unreadable, unbatched };
     outcome
 }

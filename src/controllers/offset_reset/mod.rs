@@ -214,7 +214,7 @@ pub async fn reconcile(cached: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Ac
                 return kafka_failed(&ctx, &reset, status, error).await;
             }
         };
-    let client = match ctx.kafka.get_or_create(&connection.properties).await {
+    let client = match ctx.kafka.client(&connection.properties).await {
         Ok(client) => client,
         Err(error) => return kafka_failed(&ctx, &reset, status, error).await,
     };
@@ -222,7 +222,7 @@ pub async fn reconcile(cached: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Ac
         // Asked again with the cluster named by its id: another spelling of the bootstrap servers
         // may be an older ConsumerGroup's cluster.
         match client.fetch_cluster_id(ctx.kafka_timeout).await {
-            Ok(id) => ctx.learn_cluster_id(&connection.cluster_key(), id),
+            Ok(id) => ctx.kafka.learn_cluster_id(&connection.cluster_key(), id),
             Err(error) => return kafka_failed(&ctx, &reset, status, error).await,
         }
         if let Some(owner) = crate::ownership::conflicting_owner(&ctx, &group) {
