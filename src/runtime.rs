@@ -1,5 +1,6 @@
-//! The process around the controllers (ConsumerGroups, OffsetResets, named connections): the watches that feed them (spec changes only, slim
-//! caches), the shared context, leader election, the periodic sweep and shutdown.
+//! The process around the controllers (ConsumerGroups, OffsetResets, named connections): the
+//! watches that feed them (spec changes only, slim caches, ConsumerGroup deletions to the
+//! registry), the shared context, leader election, the connection sweep and shutdown.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -322,18 +323,10 @@ pub async fn run_with_client(
 ) -> anyhow::Result<()> {
     let scopes: Vec<Option<String>> =
         if args.namespaces.is_empty() { vec![None] } else { args.namespaces.iter().cloned().map(Some).collect() };
-    for scope in &scopes {
-        if let Err(error) =
-            scoped_api::<ConsumerGroup>(&client, scope).list(&kube::api::ListParams::default().limit(1)).await
-        {
-            anyhow::bail!(
-                "cannot list ConsumerGroups ({error}); are the CRDs installed? Install them with `consumer-group-operator crd | kubectl apply --server-side -f -`"
-            );
-        }
-    }
+    check_crds_installed(&client, &scopes).await?;
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
-    // Both kinds trigger reconciles on spec changes only (metadata.generation): the operator's own
-    // status writes do not come back as work. Their caches keep no managedFields nor
+    // Every kind triggers reconciles on spec changes only (metadata.generation): the operator's
+    // own status writes do not come back as work. Their caches keep no managedFields nor
     // last-applied annotation, which the operator never reads.
     let reset_controllers: Vec<_> = scopes
         .iter()
@@ -365,89 +358,17 @@ pub async fn run_with_client(
         cluster: Some(cluster_connection_controller.store()),
     };
     let (news, _) = broadcast::channel(OBSERVED_BACKLOG);
-    let registry = Arc::new(Registry::default());
     // Deletions (and relists, which replace what a broken watch missed) as the caches see them:
     // what the operator keeps of a group goes with the group.
-    let (gone, mut deletions) = tokio::sync::mpsc::unbounded_channel::<Deletion>();
+    let (gone, deletions) = tokio::sync::mpsc::unbounded_channel::<Deletion>();
+    let wiring = GroupWiring { news: news.clone(), registry: Arc::new(Registry::default()), gone };
     let controllers: Vec<_> = scopes
         .iter()
-        .map(|scope| {
-            let (reader, writer) = reflector::store();
-            let gone = gone.clone();
-            let on_event = move |event: &watcher::Event<ConsumerGroup>| {
-                let deletion = match event {
-                    watcher::Event::Delete(group) => Deletion::Deleted(ObjectRef::from(group)),
-                    watcher::Event::InitDone => Deletion::Relisted,
-                    _ => return,
-                };
-                // Refused only once the deletions task has ended (shutting down).
-                let _ = gone.send(deletion);
-            };
-            let groups =
-                cached_spec_changes(scoped_api::<ConsumerGroup>(&client, scope), writer, "group-cache", on_event);
-            let connections = scoped_api::<KafkaConnection>(&client, scope);
-            let (users_of, users_of_cluster) = (reader.clone(), reader.clone());
-            let with_news = groups_with_news(news.subscribe(), reader.clone(), registry.clone());
-            Controller::for_stream(groups, reader)
-                // At a resync every ConsumerGroup is due at once: a bounded number of reconciles
-                // in flight keeps the memory they hold (and the apiserver's load) flat.
-                .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
-                // A poll with news of a group reconciles it at once (its timed requeue is only a
-                // fallback): lag changes reach status and /metrics without waiting for a resync.
-                .reconcile_on(with_news)
-                .owns(
-                    scoped_api::<Deployment>(&client, scope),
-                    watcher::Config::default().labels(workload::MANAGED_BY_LABEL),
-                )
-                // A reset changing phase holds or releases its ConsumerGroup's workload.
-                .watches(scoped_api::<OffsetReset>(&client, scope), watcher::Config::default(), |reset: OffsetReset| {
-                    let namespace = reset.namespace()?;
-                    Some(ObjectRef::new(&reset.spec.consumer_group).within(&namespace))
-                })
-                // A named connection's spec changed: its ConsumerGroups read it again (a rotated
-                // Secret is read at their next resync).
-                .watches_stream(
-                    spec_changes(watcher::watcher(connections, watcher::Config::default())),
-                    move |connection: KafkaConnection| {
-                        let namespace = connection.namespace();
-                        users(&users_of, ConnectionKind::KafkaConnection, &connection.name_any(), namespace)
-                    },
-                )
-                .watches_stream(
-                    spec_changes(watcher::watcher(
-                        Api::<ClusterKafkaConnection>::all(client.clone()),
-                        watcher::Config::default(),
-                    )),
-                    move |connection: ClusterKafkaConnection| {
-                        users(&users_of_cluster, ConnectionKind::ClusterKafkaConnection, &connection.name_any(), None)
-                    },
-                )
-                .graceful_shutdown_on(shutdown.clone())
-        })
+        .map(|scope| group_controller(&client, scope, &wiring).graceful_shutdown_on(shutdown.clone()))
         .collect();
     let stores: Vec<Store<ConsumerGroup>> = controllers.iter().map(|c| c.store()).collect();
     let reset_stores: Vec<Store<OffsetReset>> = reset_controllers.iter().map(|c| c.store()).collect();
-    {
-        let (stores, metrics) = (stores.clone(), metrics.clone());
-        tokio::spawn(async move {
-            for store in stores {
-                // The store's readiness future keeps one waker, and the controller's own runner
-                // waits on it too, so poll it again periodically instead of relying on a wake-up.
-                loop {
-                    match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
-                        Ok(Ok(())) => break,
-                        Ok(Err(error)) => {
-                            tracing::error!(%error, "a ConsumerGroup cache stopped before its first sync");
-                            return;
-                        }
-                        Err(_elapsed) => {}
-                    }
-                }
-            }
-            metrics.set_ready(true);
-            tracing::info!("caches synced; ready");
-        });
-    }
+    tokio::spawn(ready_once_synced(stores.clone(), metrics.clone()));
     if let (Some(address), Some(tls_dir)) = (args.external_metrics_address, &args.external_metrics_tls_dir) {
         // Served by the leader only: the figures are its observations.
         let (bound, server) = crate::external_metrics::serve(client.clone(), metrics.clone(), address, tls_dir).await?;
@@ -461,36 +382,55 @@ pub async fn run_with_client(
         });
     }
     let context = Arc::new(Context::new(client, stores, reset_stores, connection_stores, metrics, news, &args));
-    let groups = Arc::new(GroupContext::new(context.clone(), registry));
-    let forgetting = {
-        let groups = groups.clone();
-        tokio::spawn(async move {
-            while let Some(deletion) = deletions.recv().await {
-                match deletion {
-                    Deletion::Deleted(key) => groups.forget(&key),
-                    Deletion::Relisted => groups.forget_missing(),
-                }
-            }
-        })
-    };
-    let mut sweeper = {
-        let groups = groups.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(groups.resync.min(Duration::from_secs(10)));
-            loop {
-                tick.tick().await;
-                groups.sweep_connections();
-                return_freed_memory();
-            }
-        })
-    };
+    let groups = Arc::new(GroupContext::new(context.clone(), wiring.registry));
+    let mut forgetting = tokio::spawn(forget_deleted(groups.clone(), deletions));
+    let mut sweeper = tokio::spawn(sweep(groups.clone()));
     tracing::info!(
         namespaces = ?args.namespaces,
         default_bootstrap_servers = ?args.default_bootstrap_servers,
         default_client_properties_dir = ?args.default_client_properties_dir,
         "consumer-group-operator started"
     );
-    let streams = controllers.into_iter().map(|controller| {
+    let controllers = run_all(
+        Controllers {
+            groups: controllers,
+            resets: reset_controllers,
+            connections: connection_controllers,
+            cluster_connections: cluster_connection_controller,
+        },
+        groups.clone(),
+        context.clone(),
+    );
+    // The sweep closes unused Kafka connections (they have no event of their own), the deletions
+    // task forgets deleted groups: an operator without either would grow without bound, so the
+    // end of one (a panic) ends the operator, not ready any more.
+    let stopped = tokio::select! {
+        _ = controllers => None,
+        ended = &mut sweeper => Some(("the sweep task", ended)),
+        ended = &mut forgetting => Some(("the task forgetting deleted ConsumerGroups", ended)),
+    };
+    if let Some((task, ended)) = stopped {
+        context.metrics.set_ready(false);
+        let why = ended.err().map_or_else(|| "it returned".to_string(), |panic| panic.to_string());
+        anyhow::bail!("{task} stopped ({why}); exiting");
+    }
+    sweeper.abort();
+    forgetting.abort();
+    tracing::info!("consumer-group-operator stopped");
+    Ok(())
+}
+
+/// The controllers of every scope, built and not yet running.
+struct Controllers {
+    groups: Vec<Controller<ConsumerGroup>>,
+    resets: Vec<Controller<OffsetReset>>,
+    connections: Vec<Controller<KafkaConnection>>,
+    cluster_connections: Controller<ClusterKafkaConnection>,
+}
+
+/// Runs every controller until their shutdown future completes.
+async fn run_all(controllers: Controllers, groups: Arc<GroupContext>, context: Arc<Context>) {
+    let streams = controllers.groups.into_iter().map(|controller| {
         controller
             .run(
                 crate::controllers::consumer_group::reconcile,
@@ -504,7 +444,7 @@ pub async fn run_with_client(
                 }
             })
     });
-    let reset_streams = reset_controllers.into_iter().map(|controller| {
+    let reset_streams = controllers.resets.into_iter().map(|controller| {
         let context = context.clone();
         controller
             .run(
@@ -514,7 +454,7 @@ pub async fn run_with_client(
             )
             .for_each(move |result| settle(&context, "offset reset", result))
     });
-    let connection_streams = connection_controllers.into_iter().map(|controller| {
+    let connection_streams = controllers.connections.into_iter().map(|controller| {
         let context = context.clone();
         controller
             .run(
@@ -526,7 +466,8 @@ pub async fn run_with_client(
     });
     let cluster_connection_stream = {
         let context = context.clone();
-        cluster_connection_controller
+        controllers
+            .cluster_connections
             .run(
                 crate::controllers::connection::reconcile_cluster,
                 crate::controllers::connection::error_policy,
@@ -534,26 +475,126 @@ pub async fn run_with_client(
             )
             .for_each(move |result| settle(&context, "ClusterKafkaConnection", result))
     };
-    let controllers = futures::future::join4(
+    futures::future::join4(
         futures::future::join_all(streams),
         futures::future::join_all(reset_streams),
         futures::future::join_all(connection_streams),
         cluster_connection_stream,
-    );
-    // The sweep closes unused Kafka connections and forgets deleted groups: an operator without
-    // it would grow without bound, so its end (a panic) ends the operator, not ready any more.
-    tokio::select! {
-        _ = controllers => {}
-        ended = &mut sweeper => {
-            context.metrics.set_ready(false);
-            let why = ended.err().map_or_else(|| "it returned".to_string(), |panic| panic.to_string());
-            anyhow::bail!("the sweep task stopped ({why}); exiting");
+    )
+    .await;
+}
+
+/// Fails with the command that installs the CRDs when ConsumerGroups cannot be listed.
+async fn check_crds_installed(client: &Client, scopes: &[Option<String>]) -> anyhow::Result<()> {
+    for scope in scopes {
+        if let Err(error) =
+            scoped_api::<ConsumerGroup>(client, scope).list(&kube::api::ListParams::default().limit(1)).await
+        {
+            anyhow::bail!(
+                "cannot list ConsumerGroups ({error}); are the CRDs installed? Install them with `consumer-group-operator crd | kubectl apply --server-side -f -`"
+            );
         }
     }
-    sweeper.abort();
-    forgetting.abort();
-    tracing::info!("consumer-group-operator stopped");
     Ok(())
+}
+
+/// What each scope's ConsumerGroup controller is wired to: the polls' news, the registry that
+/// tells whose news it is, and where its cache's deletions go.
+struct GroupWiring {
+    news: broadcast::Sender<Arc<PollNews>>,
+    registry: Arc<Registry>,
+    gone: tokio::sync::mpsc::UnboundedSender<Deletion>,
+}
+
+/// The ConsumerGroup controller of one scope and everything that triggers its reconciles.
+fn group_controller(client: &Client, scope: &Option<String>, wiring: &GroupWiring) -> Controller<ConsumerGroup> {
+    let (reader, writer) = reflector::store();
+    let gone = wiring.gone.clone();
+    let on_event = move |event: &watcher::Event<ConsumerGroup>| {
+        let deletion = match event {
+            watcher::Event::Delete(group) => Deletion::Deleted(ObjectRef::from(group)),
+            watcher::Event::InitDone => Deletion::Relisted,
+            _ => return,
+        };
+        // Refused only once the deletions task has ended (shutting down).
+        let _ = gone.send(deletion);
+    };
+    let groups = cached_spec_changes(scoped_api::<ConsumerGroup>(client, scope), writer, "group-cache", on_event);
+    let connections = scoped_api::<KafkaConnection>(client, scope);
+    let (users_of, users_of_cluster) = (reader.clone(), reader.clone());
+    let with_news = groups_with_news(wiring.news.subscribe(), reader.clone(), wiring.registry.clone());
+    Controller::for_stream(groups, reader)
+        // At a resync every ConsumerGroup is due at once: a bounded number of reconciles in
+        // flight keeps the memory they hold (and the apiserver's load) flat.
+        .with_config(controller::Config::default().concurrency(RECONCILE_CONCURRENCY))
+        // A poll with news of a group reconciles it at once (its timed requeue is only a
+        // fallback): lag changes reach status and /metrics without waiting for a resync.
+        .reconcile_on(with_news)
+        .owns(scoped_api::<Deployment>(client, scope), watcher::Config::default().labels(workload::MANAGED_BY_LABEL))
+        // A reset changing phase holds or releases its ConsumerGroup's workload.
+        .watches(scoped_api::<OffsetReset>(client, scope), watcher::Config::default(), |reset: OffsetReset| {
+            let namespace = reset.namespace()?;
+            Some(ObjectRef::new(&reset.spec.consumer_group).within(&namespace))
+        })
+        // A named connection's spec changed: its ConsumerGroups read it again (a rotated Secret is
+        // read at their next resync).
+        .watches_stream(
+            spec_changes(watcher::watcher(connections, watcher::Config::default())),
+            move |connection: KafkaConnection| {
+                let namespace = connection.namespace();
+                users(&users_of, ConnectionKind::KafkaConnection, &connection.name_any(), namespace)
+            },
+        )
+        .watches_stream(
+            spec_changes(watcher::watcher(
+                Api::<ClusterKafkaConnection>::all(client.clone()),
+                watcher::Config::default(),
+            )),
+            move |connection: ClusterKafkaConnection| {
+                users(&users_of_cluster, ConnectionKind::ClusterKafkaConnection, &connection.name_any(), None)
+            },
+        )
+}
+
+/// Marks the operator ready once every ConsumerGroup cache has synced.
+async fn ready_once_synced(stores: Vec<Store<ConsumerGroup>>, metrics: Arc<Metrics>) {
+    for store in stores {
+        // The store's readiness future keeps one waker, and the controller's own runner waits on
+        // it too, so poll it again periodically instead of relying on a wake-up.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "a ConsumerGroup cache stopped before its first sync");
+                    return;
+                }
+                Err(_elapsed) => {}
+            }
+        }
+    }
+    metrics.set_ready(true);
+    tracing::info!("caches synced; ready");
+}
+
+/// Forgets what the operator keeps of each ConsumerGroup its caches no longer hold.
+async fn forget_deleted(groups: Arc<GroupContext>, mut deletions: tokio::sync::mpsc::UnboundedReceiver<Deletion>) {
+    while let Some(deletion) = deletions.recv().await {
+        match deletion {
+            Deletion::Deleted(key) => groups.forget(&key),
+            Deletion::Relisted => groups.forget_missing(),
+        }
+    }
+}
+
+/// Every 10 s (or the resync, if shorter): closes unused Kafka connections and returns freed
+/// memory to the system.
+async fn sweep(groups: Arc<GroupContext>) {
+    let mut tick = tokio::time::interval(groups.resync.min(Duration::from_secs(10)));
+    loop {
+        tick.tick().await;
+        groups.sweep_connections();
+        return_freed_memory();
+    }
 }
 
 /// What the OffsetReset and connection controllers do with each reconcile's result: a success

@@ -3,6 +3,7 @@
 //! `Observation`) -> `plan` (pure, with `scaling`'s replica decisions) -> `act::workload` (the
 //! workload write, returning what was applied) -> `status::build` (pure) -> `act::status` and
 //! `act::publish` (status only on change, Events only on transitions); `report` feeds /metrics.
+//! What it keeps per group between reconciles is in its `registry`, forgotten on delete events.
 //!
 //! What it may do: read its ConsumerGroup, the workload and the group's part of its connection's
 //! observer snapshot (no Kafka request of its own, except the transaction-marker probe); write the
