@@ -14,6 +14,7 @@
 
 use std::future::Future;
 use std::io::{IsTerminal, Write as _};
+use std::ops::ControlFlow;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -99,6 +100,8 @@ fn spec(group: &str, target: ResetTarget, topics: Vec<TopicScope>, flow: &FlowAr
     Ok(spec)
 }
 
+/// Creates the DryRun, shows its plan, asks for the approval and follows the execution; each step
+/// either goes on or ends the command with its exit code.
 async fn run(
     cluster: &Cluster,
     group: &ConsumerGroup,
@@ -108,7 +111,6 @@ async fn run(
     format: Option<Format>,
 ) -> anyhow::Result<ExitCode> {
     let api: Api<OffsetReset> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    let group_name = group.name_any();
     let object = OffsetReset {
         metadata: ObjectMeta { generate_name: Some(generate_name), ..ObjectMeta::default() },
         spec,
@@ -120,17 +122,40 @@ async fn run(
     eprintln!("offsetreset/{name} created in DryRun; waiting for its plan");
     let timeout = Duration::from_secs(flow.timeout);
 
-    let planned = follow(&api, &name, timeout, |reset| {
+    let planned = match wait_for_plan(cluster, &api, &name, timeout).await? {
+        ControlFlow::Continue(planned) => planned,
+        ControlFlow::Break(code) => return Ok(code),
+    };
+    let preview = planned.status.clone().unwrap_or_default().plan;
+    if let ControlFlow::Break(code) = show_plan(&api, &planned, flow, format).await? {
+        return Ok(code);
+    }
+    if let ControlFlow::Break(code) = approve(&api, group, &planned, flow).await? {
+        return Ok(code);
+    }
+    match follow_execution(&api, &name, &group.name_any(), timeout).await? {
+        ControlFlow::Continue(finished) => Ok(report(&finished, &preview, format)),
+        ControlFlow::Break(code) => Ok(code),
+    }
+}
+
+/// Waits for the operator's plan of the DryRun; one that cannot be made or does not come in time
+/// is deleted.
+async fn wait_for_plan(
+    cluster: &Cluster,
+    api: &Api<OffsetReset>,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<ControlFlow<ExitCode, OffsetReset>> {
+    let planned = follow(api, name, timeout, |reset| {
         let status = reset.status.as_ref();
         matches!(status.and_then(|s| s.phase), Some(ResetPhase::Planned | ResetPhase::Failed))
             && status.and_then(|s| s.observed_generation) == reset.metadata.generation
     });
-    let Some(planned) = before_approval(&api, &name, planned).await? else {
-        return Ok(ExitCode::from(exit::INTERRUPTED));
-    };
-    let planned = match planned {
-        Ok(planned) => planned,
-        Err(last) => {
+    let planned = match before_approval(api, name, planned).await? {
+        None => return Ok(ControlFlow::Break(ExitCode::from(exit::INTERRUPTED))),
+        Some(Ok(planned)) => planned,
+        Some(Err(last)) => {
             let why = last.status.and_then(|s| s.message).unwrap_or_else(|| {
                 format!(
                     "the operator did not answer: is consumer-group-operator running and watching namespace {}?",
@@ -138,24 +163,35 @@ async fn run(
                 )
             });
             eprintln!("no plan within {}s: {why}", timeout.as_secs());
-            delete(&api, &name).await;
-            return Ok(ExitCode::from(exit::TIMED_OUT));
+            delete(api, name).await;
+            return Ok(ControlFlow::Break(ExitCode::from(exit::TIMED_OUT)));
         }
     };
     let status = planned.status.clone().unwrap_or_default();
     if status.phase == Some(ResetPhase::Failed) {
         eprintln!("the reset cannot be planned: {}", status.message.unwrap_or_default());
-        delete(&api, &name).await;
-        return Ok(ExitCode::from(exit::FAILED));
+        delete(api, name).await;
+        return Ok(ControlFlow::Break(ExitCode::from(exit::FAILED)));
     }
+    Ok(ControlFlow::Continue(planned))
+}
 
+/// Prints the plan (and exports it); with --dry-run the command ends here, the DryRun kept.
+async fn show_plan(
+    api: &Api<OffsetReset>,
+    planned: &OffsetReset,
+    flow: &FlowArgs,
+    format: Option<Format>,
+) -> anyhow::Result<ControlFlow<ExitCode>> {
+    let name = planned.name_any();
+    let plan = planned.status.as_ref().map(|s| s.plan.as_slice()).unwrap_or_default();
     match format {
-        Some(format) => print_object(&planned, format)?,
-        None => print!("{}", plan_text(&status.plan)),
+        Some(format) => print_object(planned, format)?,
+        None => print!("{}", plan_text(plan)),
     }
     if let Some(path) = &flow.export {
-        if let Err(error) = std::fs::write(path, export_csv(&status.plan)) {
-            delete(&api, &name).await;
+        if let Err(error) = std::fs::write(path, export_csv(plan)) {
+            delete(api, &name).await;
             anyhow::bail!("cannot write the plan to {}: {error}", path.display());
         }
         eprintln!("plan written to {} (kafka-consumer-groups --reset-offsets --from-file reads it)", path.display());
@@ -164,9 +200,21 @@ async fn run(
         eprintln!(
             "offsetreset/{name} stays in DryRun; approve it later with `kubectl patch offsetreset {name} --type merge -p '{{\"spec\":{{\"mode\":\"Execute\"}}}}'`, or delete it"
         );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(ControlFlow::Break(ExitCode::SUCCESS));
     }
+    Ok(ControlFlow::Continue(()))
+}
 
+/// Says what executing does, asks (unless --yes) and switches the DryRun to Execute, conditional
+/// on the version that was shown: an edit since then is not approved with it.
+async fn approve(
+    api: &Api<OffsetReset>,
+    group: &ConsumerGroup,
+    planned: &OffsetReset,
+    flow: &FlowArgs,
+) -> anyhow::Result<ControlFlow<ExitCode>> {
+    let (name, group_name) = (planned.name_any(), group.name_any());
+    let status = planned.status.clone().unwrap_or_default();
     let members = match status.member_count.unwrap_or(0) {
         0 => "no members now".to_string(),
         count => {
@@ -183,17 +231,15 @@ async fn run(
         );
     }
     if !flow.yes {
-        match before_approval(&api, &name, approved(&name)).await? {
+        match before_approval(api, &name, approved(&name)).await? {
             Some(true) => {}
             Some(false) => {
-                delete(&api, &name).await;
-                return Ok(ExitCode::from(exit::DECLINED));
+                delete(api, &name).await;
+                return Ok(ControlFlow::Break(ExitCode::from(exit::DECLINED)));
             }
-            None => return Ok(ExitCode::from(exit::INTERRUPTED)),
+            None => return Ok(ControlFlow::Break(ExitCode::from(exit::INTERRUPTED))),
         }
     }
-
-    // Conditional on the version that was shown: an edit since then is not approved with it.
     let approve = serde_json::json!({
         "metadata": {"resourceVersion": planned.resource_version()},
         "spec": {"mode": ResetMode::Execute},
@@ -207,8 +253,17 @@ async fn run(
         Err(error) => return Err(api_error(error, "OffsetResets")),
     }
     eprintln!("offsetreset/{name} approved: executing");
+    Ok(ControlFlow::Continue(()))
+}
 
-    let done = follow(&api, &name, timeout, |reset| {
+/// Follows the approved reset until it ends; Ctrl-C or the timeout stop only the following.
+async fn follow_execution(
+    api: &Api<OffsetReset>,
+    name: &str,
+    group_name: &str,
+    timeout: Duration,
+) -> anyhow::Result<ControlFlow<ExitCode, OffsetReset>> {
+    let done = follow(api, name, timeout, |reset| {
         matches!(reset.status.as_ref().and_then(|s| s.phase), Some(ResetPhase::Succeeded | ResetPhase::Failed))
     });
     let done = tokio::select! {
@@ -217,11 +272,11 @@ async fn run(
             eprintln!(
                 "\nstopped following offsetreset/{name}: an approved reset goes on in the cluster; `kubectl consumergroup describe {group_name}` shows it"
             );
-            return Ok(ExitCode::from(exit::INTERRUPTED));
+            return Ok(ControlFlow::Break(ExitCode::from(exit::INTERRUPTED)));
         }
     };
-    let finished = match done {
-        Ok(finished) => finished,
+    match done {
+        Ok(finished) => Ok(ControlFlow::Continue(finished)),
         Err(last) => {
             let status = last.status.unwrap_or_default();
             eprintln!(
@@ -230,24 +285,28 @@ async fn run(
                 timeout.as_secs(),
                 status.message.unwrap_or_default()
             );
-            return Ok(ExitCode::from(exit::TIMED_OUT));
+            Ok(ControlFlow::Break(ExitCode::from(exit::TIMED_OUT)))
         }
-    };
-    let final_status = finished.status.unwrap_or_default();
-    let message = final_status.message.clone().unwrap_or_default();
-    if final_status.phase == Some(ResetPhase::Succeeded) {
-        if final_status.plan != status.plan && format.is_none() {
-            println!(
-                "\nThe plan resolved on the stopped group differs from the preview (the group moved meanwhile); committed:"
-            );
-            print!("{}", plan_text(&final_status.plan));
-        }
-        eprintln!("offsetreset/{name} Succeeded: {message}");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("offsetreset/{name} Failed: {message}");
-        Ok(ExitCode::from(exit::FAILED))
     }
+}
+
+/// The outcome, and the committed plan where it differs from the preview.
+fn report(finished: &OffsetReset, preview: &[PlannedOffset], format: Option<Format>) -> ExitCode {
+    let name = finished.name_any();
+    let status = finished.status.clone().unwrap_or_default();
+    let message = status.message.clone().unwrap_or_default();
+    if status.phase != Some(ResetPhase::Succeeded) {
+        eprintln!("offsetreset/{name} Failed: {message}");
+        return ExitCode::from(exit::FAILED);
+    }
+    if status.plan != preview && format.is_none() {
+        println!(
+            "\nThe plan resolved on the stopped group differs from the preview (the group moved meanwhile); committed:"
+        );
+        print!("{}", plan_text(&status.plan));
+    }
+    eprintln!("offsetreset/{name} Succeeded: {message}");
+    ExitCode::SUCCESS
 }
 
 /// Runs a step before the approval; Ctrl-C during it deletes the DryRun (nothing ran) and gives

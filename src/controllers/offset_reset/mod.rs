@@ -181,80 +181,24 @@ pub async fn reconcile(cached: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Ac
     }
     // Phases are decided on a fresh read, never on a possibly stale cache; each write is then
     // conditional on this read's resourceVersion (see `write_status`).
-    let namespace = cached.namespace().unwrap_or_default();
-    let api: Api<OffsetReset> = Api::namespaced(ctx.client.clone(), &namespace);
+    let api: Api<OffsetReset> = Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
     let Some(reset) = api.get_opt(&cached.name_any()).await.map_err(Error::GetReset)? else {
         return Ok(Action::await_change());
     };
     if crate::reset_hold::settled(&reset) {
         return Ok(Action::await_change());
     }
-    let status = reset.status.clone().unwrap_or_default();
-    let phase = status.phase;
-    let mut status = OffsetResetStatus { observed_generation: reset.metadata.generation, ..status };
-
-    let groups: Api<ConsumerGroup> = Api::namespaced(ctx.client.clone(), &namespace);
-    let Some(group) = groups.get_opt(&reset.spec.consumer_group).await.map_err(Error::GetConsumerGroup)? else {
-        let message = format!("ConsumerGroup {:?} does not exist in this namespace", reset.spec.consumer_group);
-        write_status(&ctx, &reset, &finished(&status, ResetPhase::Failed, message)).await?;
-        return Ok(Action::await_change());
+    let status = OffsetResetStatus {
+        observed_generation: reset.metadata.generation,
+        ..reset.status.clone().unwrap_or_default()
     };
-    // Offsets change only for the ConsumerGroup that owns the groupId, in any namespace; checked
-    // before any Kafka request (a DryRun would show the owner's members), and once: a reset that
-    // started stopping consumers was its owner's.
-    let starting = !phase.is_some_and(ResetPhase::holds_workload);
-    if starting && let Some(owner) = crate::ownership::conflicting_owner(&ctx, &group) {
-        return fail(&ctx, &reset, &status, not_the_owner(&group, &owner)).await;
-    }
-    let connection =
-        match kafka_settings::resolve(&ctx.client, &group, &ctx.defaults).await.map_err(Error::ResolveSettings)? {
-            Ok(connection) => connection,
-            Err(problem) => {
-                let error = KafkaError::Config(format!("ConsumerGroup {}: {problem}", group.name_any()));
-                return kafka_failed(&ctx, &reset, status, error).await;
-            }
-        };
-    let client = match ctx.kafka.client(&connection.properties).await {
-        Ok(client) => client,
-        Err(error) => return kafka_failed(&ctx, &reset, status, error).await,
+    let (group, client) = match connect(&ctx, &reset, &status).await? {
+        Connected::Ready(group, client) => (*group, client),
+        Connected::Stop(action) => return Ok(action),
     };
-    if starting {
-        // Asked again with the cluster named by its id: another spelling of the bootstrap servers
-        // may be an older ConsumerGroup's cluster.
-        match client.fetch_cluster_id(ctx.kafka_timeout).await {
-            Ok(id) => ctx.kafka.learn_cluster_id(&connection.cluster_key(), id),
-            Err(error) => return kafka_failed(&ctx, &reset, status, error).await,
-        }
-        if let Some(owner) = crate::ownership::conflicting_owner(&ctx, &group) {
-            return fail(&ctx, &reset, &status, not_the_owner(&group, &owner)).await;
-        }
-    }
-
     let before = status.clone();
-    let result = match (reset.spec.mode, phase) {
-        (ResetMode::DryRun, _) => match plan_now(&ctx, &client, &group, &reset).await {
-            Ok(planned) => {
-                let members = describe_members(&planned.members);
-                status.phase = Some(ResetPhase::Planned);
-                status.message = Some(format!(
-                    "dry run: {} partitions planned on the live group, which has {}; set spec.mode to Execute to apply (its consumers are stopped first and the plan is resolved again on the stopped group)",
-                    planned.offsets.len(),
-                    members
-                ));
-                status.partition_count = Some(planned.offsets.len() as i32);
-                status.plan = planned.offsets;
-                status.failing_since = None;
-                record_members(&mut status, &planned.members);
-                write_status(&ctx, &reset, &status).await?;
-                Ok(Action::await_change())
-            }
-            Err(PlanError::Invalid(message)) => {
-                write_status(&ctx, &reset, &finished(&status, ResetPhase::Failed, message)).await?;
-                Ok(Action::await_change())
-            }
-            Err(PlanError::Kafka(error)) => Err(Error::Kafka(error)),
-            Err(PlanError::Kube(error)) => Err(Error::GetRolledBack(error)),
-        },
+    let result = match (reset.spec.mode, status.phase) {
+        (ResetMode::DryRun, _) => dry_run(&ctx, &client, &group, &reset, status).await,
         (ResetMode::Execute, None | Some(ResetPhase::Pending | ResetPhase::Planned)) => {
             start(&ctx, &client, &group, &reset, status).await
         }
@@ -268,50 +212,148 @@ pub async fn reconcile(cached: Arc<OffsetReset>, ctx: Arc<Context>) -> Result<Ac
     }
 }
 
-/// A Kafka failure during a reset. Before the consumers are stopped, the reset waits and says why
-/// (a Secret or a permission can be fixed). Once they are stopped, errors count toward
-/// quiesceTimeoutSeconds and a permanent one fails the reset at once: the workload never stays
-/// at zero for good.
+/// What a reset step runs on, or why it does not run this time.
+enum Connected {
+    Ready(Box<ConsumerGroup>, Arc<KafkaClient>),
+    /// The reset was failed or waits (its status says why).
+    Stop(Action),
+}
+
+/// Reads the reset's ConsumerGroup, checks that it owns its groupId and connects to its cluster.
+async fn connect(ctx: &Context, reset: &OffsetReset, status: &OffsetResetStatus) -> Result<Connected, Error> {
+    let groups: Api<ConsumerGroup> = Api::namespaced(ctx.client.clone(), &reset.namespace().unwrap_or_default());
+    let Some(group) = groups.get_opt(&reset.spec.consumer_group).await.map_err(Error::GetConsumerGroup)? else {
+        let message = format!("ConsumerGroup {:?} does not exist in this namespace", reset.spec.consumer_group);
+        write_status(ctx, reset, &finished(status, ResetPhase::Failed, message)).await?;
+        return Ok(Connected::Stop(Action::await_change()));
+    };
+    // Offsets change only for the ConsumerGroup that owns the groupId, in any namespace; checked
+    // before any Kafka request (a DryRun would show the owner's members), and once: a reset that
+    // started stopping consumers was its owner's.
+    let starting = !status.phase.is_some_and(ResetPhase::holds_workload);
+    if starting && let Some(owner) = crate::ownership::conflicting_owner(ctx, &group) {
+        return fail(ctx, reset, status, not_the_owner(&group, &owner)).await.map(Connected::Stop);
+    }
+    let stop = |error| async move { kafka_failed(ctx, reset, status.clone(), error).await.map(Connected::Stop) };
+    let settings =
+        match kafka_settings::resolve(&ctx.client, &group, &ctx.defaults).await.map_err(Error::ResolveSettings)? {
+            Ok(settings) => settings,
+            Err(problem) => {
+                return stop(KafkaError::Config(format!("ConsumerGroup {}: {problem}", group.name_any()))).await;
+            }
+        };
+    let client = match ctx.kafka.client(&settings.properties).await {
+        Ok(client) => client,
+        Err(error) => return stop(error).await,
+    };
+    if starting {
+        // Asked again with the cluster named by its id: another spelling of the bootstrap servers
+        // may be an older ConsumerGroup's cluster.
+        match client.fetch_cluster_id(ctx.kafka_timeout).await {
+            Ok(id) => ctx.kafka.learn_cluster_id(&settings.cluster_key(), id),
+            Err(error) => return stop(error).await,
+        }
+        if let Some(owner) = crate::ownership::conflicting_owner(ctx, &group) {
+            return fail(ctx, reset, status, not_the_owner(&group, &owner)).await.map(Connected::Stop);
+        }
+    }
+    Ok(Connected::Ready(Box::new(group), client))
+}
+
+/// DryRun: the plan on the live group, stored in status (phase Planned); nothing is stopped.
+async fn dry_run(
+    ctx: &Context,
+    client: &KafkaClient,
+    group: &ConsumerGroup,
+    reset: &OffsetReset,
+    mut status: OffsetResetStatus,
+) -> Result<Action, Error> {
+    let planned = match plan_now(ctx, client, group, reset).await {
+        Ok(planned) => planned,
+        Err(PlanError::Invalid(message)) => {
+            write_status(ctx, reset, &finished(&status, ResetPhase::Failed, message)).await?;
+            return Ok(Action::await_change());
+        }
+        Err(PlanError::Kafka(error)) => return Err(Error::Kafka(error)),
+        Err(PlanError::Kube(error)) => return Err(Error::GetRolledBack(error)),
+    };
+    status.phase = Some(ResetPhase::Planned);
+    status.message = Some(format!(
+        "dry run: {} partitions planned on the live group, which has {}; set spec.mode to Execute to apply (its consumers are stopped first and the plan is resolved again on the stopped group)",
+        planned.offsets.len(),
+        describe_members(&planned.members)
+    ));
+    status.partition_count = Some(planned.offsets.len() as i32);
+    status.plan = planned.offsets;
+    status.failing_since = None;
+    record_members(&mut status, &planned.members);
+    write_status(ctx, reset, &status).await?;
+    Ok(Action::await_change())
+}
+
+/// A Kafka failure during a reset, written to status (see [`on_kafka_failure`]).
 async fn kafka_failed(
     ctx: &Context,
     reset: &OffsetReset,
-    mut status: OffsetResetStatus,
+    status: OffsetResetStatus,
     error: KafkaError,
 ) -> Result<Action, Error> {
     let now = k8s_openapi::jiff::Timestamp::now();
-    let holding = status.phase.is_some_and(ResetPhase::holds_workload);
-    if !holding {
-        tracing::warn!(reset = %reset.name_any(), %error, "offset reset cannot be planned; waiting");
+    match on_kafka_failure(status, &error, i64::from(reset.spec.quiesce_timeout_seconds), now) {
+        KafkaFailure::Retry { status, after } => {
+            tracing::warn!(reset = %reset.name_any(), %error, step = ?status.phase, "Kafka error during an offset reset; retrying");
+            write_if_changed(ctx, reset, &status).await?;
+            Ok(Action::requeue(after))
+        }
+        KafkaFailure::Fail { status, message } => fail(ctx, reset, &status, message).await,
+    }
+}
+
+/// What a Kafka failure does to a reset.
+#[derive(Debug)]
+enum KafkaFailure {
+    /// Try again after `after`, with this status.
+    Retry { status: OffsetResetStatus, after: Duration },
+    /// Fail the reset with this message (the workload resumes).
+    Fail { status: OffsetResetStatus, message: String },
+}
+
+/// The rule for Kafka failures, pure. Before the consumers are stopped, the reset waits and says
+/// why (a Secret or a permission can be fixed). Once they are stopped, errors count toward
+/// quiesceTimeoutSeconds and a permanent one fails the reset at once: the workload never stays at
+/// zero for good.
+fn on_kafka_failure(
+    mut status: OffsetResetStatus,
+    error: &KafkaError,
+    quiesce_timeout_seconds: i64,
+    now: k8s_openapi::jiff::Timestamp,
+) -> KafkaFailure {
+    if !status.phase.is_some_and(ResetPhase::holds_workload) {
         status.phase = Some(status.phase.unwrap_or(ResetPhase::Pending));
         status.message = Some(format!("waiting: {error}; nothing was stopped or changed; retrying every 10s"));
-        write_if_changed(ctx, reset, &status).await?;
-        return Ok(Action::requeue(Duration::from_secs(10)));
+        return KafkaFailure::Retry { status, after: Duration::from_secs(10) };
     }
     let since = status.failing_since.get_or_insert(Time(now)).0;
     let failing_for = now.as_second() - since.as_second();
-    let limit = i64::from(reset.spec.quiesce_timeout_seconds);
-    let committing = status.phase == Some(ResetPhase::Committing);
-    let outcome = if committing {
+    let outcome = if status.phase == Some(ResetPhase::Committing) {
         "whether Kafka applied the stored plan is unknown: compare the group's committed offsets with status.plan before running another reset"
     } else {
         "no offset changed"
     };
     if !error.is_transient() {
         let message = format!("{error}; the workload resumes; {outcome}");
-        return fail(ctx, reset, &status, message).await;
+        return KafkaFailure::Fail { status, message };
     }
-    if failing_for >= limit {
+    if failing_for >= quiesce_timeout_seconds {
         let message = format!(
-            "Kafka kept failing for {failing_for}s (quiesceTimeoutSeconds: {limit}): {error}; the workload resumes; {outcome}"
+            "Kafka kept failing for {failing_for}s (quiesceTimeoutSeconds: {quiesce_timeout_seconds}): {error}; the workload resumes; {outcome}"
         );
-        return fail(ctx, reset, &status, message).await;
+        return KafkaFailure::Fail { status, message };
     }
-    tracing::warn!(reset = %reset.name_any(), %error, failing_for, "Kafka error during an offset reset; retrying");
     status.message = Some(format!(
-        "Kafka is failing: {error}; retrying until {limit}s (quiesceTimeoutSeconds) after the first failure, then the reset fails and the workload resumes"
+        "Kafka is failing: {error}; retrying until {quiesce_timeout_seconds}s (quiesceTimeoutSeconds) after the first failure, then the reset fails and the workload resumes"
     ));
-    write_if_changed(ctx, reset, &status).await?;
-    Ok(Action::requeue(Duration::from_secs(2)))
+    KafkaFailure::Retry { status, after: Duration::from_secs(2) }
 }
 
 /// Execute from Pending/Planned: checks that the reset may start, plans it once on the live group
@@ -548,17 +590,7 @@ async fn commit(
     status: OffsetResetStatus,
 ) -> Result<Action, Error> {
     let group_id = &group.spec.group_id;
-    let to_commit: BTreeMap<TopicPartition, i64> = status
-        .plan
-        .iter()
-        .filter_map(|p| p.new_offset.map(|o| (TopicPartition { topic: p.topic.clone(), partition: p.partition }, o)))
-        .collect();
-    let to_delete: Vec<TopicPartition> = status
-        .plan
-        .iter()
-        .filter(|p| p.new_offset.is_none())
-        .map(|p| TopicPartition { topic: p.topic.clone(), partition: p.partition })
-        .collect();
+    let (to_commit, to_delete) = split_plan(&status.plan);
     match set_offsets(client, group_id, &to_commit, &to_delete, ctx.kafka_timeout).await {
         Ok(()) => {}
         Err(KafkaError::PartitionsRefused(refused)) => {
@@ -577,15 +609,7 @@ async fn commit(
     let scope: Vec<TopicPartition> = to_commit.keys().chain(to_delete.iter()).cloned().collect();
     let now_committed =
         client.list_consumer_group_offsets(group_id, Some(&scope), ctx.kafka_timeout).await.map_err(Error::Kafka)?;
-    let mismatches: Vec<String> = status
-        .plan
-        .iter()
-        .filter_map(|p| {
-            let tp = TopicPartition { topic: p.topic.clone(), partition: p.partition };
-            let found = now_committed.get(&tp).copied().flatten();
-            (found != p.new_offset).then(|| format!("{tp}: expected {:?}, found {found:?}", p.new_offset))
-        })
-        .collect();
+    let mismatches = mismatches(&status.plan, &now_committed);
     if !mismatches.is_empty() {
         return fail(ctx, reset, &status, format!("verification failed: {}", mismatches.join("; "))).await;
     }
@@ -594,6 +618,29 @@ async fn commit(
     event(ctx, reset, EventType::Normal, "Succeeded", message).await;
     tracing::info!(reset = %reset.name_any(), group = %group.name_any(), partitions = status.plan.len(), "offset reset succeeded");
     Ok(Action::await_change())
+}
+
+fn partition_of(planned: &PlannedOffset) -> TopicPartition {
+    TopicPartition { topic: planned.topic.clone(), partition: planned.partition }
+}
+
+/// The plan as Kafka requests take it: offsets to commit, and partitions whose committed offset
+/// is deleted.
+fn split_plan(plan: &[PlannedOffset]) -> (BTreeMap<TopicPartition, i64>, Vec<TopicPartition>) {
+    let to_commit = plan.iter().filter_map(|p| p.new_offset.map(|o| (partition_of(p), o))).collect();
+    let to_delete = plan.iter().filter(|p| p.new_offset.is_none()).map(partition_of).collect();
+    (to_commit, to_delete)
+}
+
+/// Partitions where Kafka does not hold what the plan says, each as "topic-p: expected, found".
+fn mismatches(plan: &[PlannedOffset], committed: &BTreeMap<TopicPartition, Option<i64>>) -> Vec<String> {
+    plan.iter()
+        .filter_map(|p| {
+            let tp = partition_of(p);
+            let found = committed.get(&tp).copied().flatten();
+            (found != p.new_offset).then(|| format!("{tp}: expected {:?}, found {found:?}", p.new_offset))
+        })
+        .collect()
 }
 
 /// Commits `commit` and deletes the committed offsets of `delete` (each skipped when empty).
@@ -623,35 +670,29 @@ async fn undo_partial_commit(
     status: &OffsetResetStatus,
     refused: &[(TopicPartition, String)],
 ) -> String {
-    let refused_set: std::collections::BTreeSet<&TopicPartition> = refused.iter().map(|(tp, _)| tp).collect();
-    let applied: Vec<&PlannedOffset> = status
-        .plan
-        .iter()
-        .filter(|p| p.new_offset.is_some())
-        .filter(|p| !refused_set.contains(&TopicPartition { topic: p.topic.clone(), partition: p.partition }))
-        .collect();
+    let undo = undo_plan(&status.plan, refused);
     let refusal = KafkaError::PartitionsRefused(refused.to_vec());
-    let restore: BTreeMap<TopicPartition, i64> = applied
-        .iter()
-        .filter_map(|p| {
-            p.current_offset.map(|o| (TopicPartition { topic: p.topic.clone(), partition: p.partition }, o))
-        })
-        .collect();
-    let forget: Vec<TopicPartition> = applied
-        .iter()
-        .filter(|p| p.current_offset.is_none())
-        .map(|p| TopicPartition { topic: p.topic.clone(), partition: p.partition })
-        .collect();
+    let (restore, forget) = split_plan(&undo);
     match set_offsets(client, group_id, &restore, &forget, ctx.kafka_timeout).await {
         Ok(()) => format!(
             "{refusal}; the {} other partition(s) were put back to their offsets from before the reset; the workload resumes; no offset changed. Fix the permission or the scope (spec.topics) and create a new OffsetReset",
-            applied.len()
+            undo.len()
         ),
         Err(error) => format!(
             "{refusal}; putting the {} other partition(s) back failed ({error}): they now hold the plan's offsets (status.plan lists the previous ones); the workload resumes",
-            applied.len()
+            undo.len()
         ),
     }
+}
+
+/// What puts the partitions Kafka accepted back to their offsets from before the reset (the
+/// refused ones never changed).
+fn undo_plan(plan: &[PlannedOffset], refused: &[(TopicPartition, String)]) -> Vec<PlannedOffset> {
+    let refused: std::collections::BTreeSet<&TopicPartition> = refused.iter().map(|(tp, _)| tp).collect();
+    plan.iter()
+        .filter(|p| p.new_offset.is_some() && !refused.contains(&partition_of(p)))
+        .map(|p| PlannedOffset { new_offset: p.current_offset, delta: None, ..p.clone() })
+        .collect()
 }
 
 enum PlanError {
@@ -817,5 +858,90 @@ mod tests {
             "{step:?}"
         );
         assert_eq!(quiesce_step(&view(&members, false, 1_055, Some(1_010))).1, None, "pods came back");
+    }
+
+    fn at(second: i64) -> k8s_openapi::jiff::Timestamp {
+        k8s_openapi::jiff::Timestamp::from_second(second).unwrap()
+    }
+
+    fn in_phase(phase: Option<ResetPhase>) -> OffsetResetStatus {
+        OffsetResetStatus { phase, ..OffsetResetStatus::default() }
+    }
+
+    #[test]
+    fn a_kafka_failure_before_anything_stopped_waits_in_pending_whatever_the_error() {
+        let auth = KafkaError::Auth("SASL failed".into());
+        for phase in [None, Some(ResetPhase::Pending), Some(ResetPhase::Planned)] {
+            let KafkaFailure::Retry { status, after } = on_kafka_failure(in_phase(phase), &auth, 300, at(1_000)) else {
+                panic!("{phase:?}: a permanent error before quiescing must not fail the reset");
+            };
+            assert_eq!(status.phase, Some(phase.unwrap_or(ResetPhase::Pending)));
+            assert!(status.message.as_deref().unwrap().contains("nothing was stopped"), "{status:?}");
+            assert_eq!((status.failing_since, after), (None, Duration::from_secs(10)));
+        }
+    }
+
+    #[test]
+    fn once_the_consumers_are_stopped_kafka_failures_end_the_reset_within_the_quiesce_timeout() {
+        let timeout = KafkaError::Timeout("OffsetFetch");
+        let KafkaFailure::Retry { status, after } =
+            on_kafka_failure(in_phase(Some(ResetPhase::Quiescing)), &timeout, 300, at(1_000))
+        else {
+            panic!("a transient error is retried");
+        };
+        assert_eq!(
+            (status.failing_since.as_ref().map(|t| t.0.as_second()), after),
+            (Some(1_000), Duration::from_secs(2))
+        );
+        assert!(matches!(
+            on_kafka_failure(status.clone(), &timeout, 300, at(1_299)),
+            KafkaFailure::Retry { status: ref kept, .. } if kept.failing_since == status.failing_since
+        ));
+        let KafkaFailure::Fail { message, .. } = on_kafka_failure(status, &timeout, 300, at(1_300)) else {
+            panic!("300 s of failures end the reset");
+        };
+        assert!(message.contains("kept failing for 300s") && message.contains("no offset changed"), "{message}");
+
+        let refused = KafkaError::Auth("not allowed".into());
+        let KafkaFailure::Fail { message, .. } =
+            on_kafka_failure(in_phase(Some(ResetPhase::Committing)), &refused, 300, at(1_000))
+        else {
+            panic!("a permanent error fails a holding reset at once");
+        };
+        assert!(message.contains("compare the group's committed offsets with status.plan"), "{message}");
+    }
+
+    fn planned(partition: i32, current: Option<i64>, new: Option<i64>) -> PlannedOffset {
+        PlannedOffset { topic: "t".into(), partition, current_offset: current, new_offset: new, delta: None }
+    }
+
+    fn tp(partition: i32) -> TopicPartition {
+        TopicPartition { topic: "t".into(), partition }
+    }
+
+    #[test]
+    fn a_plan_splits_into_commits_and_deletions_and_is_verified_partition_by_partition() {
+        let plan = [planned(0, Some(5), Some(1)), planned(1, Some(7), None), planned(2, None, Some(0))];
+        let (commit, delete) = split_plan(&plan);
+        assert_eq!(commit, BTreeMap::from([(tp(0), 1), (tp(2), 0)]));
+        assert_eq!(delete, vec![tp(1)]);
+        let held = BTreeMap::from([(tp(0), Some(1)), (tp(1), None), (tp(2), Some(0))]);
+        assert!(mismatches(&plan, &held).is_empty());
+        let moved = BTreeMap::from([(tp(0), Some(2)), (tp(2), Some(0))]);
+        assert_eq!(mismatches(&plan, &moved), vec!["t/0: expected Some(1), found Some(2)".to_string()]);
+    }
+
+    #[test]
+    fn undoing_a_partial_commit_puts_back_only_what_kafka_accepted() {
+        let plan = [
+            planned(0, Some(5), Some(1)),
+            planned(1, None, Some(3)),
+            planned(2, Some(9), Some(0)),
+            planned(3, Some(4), None),
+        ];
+        let undo = undo_plan(&plan, &[(tp(2), "TOPIC_AUTHORIZATION_FAILED".into())]);
+        let (restore, forget) = split_plan(&undo);
+        assert_eq!(restore, BTreeMap::from([(tp(0), 5)]), "partition 2 was refused, so it never changed");
+        assert_eq!(forget, vec![tp(1)], "a partition with no offset before the reset gets none again");
     }
 }
