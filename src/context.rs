@@ -102,34 +102,45 @@ impl Attempts {
     }
 }
 
-/// Shared state of the controllers.
+/// Shared state of the controllers, in what they talk to (the apiserver, Kafka), what they read
+/// without a request (caches), what was configured (settings), and what they count.
 pub struct Context {
+    pub client: Client,
+    pub events: Events,
+    /// Kafka clients and observers, one per connection.
+    pub kafka: KafkaConnections,
+    pub caches: Caches,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
     /// Failed reconciles in a row of OffsetResets and named connections (ConsumerGroups keep
     /// theirs in their registry).
     pub attempts: Attempts,
-    pub client: Client,
-    /// Kafka clients and observers, one per connection.
-    pub kafka: KafkaConnections,
-    pub events: Events,
-    pub stores: Vec<Store<ConsumerGroup>>,
+}
+
+/// The watch caches the controllers read from (one store per watched namespace).
+pub struct Caches {
+    pub groups: Vec<Store<ConsumerGroup>>,
     /// OffsetResets, to hold a group's workload at zero while one of its resets runs.
     pub resets: Vec<Store<OffsetReset>>,
+    /// KafkaConnections and ClusterKafkaConnections.
+    pub connections: ConnectionStores,
+}
+
+/// What the command line configured, fixed for the process's life.
+pub struct Settings {
     /// The operator's default Kafka connection (bootstrap servers, client-properties folder) and
     /// its rules on Secrets.
     pub defaults: DefaultConnection,
-    /// KafkaConnections and ClusterKafkaConnections, as cached.
-    pub connections_cache: ConnectionStores,
     pub kafka_timeout: Duration,
     pub resync: Duration,
     /// How often lag figures in status are refreshed at most.
     pub status_lag_interval: Duration,
-    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
     /// Whether a ConsumerGroup is in the caches (it exists, as far as the watches know).
     pub fn is_live(&self, key: &ObjectRef<ConsumerGroup>) -> bool {
-        self.stores.iter().any(|store| store.get(key).is_some())
+        self.caches.groups.iter().any(|store| store.get(key).is_some())
     }
 
     pub fn new(
@@ -152,19 +163,19 @@ impl Context {
                 kafka_timeout,
                 Duration::from_secs(args.log_offsets_max_age_seconds),
             ),
-            stores,
-            resets,
-            defaults: DefaultConnection {
-                bootstrap_servers: args.default_bootstrap_servers.clone(),
-                properties_dir: args.default_client_properties_dir.clone(),
-                allowed_group_ids: args.default_allowed_group_ids.clone(),
-                operator_namespace: args.operator_namespace.clone(),
-                namespace_secrets: args.allow_namespace_secrets,
+            caches: Caches { groups: stores, resets, connections: connection_stores },
+            settings: Settings {
+                defaults: DefaultConnection {
+                    bootstrap_servers: args.default_bootstrap_servers.clone(),
+                    properties_dir: args.default_client_properties_dir.clone(),
+                    allowed_group_ids: args.default_allowed_group_ids.clone(),
+                    operator_namespace: args.operator_namespace.clone(),
+                    namespace_secrets: args.allow_namespace_secrets,
+                },
+                kafka_timeout,
+                resync: Duration::from_secs(args.resync_seconds),
+                status_lag_interval: Duration::from_secs(args.status_lag_interval_seconds),
             },
-            connections_cache: connection_stores,
-            kafka_timeout,
-            resync: Duration::from_secs(args.resync_seconds),
-            status_lag_interval: Duration::from_secs(args.status_lag_interval_seconds),
             metrics,
             attempts: Attempts::default(),
         }

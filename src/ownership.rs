@@ -35,15 +35,15 @@ pub fn is_served(group: &ConsumerGroup) -> bool {
 /// from Kafka, before they act (see [`cluster_of`]).
 pub fn conflicting_owner(ctx: &Context, group: &ConsumerGroup) -> Option<String> {
     let cluster = |g: &ConsumerGroup| cluster_of(ctx, g);
-    let cached: Vec<_> = ctx.stores.iter().flat_map(|store| store.state()).collect();
+    let cached: Vec<_> = ctx.caches.groups.iter().flat_map(|store| store.state()).collect();
     owner_among(group, cached.iter().map(AsRef::as_ref), cluster)
 }
 
 /// How ownership names a ConsumerGroup's Kafka cluster: `id:` and Kafka's cluster id when known,
 /// `servers:` and its bootstrap servers otherwise.
 pub fn cluster_of(ctx: &Context, group: &ConsumerGroup) -> Option<String> {
-    let default = ctx.defaults.bootstrap_servers.as_deref();
-    let key = kafka_settings::cluster_key(&kafka_settings::bootstrap_servers(group, default, &ctx.connections_cache)?);
+    let default = ctx.settings.defaults.bootstrap_servers.as_deref();
+    let key = kafka_settings::cluster_key(&kafka_settings::bootstrap_servers(group, default, &ctx.caches.connections)?);
     Some(match ctx.kafka.cluster_id(&key) {
         Some(id) => format!("id:{id}"),
         None => format!("servers:{key}"),

@@ -589,7 +589,7 @@ async fn forget_deleted(groups: Arc<GroupContext>, mut deletions: tokio::sync::m
 /// Every 10 s (or the resync, if shorter): closes unused Kafka connections and returns freed
 /// memory to the system.
 async fn sweep(groups: Arc<GroupContext>) {
-    let mut tick = tokio::time::interval(groups.resync.min(Duration::from_secs(10)));
+    let mut tick = tokio::time::interval(groups.settings.resync.min(Duration::from_secs(10)));
     loop {
         tick.tick().await;
         groups.sweep_connections();

@@ -44,7 +44,7 @@ impl Error {
 }
 
 pub async fn reconcile_namespaced(connection: Arc<KafkaConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let resolved = kafka_settings::namespaced_connection(&ctx.client, &connection, &ctx.defaults).await?;
+    let resolved = kafka_settings::namespaced_connection(&ctx.client, &connection, &ctx.settings.defaults).await?;
     let namespace = connection.namespace().unwrap_or_default();
     let users = users(&ctx, ConnectionKind::KafkaConnection, &connection.name_any(), |group| {
         group.namespace().as_deref() == Some(namespace.as_str())
@@ -54,18 +54,18 @@ pub async fn reconcile_namespaced(connection: Arc<KafkaConnection>, ctx: Arc<Con
         let api: Api<KafkaConnection> = Api::namespaced(ctx.client.clone(), &namespace);
         write_status(&api, &connection.name_any(), &status).await?;
     }
-    Ok(Action::requeue(ctx.resync))
+    Ok(Action::requeue(ctx.settings.resync))
 }
 
 pub async fn reconcile_cluster(connection: Arc<ClusterKafkaConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let resolved = kafka_settings::cluster_connection(&ctx.client, &connection, &ctx.defaults).await?;
+    let resolved = kafka_settings::cluster_connection(&ctx.client, &connection, &ctx.settings.defaults).await?;
     let users = users(&ctx, ConnectionKind::ClusterKafkaConnection, &connection.name_any(), |_| true);
     let status = observe(&ctx, resolved, users, connection.status.as_ref(), connection.meta().generation).await;
     if connection.status.as_ref() != Some(&status) {
         let api: Api<ClusterKafkaConnection> = Api::all(ctx.client.clone());
         write_status(&api, &connection.name_any(), &status).await?;
     }
-    Ok(Action::requeue(ctx.resync))
+    Ok(Action::requeue(ctx.settings.resync))
 }
 
 pub fn error_policy<K>(connection: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action
@@ -73,7 +73,7 @@ where
     K: Resource<DynamicType = ()>,
 {
     let attempt = ctx.attempts.failed(&ObjectRef::from_obj(connection.as_ref()).erase());
-    let delay = error.category().retry_after(attempt, ctx.resync);
+    let delay = error.category().retry_after(attempt, ctx.settings.resync);
     tracing::warn!(connection = %connection.meta().name.as_deref().unwrap_or_default(), %error, attempt, ?delay, "connection reconcile failed; retrying");
     Action::requeue(delay)
 }
@@ -81,7 +81,8 @@ where
 /// The ConsumerGroups naming this connection (`namespace/name` for a cluster one), sorted.
 fn users(ctx: &Context, kind: ConnectionKind, name: &str, in_scope: impl Fn(&ConsumerGroup) -> bool) -> Vec<String> {
     let mut users: Vec<String> = ctx
-        .stores
+        .caches
+        .groups
         .iter()
         .flat_map(|store| store.state())
         .filter(|group| {
@@ -115,10 +116,10 @@ async fn observe(
         Ok(connection) => {
             let brokers = match ctx.kafka.client(&connection.properties).await {
                 Ok(client) => {
-                    let brokers = client.broker_count(ctx.kafka_timeout).await;
+                    let brokers = client.broker_count(ctx.settings.kafka_timeout).await;
                     // Settings the batched reader refuses (e.g. GSSAPI) leave the levels unknown.
                     if brokers.is_ok() {
-                        match client.cluster_features(ctx.kafka_timeout).await {
+                        match client.cluster_features(ctx.settings.kafka_timeout).await {
                             Some(Ok(read)) => features = Some(read),
                             Some(Err(error)) => tracing::debug!(%error, "could not read the cluster's feature levels"),
                             None => {}

@@ -157,7 +157,7 @@ pub fn error_policy(group: Arc<ConsumerGroup>, error: &Error, ctx: Arc<GroupCont
         ctx.forget(&key);
     }
     let category = error.category();
-    let delay = category.retry_after(attempt, ctx.resync);
+    let delay = category.retry_after(attempt, ctx.settings.resync);
     tracing::warn!(group = %group.name_any(), %error, step = error.step(), ?category, ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
 }
@@ -205,7 +205,8 @@ async fn reconcile_inner(
         WorkloadWrite::Done(applied) => applied,
         WorkloadWrite::Conflict => return Ok(workload_changed(&group)),
     };
-    let status = status::build(&group, &observation, &plan, &applied, &now, ctx.status_lag_interval.as_secs() as i64);
+    let status =
+        status::build(&group, &observation, &plan, &applied, &now, ctx.settings.status_lag_interval.as_secs() as i64);
     let mut happenings = Vec::new();
     if applied.scaled
         && let Some(to) = applied.replicas
@@ -254,9 +255,9 @@ fn next_look(
     if plan.permanent {
         Action::await_change()
     } else if failed {
-        Action::requeue(Category::Transient.retry_after(attempt, ctx.resync).min(ctx.resync))
+        Action::requeue(Category::Transient.retry_after(attempt, ctx.settings.resync).min(ctx.settings.resync))
     } else {
-        let every = look_interval(group, ctx.resync);
+        let every = look_interval(group, ctx.settings.resync);
         // An observed group is reconciled by its observer's next poll (runtime's
         // groups_with_news): this later look is only for a poll that does not come.
         Action::requeue(if observation.observed { every * 2 } else { every })

@@ -91,7 +91,10 @@ pub async fn observe(
     let identified = crate::ownership::cluster_identified(ctx, group);
     let (mut settings, mut settings_problem) = (None, None);
     if conflict_with.is_none() {
-        match kafka_settings::resolve(&ctx.client, group, &ctx.defaults).await.map_err(Error::ResolveSettings)? {
+        match kafka_settings::resolve(&ctx.client, group, &ctx.settings.defaults)
+            .await
+            .map_err(Error::ResolveSettings)?
+        {
             Ok(resolved) => settings = Some(resolved),
             Err(problem) => settings_problem = Some(problem),
         }
@@ -137,7 +140,7 @@ pub async fn observe(
         let stable = description.state == crate::kafka::GroupState::Stable;
         memory.rates.observe(recent, &description.members, stable);
     }
-    let resets = crate::reset_hold::hold_now(&ctx.client, &ctx.resets, group).await.map_err(Error::GetResets)?;
+    let resets = crate::reset_hold::hold_now(&ctx.client, &ctx.caches.resets, group).await.map_err(Error::GetResets)?;
     Ok(Some(Observation {
         conflict_with,
         settings,
@@ -254,7 +257,7 @@ async fn observe_kafka(
     let scaling = group.spec.scaling.as_ref();
     let interest = Interest {
         topics: group.spec.topics.clone(),
-        every: super::look_interval(group, ctx.resync),
+        every: super::look_interval(group, ctx.settings.resync),
         policy: group.spec.auto_offset_reset,
         polls_kept: scaling.and_then(|s| s.exclude_persistent_lag_after_polls).map_or(0, |n| n.max(2) as usize),
         learns_capacity: scaling.is_some(),
@@ -263,7 +266,7 @@ async fn observe_kafka(
         // Not observed yet (a new group, or new topics): look again once the early poll is in,
         // unless the observer has not answered for a while.
         let since = *memory.awaiting_observation.get_or_insert_with(std::time::Instant::now);
-        if since.elapsed() > ctx.kafka_timeout * 3 {
+        if since.elapsed() > ctx.settings.kafka_timeout * 3 {
             memory.awaiting_observation = None;
             return failed(KafkaError::Timeout("an observation of the group"));
         }

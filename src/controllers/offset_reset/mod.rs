@@ -105,7 +105,7 @@ pub fn error_policy(reset: Arc<OffsetReset>, error: &Error, ctx: Arc<Context>) -
     ctx.metrics.errors.get_or_create(&crate::metrics::ErrorLabels { reason: error.label().to_string() }).inc();
     let category = error.category();
     let attempt = ctx.attempts.failed(&ObjectRef::from(reset.as_ref()).erase());
-    let delay = category.retry_after(attempt, ctx.resync);
+    let delay = category.retry_after(attempt, ctx.settings.resync);
     tracing::warn!(reset = %reset.name_any(), %error, step = error.step(), ?category, attempt, ?delay, "offset reset step failed; retrying");
     Action::requeue(delay)
 }
@@ -235,13 +235,15 @@ async fn connect(ctx: &Context, reset: &OffsetReset, status: &OffsetResetStatus)
         return fail(ctx, reset, status, not_the_owner(&group, &owner)).await.map(Connected::Stop);
     }
     let stop = |error| async move { kafka_failed(ctx, reset, status.clone(), error).await.map(Connected::Stop) };
-    let settings =
-        match kafka_settings::resolve(&ctx.client, &group, &ctx.defaults).await.map_err(Error::ResolveSettings)? {
-            Ok(settings) => settings,
-            Err(problem) => {
-                return stop(KafkaError::Config(format!("ConsumerGroup {}: {problem}", group.name_any()))).await;
-            }
-        };
+    let settings = match kafka_settings::resolve(&ctx.client, &group, &ctx.settings.defaults)
+        .await
+        .map_err(Error::ResolveSettings)?
+    {
+        Ok(settings) => settings,
+        Err(problem) => {
+            return stop(KafkaError::Config(format!("ConsumerGroup {}: {problem}", group.name_any()))).await;
+        }
+    };
     let client = match ctx.kafka.client(&settings.properties).await {
         Ok(client) => client,
         Err(error) => return stop(error).await,
@@ -249,7 +251,7 @@ async fn connect(ctx: &Context, reset: &OffsetReset, status: &OffsetResetStatus)
     if starting {
         // Asked again with the cluster named by its id: another spelling of the bootstrap servers
         // may be an older ConsumerGroup's cluster.
-        match client.fetch_cluster_id(ctx.kafka_timeout).await {
+        match client.fetch_cluster_id(ctx.settings.kafka_timeout).await {
             Ok(id) => ctx.kafka.learn_cluster_id(&settings.cluster_key(), id),
             Err(error) => return stop(error).await,
         }
@@ -410,7 +412,8 @@ async fn write_if_changed(ctx: &Context, reset: &OffsetReset, status: &OffsetRes
 /// An earlier-created reset of the same ConsumerGroup that has not finished.
 fn other_active_reset(ctx: &Context, reset: &OffsetReset) -> Option<String> {
     let rank = |r: &OffsetReset| (r.metadata.creation_timestamp.clone(), r.name_any());
-    ctx.resets
+    ctx.caches
+        .resets
         .iter()
         .flat_map(|store| store.state())
         .filter(|r| r.namespace() == reset.namespace() && r.spec.consumer_group == reset.spec.consumer_group)
@@ -471,7 +474,7 @@ async fn quiesce(
     mut status: OffsetResetStatus,
 ) -> Result<Action, Error> {
     let description = client
-        .describe_consumer_groups(std::slice::from_ref(&group.spec.group_id), ctx.kafka_timeout)
+        .describe_consumer_groups(std::slice::from_ref(&group.spec.group_id), ctx.settings.kafka_timeout)
         .await
         .map_err(Error::Kafka)?
         .into_iter()
@@ -591,7 +594,7 @@ async fn commit(
 ) -> Result<Action, Error> {
     let group_id = &group.spec.group_id;
     let (to_commit, to_delete) = split_plan(&status.plan);
-    match set_offsets(client, group_id, &to_commit, &to_delete, ctx.kafka_timeout).await {
+    match set_offsets(client, group_id, &to_commit, &to_delete, ctx.settings.kafka_timeout).await {
         Ok(()) => {}
         Err(KafkaError::PartitionsRefused(refused)) => {
             let message = undo_partial_commit(ctx, client, group_id, &status, &refused).await;
@@ -607,8 +610,10 @@ async fn commit(
 
     // Verify with a fresh OffsetFetch that Kafka holds exactly the plan.
     let scope: Vec<TopicPartition> = to_commit.keys().chain(to_delete.iter()).cloned().collect();
-    let now_committed =
-        client.list_consumer_group_offsets(group_id, Some(&scope), ctx.kafka_timeout).await.map_err(Error::Kafka)?;
+    let now_committed = client
+        .list_consumer_group_offsets(group_id, Some(&scope), ctx.settings.kafka_timeout)
+        .await
+        .map_err(Error::Kafka)?;
     let mismatches = mismatches(&status.plan, &now_committed);
     if !mismatches.is_empty() {
         return fail(ctx, reset, &status, format!("verification failed: {}", mismatches.join("; "))).await;
@@ -673,7 +678,7 @@ async fn undo_partial_commit(
     let undo = undo_plan(&status.plan, refused);
     let refusal = KafkaError::PartitionsRefused(refused.to_vec());
     let (restore, forget) = split_plan(&undo);
-    match set_offsets(client, group_id, &restore, &forget, ctx.kafka_timeout).await {
+    match set_offsets(client, group_id, &restore, &forget, ctx.settings.kafka_timeout).await {
         Ok(()) => format!(
             "{refusal}; the {} other partition(s) were put back to their offsets from before the reset; the workload resumes; no offset changed. Fix the permission or the scope (spec.topics) and create a new OffsetReset",
             undo.len()
@@ -752,7 +757,7 @@ async fn plan_now(
     } else {
         reset.spec.topics.iter().map(|t| t.name.clone()).collect()
     };
-    let counts = client.partition_counts(&scope_topics, ctx.kafka_timeout).await?;
+    let counts = client.partition_counts(&scope_topics, ctx.settings.kafka_timeout).await?;
     let mut scope = Vec::new();
     for topic in &scope_topics {
         let count = counts[topic];
@@ -772,7 +777,7 @@ async fn plan_now(
         scope.extend(chosen.into_iter().map(|partition| TopicPartition { topic: topic.clone(), partition }));
     }
 
-    let timeout = ctx.kafka_timeout;
+    let timeout = ctx.settings.kafka_timeout;
     let spec = |s: OffsetSpec| scope.iter().map(|tp| (tp.clone(), s)).collect::<Vec<_>>();
     // Read-uncommitted log ends, as kafka-consumer-groups uses.
     let (earliest, latest) = (spec(OffsetSpec::Earliest), spec(OffsetSpec::Latest));
