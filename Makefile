@@ -7,7 +7,7 @@ SHELL := /bin/bash
 export CGO_CACHE ?= $(HOME)/.cache/consumer-group-operator
 CARGO ?= cargo
 
-.PHONY: all build test test-compat unit-test lint fmt crds check-crds deps demo bench clean-cache
+.PHONY: all build test test-compat test-kafka-compat unit-test lint fmt crds check-crds deps demo bench clean-cache
 
 all: build
 
@@ -26,6 +26,11 @@ test:
 # Kubernetes (each apiserver built once per version, a few minutes); not part of `make test`.
 test-compat:
 	@scripts/test-compat.sh
+
+# The Kafka-facing tests against the oldest supported Kafka line (3.9) and 4.1 (jars fetched once
+# per release); `make test` runs the newest.
+test-kafka-compat:
+	@scripts/test-kafka-compat.sh
 
 unit-test:
 	$(CARGO) test --lib

@@ -9,7 +9,8 @@
 # Progress goes to stderr; stdout is only the folder.
 set -euo pipefail
 
-KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
+# CGO_KAFKA_VERSION picks the release (any on Maven Central from 3.9 on; each cached apart).
+KAFKA_VERSION="${CGO_KAFKA_VERSION:-4.4.0}"
 LOG4J_VERSION="${LOG4J_VERSION:-2.24.3}"
 CACHE="${CGO_CACHE:-$HOME/.cache/consumer-group-operator}"
 log() { echo "[kafka-libs] $*" >&2; }
@@ -22,6 +23,9 @@ if [[ -n "${KAFKA_HOME:-}" ]]; then
   log "KAFKA_HOME=$KAFKA_HOME has no libs/kafka_2.13-*.jar; falling back to the cache"
 fi
 
+# Kafka 3.x logs through reload4j (log4j 1): excluded, so that the log4j2 binding below is the only
+# one and the broker writes the log file the tests wait on, as Kafka 4 does.
+exclusions='<exclusions><exclusion><groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId></exclusion><exclusion><groupId>ch.qos.reload4j</groupId><artifactId>reload4j</artifactId></exclusion></exclusions>'
 pom=$(cat <<EOF
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -30,8 +34,8 @@ pom=$(cat <<EOF
   <version>1</version>
   <packaging>pom</packaging>
   <dependencies>
-    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version></dependency>
-    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version>$exclusions</dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$KAFKA_VERSION</version>$exclusions</dependency>
     <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>$LOG4J_VERSION</version></dependency>
     <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>$LOG4J_VERSION</version></dependency>
   </dependencies>

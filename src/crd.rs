@@ -1003,8 +1003,9 @@ pub struct KafkaConnectionStatus {
     /// Kafka's protocol does not tell the brokers' software version; it is at least this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata_version: Option<String>,
-    /// Group protocols the cluster serves: `classic`, and `consumer` (KIP-848) when its
-    /// `group.version` feature is finalized at 1 or more.
+    /// Group protocols the cluster serves: `classic`, and `consumer` (KIP-848), `share` (KIP-932)
+    /// and `streams` (KIP-1071) when their features (`group.version`, `share.version`,
+    /// `streams.version`) are finalized at 1 or more.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub group_protocols: Vec<String>,
     /// ConsumerGroups naming this connection.

@@ -201,8 +201,12 @@ async fn a_cluster_connection_serves_the_namespaces_it_selects_and_names_its_rul
     // The feature levels, judged by Kafka's own `kafka-features.sh describe`.
     let (levels, described) = common::kafka_features(&env.kafka);
     assert_eq!(status.metadata_version.as_ref(), levels.get("metadata.version"), "{described}");
-    let consumer_protocol = levels.get("group.version").is_some_and(|level| level != "0");
-    assert_eq!(status.group_protocols.contains(&"consumer".to_string()), consumer_protocol, "{described}");
+    for (feature, protocol) in
+        [("group.version", "consumer"), ("share.version", "share"), ("streams.version", "streams")]
+    {
+        let finalized = levels.get(feature).is_some_and(|level| level != "0");
+        assert_eq!(status.group_protocols.contains(&protocol.to_string()), finalized, "{protocol}: {described}");
+    }
     assert!(status.group_protocols.contains(&"classic".to_string()), "{:?}", status.group_protocols);
     let mut users = vec![format!("{allowed}/app"), format!("{outside}/app")];
     users.sort();

@@ -201,8 +201,9 @@ async fn scale_target_ref_drives_only_replicas() {
     assert_eq!(before.metadata.labels, after.metadata.labels);
     assert_eq!(before.metadata.annotations, after.metadata.annotations);
     assert!(after.metadata.owner_references.is_none(), "a referenced workload is never adopted");
-    let status = s.groups.get("theirs-cg").await.unwrap().status.unwrap();
-    assert_eq!(status.selector.as_deref(), Some("app=theirs"));
+    // The status follows the replica write (act, then status): waited for, not read at once.
+    let selector = common::eventually(WAIT, || async { s.groups.get("theirs-cg").await.ok()?.status?.selector }).await;
+    assert_eq!(selector.as_deref(), Some("app=theirs"));
 
     // A missing target is a condition, not a crash.
     let spec = serde_json::json!({"groupId": testenv::unique_name("g"), "topics": [topic], "scaleTargetRef": {"kind": "StatefulSet", "name": "nope"}});

@@ -303,9 +303,14 @@ async fn an_observer_poll_costs_a_few_requests_per_broker_whatever_the_groups() 
         // Log ends only: log starts are reused for LOG_START_MAX_AGE (read by the first poll).
         ("ListOffsets".to_string(), 1),
         ("OffsetFetch".to_string(), 1),
-        ("ConsumerGroupDescribe".to_string(), 1),
         ("DescribeGroups".to_string(), 1),
     ]);
+    // A broker without KIP-848 answered the first poll's ConsumerGroupDescribe UNSUPPORTED_VERSION
+    // for every group: later polls leave it out.
+    let mut expected = expected;
+    if common::serves_kip_848(kafka) {
+        expected.insert("ConsumerGroupDescribe".to_string(), 1);
+    }
     assert_eq!(sent, expected, "log ends shared by every group, one request per coordinator");
 
     for (group, reads) in &groups {

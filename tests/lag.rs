@@ -491,6 +491,9 @@ async fn a_group_on_the_kip_848_consumer_protocol_is_seen_with_its_members() {
     use rdkafka::consumer::{BaseConsumer, Consumer};
 
     let env = common::shared_env().await;
+    if !common::serves_kip_848(&env.kafka) {
+        return;
+    }
     let (client, namespace, groups, _) = setup("lag-848").await;
     let bootstrap = env.kafka.bootstrap_servers();
     let topic = create_topic(&bootstrap, 2).await;

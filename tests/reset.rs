@@ -85,11 +85,20 @@ fn reference_plan(kafka: &testenv::Kafka, group: &str, topic: &str, scenario: &[
     let out = kafka.consumer_groups(&args).unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{scenario:?}: {text}{}", String::from_utf8_lossy(&out.stderr));
-    text.lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|cols| cols.len() >= 4 && cols[1] == topic)
-        .map(|cols| (cols[2].parse().unwrap(), cols[3].parse().unwrap()))
-        .collect()
+    // Rows of GROUP TOPIC PARTITION NEW-OFFSET, read as words: Kafka 3.9's tool prints them all on
+    // one line.
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let plan: BTreeMap<i32, i64> = words
+        .windows(4)
+        .filter(|row| row[0] == group && row[1] == topic)
+        .map(|row| (row[2].parse().unwrap(), row[3].parse().unwrap()))
+        .collect();
+    assert!(
+        !plan.is_empty(),
+        "{scenario:?}: the tool planned nothing:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    plan
 }
 
 #[tokio::test]
@@ -433,6 +442,9 @@ async fn a_group_with_an_outside_member_is_refused_and_untouched() {
 #[tokio::test]
 async fn a_member_on_the_kip_848_consumer_protocol_blocks_an_execute() {
     let env = common::shared_env().await;
+    if !common::serves_kip_848(&env.kafka) {
+        return;
+    }
     let s = setup("reset-848").await;
     let bootstrap = env.kafka.bootstrap_servers();
     let client = kafka(&bootstrap);

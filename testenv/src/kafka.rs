@@ -24,6 +24,15 @@ const STARTED_LINE: &str = "Kafka Server started";
 /// busy the disk was (see `native/nosync.c`; etcd runs with `--unsafe-no-fsync` likewise).
 const NOSYNC_LIBRARY: &str = env!("CGO_NOSYNC_LIBRARY");
 
+/// The Kafka release of a folder of jars, from its `kafka_2.13-<version>.jar`.
+pub fn kafka_version(libs: &Path) -> Option<String> {
+    fs::read_dir(libs).ok()?.flatten().find_map(|entry| {
+        let name = entry.file_name().into_string().ok()?;
+        let version = name.strip_prefix("kafka_2.13-")?.strip_suffix(".jar")?;
+        (!version.contains('-')).then(|| version.to_string())
+    })
+}
+
 /// Finds (or fetches) the folder of Kafka jars.
 pub fn kafka_libs() -> Result<PathBuf> {
     if let Ok(dir) = std::env::var("CGO_KAFKA_LIBS") {
@@ -474,6 +483,19 @@ impl Kafka {
         self.run_class("org.apache.kafka.tools.consumer.group.ConsumerGroupCommand", &full)
     }
 
+    /// The release of this broker's jars (`4.4.0`), from the name of its `kafka_2.13` jar.
+    pub fn version(&self) -> Option<String> {
+        kafka_version(&self.libs)
+    }
+
+    /// `kafka-acls`' main class: Kafka 4 moved it from the Scala core to the tools.
+    fn acl_command(&self) -> &'static str {
+        match self.version() {
+            Some(version) if version.starts_with("3.") => "kafka.admin.AclCommand",
+            _ => "org.apache.kafka.tools.AclCommand",
+        }
+    }
+
     /// `kafka-acls --add` with these arguments (e.g. `--deny-principal User:ANONYMOUS --operation
     /// Read --topic t`). The broker authorizes with StandardAuthorizer and allows everything on
     /// resources without ACLs, so tests take a permission away from one topic or group only.
@@ -483,7 +505,7 @@ impl Kafka {
         let bootstrap = self.bootstrap_servers();
         let mut full = vec!["--bootstrap-server", bootstrap.as_str(), "--add", "--force"];
         full.extend_from_slice(args);
-        let out = self.run_class("org.apache.kafka.tools.AclCommand", &full)?;
+        let out = self.run_class(self.acl_command(), &full)?;
         if !out.status.success() {
             bail!(
                 "kafka-acls {args:?} failed: {}{}",
@@ -500,7 +522,7 @@ impl Kafka {
         }
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let out = self.run_class("org.apache.kafka.tools.AclCommand", &list)?;
+            let out = self.run_class(self.acl_command(), &list)?;
             let listed = String::from_utf8_lossy(&out.stdout);
             if out.status.success() && expected.iter().all(|line| listed.contains(line.as_str())) {
                 return Ok(());

@@ -260,11 +260,27 @@ pub fn kafka_features(kafka: &testenv::Kafka) -> (std::collections::BTreeMap<Str
     let levels = text
         .lines()
         .filter_map(|line| {
-            let field = |name: &str| line.split(&format!("{name}: ")).nth(1)?.split('\t').next().map(str::to_string);
+            // Tab-separated up to Kafka 4.3, padded with spaces from 4.4 on.
+            let field =
+                |name: &str| line.split(&format!("{name}: ")).nth(1)?.split_whitespace().next().map(str::to_string);
             Some((field("Feature")?, field("FinalizedVersionLevel")?))
         })
         .collect();
     (levels, text)
+}
+
+/// Whether the broker serves KIP-848's consumer protocol (`group.version` finalized at 1 or more,
+/// as `kafka-features describe` shows): Kafka 4 does by default, 3.9 does not. Tests of that
+/// protocol say they do not apply elsewhere.
+pub fn serves_kip_848(kafka: &testenv::Kafka) -> bool {
+    let (levels, _) = kafka_features(kafka);
+    let serves = levels.get("group.version").is_some_and(|level| level != "0");
+    if !serves {
+        eprintln!(
+            "this broker does not serve KIP-848's consumer protocol (group.version 0): its part of the test does not apply"
+        );
+    }
+    serves
 }
 
 /// Produces `counts[p]` records to partition p, stamped `base_ms + i * 1000` when `base_ms` is set.

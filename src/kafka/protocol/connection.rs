@@ -243,6 +243,13 @@ impl Connection {
         (!both.is_empty() && both.max >= min).then_some(both.max)
     }
 
+    /// Takes `R` off what this connection offers: for a broker that lists an API it does not serve
+    /// (Kafka 3.7 to 3.9 list ConsumerGroupDescribe with KIP-848 switched off, and answer each
+    /// group UNSUPPORTED_VERSION). A new connection asks the broker again.
+    pub(super) fn forget_api<R: Api>(&mut self) {
+        self.versions.remove(&(R::KEY as i16));
+    }
+
     /// [`Connection::version`], or an error naming the API and version the broker lacks.
     pub(super) fn required_version<R: Api>(&self, min: i16) -> Result<i16, KafkaError> {
         self.version::<R>(min).ok_or_else(|| {

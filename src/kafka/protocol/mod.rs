@@ -67,10 +67,11 @@ pub struct ClusterFeatures {
 
 /// `metadata.version` levels and the names Kafka gives them (`MetadataVersion` in Kafka's
 /// server-common; levels 1 to 6 are the 3.0 to 3.3 ones that Kafka 4 no longer accepts).
-const METADATA_VERSIONS: [&str; 29] = [
+const METADATA_VERSIONS: [&str; 34] = [
     "3.0-IV1", "3.1-IV0", "3.2-IV0", "3.3-IV0", "3.3-IV1", "3.3-IV2", "3.3-IV3", "3.4-IV0", "3.5-IV0", "3.5-IV1",
     "3.5-IV2", "3.6-IV0", "3.6-IV1", "3.6-IV2", "3.7-IV0", "3.7-IV1", "3.7-IV2", "3.7-IV3", "3.7-IV4", "3.8-IV0",
-    "3.9-IV0", "4.0-IV0", "4.0-IV1", "4.0-IV2", "4.0-IV3", "4.1-IV0", "4.1-IV1", "4.2-IV0", "4.2-IV1",
+    "3.9-IV0", "4.0-IV0", "4.0-IV1", "4.0-IV2", "4.0-IV3", "4.1-IV0", "4.1-IV1", "4.2-IV0", "4.2-IV1", "4.3-IV0",
+    "4.4-IV0", "4.4-IV1", "4.4-IV2", "4.5-IV0",
 ];
 
 impl ClusterFeatures {
@@ -83,11 +84,16 @@ impl ClusterFeatures {
     }
 
     /// The group protocols the cluster's coordinators serve: `classic` always, `consumer`
-    /// (KIP-848) when `group.version` is finalized at 1 or more.
+    /// (KIP-848) when `group.version` is finalized at 1 or more, `share` (KIP-932) and `streams`
+    /// (KIP-1071) when `share.version` and `streams.version` are.
     pub fn group_protocols(&self) -> Vec<String> {
         let mut protocols = vec!["classic".to_string()];
-        if self.finalized.get("group.version").is_some_and(|level| *level >= 1) {
-            protocols.push("consumer".to_string());
+        for (feature, protocol) in
+            [("group.version", "consumer"), ("share.version", "share"), ("streams.version", "streams")]
+        {
+            if self.finalized.get(feature).is_some_and(|level| *level >= 1) {
+                protocols.push(protocol.to_string());
+            }
         }
         protocols
     }
@@ -481,7 +487,8 @@ impl GroupReader {
     }
 
     /// One ConsumerGroupDescribe to `coordinator` for all of `groups`, then one DescribeGroups for
-    /// those it did not know.
+    /// those it did not know. A broker that has the API but not KIP-848 switched on (3.7 to 3.9 by
+    /// default) costs the ConsumerGroupDescribe once per connection, then DescribeGroups only.
     async fn describe(
         &self,
         coordinator: &Broker,
@@ -492,11 +499,19 @@ impl GroupReader {
             ConsumerGroupDescribeRequest::default().with_group_ids(groups.iter().map(|g| group_id(g)).collect());
         let answer = self
             .with_connection(coordinator, ConsumerGroupDescribeRequest::NAME, deadline, async |connection| {
-                match connection.version::<ConsumerGroupDescribeRequest>(0) {
-                    Some(version) => connection.send(&request, version, &self.counts).await.map(Some),
-                    // A broker without KIP-848 has classic groups only.
-                    None => Ok(None),
+                // A broker without KIP-848 has classic groups only.
+                let Some(version) = connection.version::<ConsumerGroupDescribeRequest>(0) else { return Ok(None) };
+                let answer = connection.send(&request, version, &self.counts).await?;
+                let unsupported = Some(ResponseError::UnsupportedVersion);
+                if !answer.groups.is_empty()
+                    && answer.groups.iter().all(|g| ResponseError::try_from_code(g.error_code) == unsupported)
+                {
+                    // Its coordinator serves the classic protocol only: asked with DescribeGroups
+                    // from now on, without this request.
+                    connection.forget_api::<ConsumerGroupDescribeRequest>();
+                    return Ok(None);
                 }
+                Ok(Some(answer))
             })
             .await;
         let mut answers = BTreeMap::new();
@@ -515,7 +530,7 @@ impl GroupReader {
                     };
                     let answer = match ResponseError::try_from_code(described.error_code) {
                         None => Answer::Done(consumer_description(described).map(Some)),
-                        Some(ResponseError::GroupIdNotFound) => {
+                        Some(ResponseError::GroupIdNotFound | ResponseError::UnsupportedVersion) => {
                             classic.push(group.clone());
                             continue;
                         }
