@@ -270,14 +270,12 @@ async fn dry_run(
     reset: &OffsetReset,
     mut status: OffsetResetStatus,
 ) -> Result<Action, Error> {
-    let planned = match plan_now(ctx, client, group, reset).await {
+    let planned = match plan_now(ctx, client, group, reset).await? {
         Ok(planned) => planned,
-        Err(PlanError::Invalid(message)) => {
+        Err(message) => {
             write_status(ctx, reset, &finished(&status, ResetPhase::Failed, message)).await?;
             return Ok(Action::await_change());
         }
-        Err(PlanError::Kafka(error)) => return Err(Error::Kafka(error)),
-        Err(PlanError::Kube(error)) => return Err(Error::GetRolledBack(error)),
     };
     status.phase = Some(ResetPhase::Planned);
     status.message = Some(format!(
@@ -384,13 +382,11 @@ async fn start(
         write_if_changed(ctx, reset, &status).await?;
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    match plan_now(ctx, client, group, reset).await {
+    match plan_now(ctx, client, group, reset).await? {
         Ok(planned) => record_members(&mut status, &planned.members),
-        Err(PlanError::Invalid(message)) => {
+        Err(message) => {
             return fail(ctx, reset, &status, format!("{message}; nothing was stopped or changed")).await;
         }
-        Err(PlanError::Kafka(error)) => return Err(Error::Kafka(error)),
-        Err(PlanError::Kube(error)) => return Err(Error::GetRolledBack(error)),
     }
     status.phase = Some(ResetPhase::Quiescing);
     status.previous_replicas = group.status.as_ref().and_then(|s| s.replicas);
@@ -484,7 +480,7 @@ async fn quiesce(
     let members = description.as_ref().map(|d| d.members.clone()).unwrap_or_default();
     let inactive = description.as_ref().is_none_or(|d| d.state.is_inactive());
     if workload_stopped && inactive && members.is_empty() {
-        return match plan_now(ctx, client, group, reset).await {
+        return match plan_now(ctx, client, group, reset).await? {
             Ok(planned) => {
                 status.phase = Some(ResetPhase::Committing);
                 status.message = Some(format!("group is Empty; committing {} planned offsets", planned.offsets.len()));
@@ -495,11 +491,9 @@ async fn quiesce(
                 crate::fault::exit_point("plan-stored");
                 Ok(Action::requeue(Duration::from_millis(200)))
             }
-            Err(PlanError::Invalid(message)) => {
+            Err(message) => {
                 fail(ctx, reset, &status, format!("the plan could not be resolved: {message}; no offset changed")).await
             }
-            Err(PlanError::Kafka(error)) => Err(Error::Kafka(error)),
-            Err(PlanError::Kube(error)) => Err(Error::GetRolledBack(error)),
         };
     }
     // Members that outlive the workload's pods are consumers it does not run: its pods are
@@ -727,8 +721,23 @@ struct Planned {
     members: Vec<MemberDescription>,
 }
 
-/// Resolves the target against what Kafka says now.
+/// Resolves the target against what Kafka says now: the plan, or why the reset cannot be planned
+/// as written (Ok(Err)); a request that failed is the step's error, tried again.
 async fn plan_now(
+    ctx: &Context,
+    client: &KafkaClient,
+    group: &ConsumerGroup,
+    reset: &OffsetReset,
+) -> Result<Result<Planned, String>, Error> {
+    match resolve_plan(ctx, client, group, reset).await {
+        Ok(planned) => Ok(Ok(planned)),
+        Err(PlanError::Invalid(message)) => Ok(Err(message)),
+        Err(PlanError::Kafka(error)) => Err(Error::Kafka(error)),
+        Err(PlanError::Kube(error)) => Err(Error::GetRolledBack(error)),
+    }
+}
+
+async fn resolve_plan(
     ctx: &Context,
     client: &KafkaClient,
     group: &ConsumerGroup,
